@@ -1,0 +1,121 @@
+//! The connection event record (kernel -> daemon) and the per-socket context the probes keep.
+
+/// Version of the [`ConnEvent`] layout; the daemon refuses records of another version.
+pub const EVENT_VERSION: u8 = 1;
+
+/// What a [`ConnEvent`] reports.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// An active open completed (SYN_SENT -> ESTABLISHED); the local end is the client.
+    Connect = 1,
+    /// An active open failed (SYN_SENT -> CLOSE); `error` holds the socket error.
+    ConnectFailed = 2,
+    /// A passive open completed (SYN_RECV -> ESTABLISHED); the local end is the server.
+    Accept = 3,
+}
+
+impl EventKind {
+    /// The kind for a raw tag, or `None` for an unknown tag.
+    pub const fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            1 => Some(Self::Connect),
+            2 => Some(Self::ConnectFailed),
+            3 => Some(Self::Accept),
+            _ => None,
+        }
+    }
+}
+
+/// `ConnEvent::flags`: the process fields were copied from a recorded context (task or listener).
+pub const FLAG_PROCESS_KNOWN: u8 = 1;
+
+/// One TCP connection seen by the kernel. Addresses are in network byte order, ports in host
+/// byte order. `src` is always the initiator (client) and `dst` the acceptor (server); the
+/// process fields describe the local end (the client for connects, the server for accepts).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnEvent {
+    /// [`EVENT_VERSION`].
+    pub version: u8,
+    /// [`EventKind`] tag.
+    pub kind: u8,
+    /// `FLAG_*` bits.
+    pub flags: u8,
+    /// 4 for IPv4, 6 for IPv6.
+    pub ip_version: u8,
+    /// Socket error (positive errno) for failed connects, else 0.
+    pub error: i32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the event was recorded.
+    pub ts_ns: u64,
+    /// cgroup v2 id of the local end (inode number of its cgroup directory).
+    pub cgroup_id: u64,
+    /// Process (thread-group) id of the local end, 0 when unknown.
+    pub tgid: u32,
+    /// Thread id of the local end, 0 when unknown.
+    pub pid: u32,
+    /// uid of the local end.
+    pub uid: u32,
+    /// Network namespace inode number of the socket.
+    pub netns: u32,
+    /// Initiator port.
+    pub src_port: u16,
+    /// Acceptor port.
+    pub dst_port: u16,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+    /// Initiator address (first 4 bytes for IPv4).
+    pub src_addr: [u8; 16],
+    /// Acceptor address (first 4 bytes for IPv4).
+    pub dst_addr: [u8; 16],
+    /// Command name of the local end (`task->comm`), NUL padded.
+    pub comm: [u8; 16],
+}
+
+/// The process context remembered for a socket: the connecting task at SYN_SENT, or the listening
+/// task at LISTEN.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcCtx {
+    /// Process id.
+    pub tgid: u32,
+    /// Thread id.
+    pub pid: u32,
+    /// uid.
+    pub uid: u32,
+    /// Non-zero: a connection of the daemon itself; drop it.
+    pub ignore: u32,
+    /// cgroup v2 id.
+    pub cgroup_id: u64,
+    /// Kernel address of the socket that recorded this context (listeners only; identity check
+    /// on close, never sent to user space in events).
+    pub sk: u64,
+    /// Command name.
+    pub comm: [u8; 16],
+}
+
+/// Key of the listener map: a listening port in one network namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenKey {
+    /// Network namespace inode number.
+    pub netns: u32,
+    /// Listening port, host byte order.
+    pub port: u16,
+    /// Explicit padding, always zero.
+    pub _pad: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<ConnEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<ProcCtx>() == 48);
+const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C), Copy, no implicit padding (sizes asserted above), every bit pattern valid.
+    unsafe impl aya::Pod for super::ConnEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProcCtx {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ListenKey {}
+}

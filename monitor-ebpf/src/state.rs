@@ -1,0 +1,223 @@
+//! The TCP state machine the probes follow. Every attach point funnels into
+//! [`on_state_change`]:
+//! - CLOSE -> SYN_SENT runs in the connecting task: remember its context for the socket.
+//! - SYN_SENT -> ESTABLISHED / CLOSE (often in softirq): emit a connect / failed connect with the
+//!   remembered context and the now complete 4-tuple.
+//! - CLOSE -> LISTEN runs in the listening task: remember it per (netns, port).
+//! - SYN_RECV -> ESTABLISHED runs in softirq, where the current task is usually the CLIENT:
+//!   attribute the accept to the recorded listener and the socket's own cgroup, never to the
+//!   current task.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_ns},
+};
+use aya_log_ebpf::warn;
+use monitor_common::{
+    event::FLAG_PROCESS_KNOWN, tcp_state, ConnEvent, EventKind, KernelOffsets, ListenKey,
+    ProcCtx, Stat, EVENT_VERSION, IPPROTO_TCP,
+};
+
+use crate::{
+    maps::{self, count, DFDW_CONNECTING, DFDW_EVENTS, DFDW_LISTENERS, DFDW_WAKEUP},
+    sock,
+};
+
+/// Entry point shared by every attach point.
+#[inline(always)]
+pub fn on_state_change<C: EbpfContext>(ctx: &C, sk: *const u8, old: i32, new: i32) {
+    let o = maps::offsets();
+    if o.ready == 0 || sk.is_null() {
+        return;
+    }
+    let interesting = matches!(
+        (old, new),
+        (tcp_state::CLOSE, tcp_state::SYN_SENT)
+            | (tcp_state::SYN_SENT, tcp_state::ESTABLISHED)
+            | (tcp_state::SYN_SENT, tcp_state::CLOSE)
+            | (tcp_state::CLOSE, tcp_state::LISTEN)
+            | (tcp_state::LISTEN, tcp_state::CLOSE)
+            | (tcp_state::SYN_RECV, tcp_state::ESTABLISHED)
+    );
+    if !interesting {
+        return;
+    }
+    let Some(family) = sock::family(&o, sk) else { return };
+    match sock::protocol(&o, sk) {
+        Ok(p) if p == IPPROTO_TCP => {}
+        _ => return,
+    }
+    match (old, new) {
+        (tcp_state::CLOSE, tcp_state::SYN_SENT) => remember_connecting(ctx, sk),
+        (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) => {
+            finish_connect(&o, sk, family, EventKind::Connect)
+        }
+        (tcp_state::SYN_SENT, tcp_state::CLOSE) => {
+            finish_connect(&o, sk, family, EventKind::ConnectFailed)
+        }
+        (tcp_state::CLOSE, tcp_state::LISTEN) => remember_listener(ctx, &o, sk),
+        (tcp_state::LISTEN, tcp_state::CLOSE) => forget_listener(&o, sk),
+        _ => emit_accept(&o, sk, family),
+    }
+}
+
+/// The context of the task running now.
+#[inline(always)]
+fn current_ctx<C: EbpfContext>(ctx: &C, ignore: bool, sk: *const u8) -> ProcCtx {
+    ProcCtx {
+        tgid: ctx.tgid(),
+        pid: ctx.pid(),
+        uid: ctx.uid(),
+        ignore: ignore as u32,
+        // SAFETY: helper without preconditions.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        sk: sk as u64,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+fn remember_connecting<C: EbpfContext>(ctx: &C, sk: *const u8) {
+    let ignore = ctx.tgid() == maps::self_tgid();
+    let pc = current_ctx(ctx, ignore, sk);
+    if DFDW_CONNECTING.insert(&(sk as u64), &pc, 0).is_err() {
+        count(Stat::ConnectingMapFull);
+    }
+}
+
+fn finish_connect(o: &KernelOffsets, sk: *const u8, family: u16, kind: EventKind) {
+    let key = sk as u64;
+    // SAFETY: the value is copied out before the entry is removed.
+    let pc = unsafe { DFDW_CONNECTING.get(&key) }.copied();
+    let _ = DFDW_CONNECTING.remove(&key);
+    if let Some(pc) = pc {
+        if pc.ignore != 0 {
+            return;
+        }
+    } else {
+        count(Stat::ConnectNoContext);
+    }
+    let Ok(a) = sock::addrs(o, sk, family) else { return };
+    let lost = match kind {
+        EventKind::ConnectFailed => Stat::LostConnectFailed,
+        _ => Stat::LostConnect,
+    };
+    let Some(mut entry) = DFDW_EVENTS.reserve::<ConnEvent>(0) else {
+        count(lost);
+        return;
+    };
+    let (flags, tgid, pid, uid, cgroup_id, comm) = match pc {
+        Some(pc) => (FLAG_PROCESS_KNOWN, pc.tgid, pc.pid, pc.uid, pc.cgroup_id, pc.comm),
+        None => (0, 0, 0, sock::uid(o, sk), sock::cgroup_id(o, sk), [0; 16]),
+    };
+    entry.write(ConnEvent {
+        version: EVENT_VERSION,
+        kind: kind as u8,
+        flags,
+        ip_version: a.ip_version,
+        error: if matches!(kind, EventKind::ConnectFailed) { sock::error(o, sk) } else { 0 },
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        cgroup_id,
+        tgid,
+        pid,
+        uid,
+        netns: sock::netns(o, sk),
+        src_port: a.local_port,
+        dst_port: a.remote_port,
+        _pad: 0,
+        src_addr: a.local,
+        dst_addr: a.remote,
+        comm,
+    });
+    entry.submit(wakeup_flags());
+}
+
+fn remember_listener<C: EbpfContext>(ctx: &C, o: &KernelOffsets, sk: *const u8) {
+    let Ok(port) = sock::addrs(o, sk, sock::family(o, sk).unwrap_or(0)).map(|a| a.local_port)
+    else {
+        return;
+    };
+    let key = ListenKey { netns: sock::netns(o, sk), port, _pad: 0 };
+    let ignore = ctx.tgid() == maps::self_tgid();
+    let pc = current_ctx(ctx, ignore, sk);
+    if DFDW_LISTENERS.insert(&key, &pc, 0).is_err() {
+        count(Stat::ListenerMapFull);
+        warn!(ctx, "dfdwatch: listener map full, accepts on port {} lose their pid", port);
+    }
+}
+
+fn forget_listener(o: &KernelOffsets, sk: *const u8) {
+    let Ok(port) = sock::addrs(o, sk, sock::family(o, sk).unwrap_or(0)).map(|a| a.local_port)
+    else {
+        return;
+    };
+    let key = ListenKey { netns: sock::netns(o, sk), port, _pad: 0 };
+    // SAFETY: the value is only compared, then the entry removed.
+    let same = unsafe { DFDW_LISTENERS.get(&key) }.map(|pc| pc.sk == sk as u64);
+    if same == Some(true) {
+        let _ = DFDW_LISTENERS.remove(&key);
+    }
+}
+
+fn emit_accept(o: &KernelOffsets, sk: *const u8, family: u16) {
+    let Ok(a) = sock::addrs(o, sk, family) else { return };
+    let netns = sock::netns(o, sk);
+    let key = ListenKey { netns, port: a.local_port, _pad: 0 };
+    // SAFETY: copied out at once.
+    let listener = unsafe { DFDW_LISTENERS.get(&key) }.copied();
+    let (flags, tgid, pid, comm) = match listener {
+        Some(l) if l.ignore != 0 => return,
+        Some(l) => (FLAG_PROCESS_KNOWN, l.tgid, l.pid, l.comm),
+        None => {
+            count(Stat::AcceptNoListener);
+            (0, 0, 0, [0; 16])
+        }
+    };
+    let Some(mut entry) = DFDW_EVENTS.reserve::<ConnEvent>(0) else {
+        count(Stat::LostAccept);
+        return;
+    };
+    entry.write(ConnEvent {
+        version: EVENT_VERSION,
+        kind: EventKind::Accept as u8,
+        flags,
+        ip_version: a.ip_version,
+        error: 0,
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        cgroup_id: sock::cgroup_id(o, sk),
+        tgid,
+        pid,
+        uid: sock::uid(o, sk),
+        netns,
+        src_port: a.remote_port,
+        dst_port: a.local_port,
+        _pad: 0,
+        src_addr: a.remote,
+        dst_addr: a.local,
+        comm,
+    });
+    entry.submit(wakeup_flags());
+}
+
+/// Batched wakeups: wake the reader only when enough bytes wait or this CPU has not woken it
+/// for a while; otherwise leave the record for the next wakeup or the reader's flush tick.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    let (bytes, ns) = maps::wakeup_thresholds();
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(last) = DFDW_WAKEUP.get_ptr_mut(0) else {
+        return BPF_RB_FORCE_WAKEUP as u64;
+    };
+    // SAFETY: per-CPU slot.
+    let due = now.wrapping_sub(unsafe { *last }) >= ns;
+    if due || DFDW_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= bytes {
+        // SAFETY: per-CPU slot.
+        unsafe { *last = now };
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}

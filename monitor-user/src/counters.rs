@@ -1,0 +1,65 @@
+//! Counters of the daemon's own pipeline (records read, decode errors by kind, events written,
+//! write errors), shared by the stages and reported in the log. Kernel-side losses live in the
+//! probes' per-CPU map (see [`crate::kernel_stats`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// The closed set of decode error labels.
+pub const DECODE_ERROR_LABELS: [&str; 4] = ["length", "version", "kind", "ip_version"];
+
+/// Pipeline counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    records_read: AtomicU64,
+    decode_errors: [AtomicU64; DECODE_ERROR_LABELS.len()],
+    events_written: AtomicU64,
+    write_errors: AtomicU64,
+}
+
+/// A point-in-time copy of [`Counters`].
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct CountersSnapshot {
+    /// Records taken from the ring buffer.
+    pub records_read: u64,
+    /// Records dropped because they could not be decoded, all kinds.
+    pub decode_errors: u64,
+    /// Events written to the events sink.
+    pub events_written: u64,
+    /// Events that could not be written.
+    pub write_errors: u64,
+}
+
+impl Counters {
+    /// One record read.
+    pub fn record_read(&self) {
+        self.records_read.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One decode error of kind `label`; returns the new total of that kind.
+    pub fn record_decode_error(&self, label: &str) -> u64 {
+        let i = DECODE_ERROR_LABELS.iter().position(|l| *l == label).unwrap_or(0);
+        self.decode_errors[i].fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// One event written.
+    pub fn record_written(&self) {
+        self.events_written.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One write error; returns the new total.
+    pub fn record_write_error(&self) -> u64 {
+        self.write_errors.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Copies the counters.
+    pub fn snapshot(&self) -> CountersSnapshot {
+        CountersSnapshot {
+            records_read: self.records_read.load(Ordering::Relaxed),
+            decode_errors: self.decode_errors.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
+            events_written: self.events_written.load(Ordering::Relaxed),
+            write_errors: self.write_errors.load(Ordering::Relaxed),
+        }
+    }
+}

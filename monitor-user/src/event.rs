@@ -1,0 +1,135 @@
+//! The JSON connection event, one per line (schema `dfdwatch.connection.v1`, documented in
+//! docs/events.md). Every string from the kernel is escaped before it gets here.
+
+use std::net::SocketAddr;
+
+use monitor_common::EventKind;
+use serde::Serialize;
+
+use crate::{clock::WallClock, decode::Connection, escape::escape_bytes};
+
+/// Schema id written in every event.
+pub const SCHEMA: &str = "dfdwatch.connection.v1";
+
+/// One connection event as written to the events stream.
+#[derive(Debug, Serialize)]
+pub struct ConnectionRecord {
+    /// Always [`SCHEMA`].
+    pub schema: &'static str,
+    /// RFC 3339 UTC time when the kernel saw the state change, nanosecond precision.
+    pub time: String,
+    /// The node (host name) that observed it.
+    pub node: String,
+    /// `connect`, `connect_failed` or `accept`.
+    pub kind: &'static str,
+    /// For `connect_failed`: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// 4 or 6 (IPv4-mapped IPv6 addresses are reported as IPv4).
+    pub ip_version: u8,
+    /// The initiator (client) end.
+    pub src: Address,
+    /// The acceptor (server) end.
+    pub dst: Address,
+    /// Which end is on this node: `src` for connects, `dst` for accepts.
+    pub local_side: &'static str,
+    /// The local end's workload as the kernel saw it.
+    pub local: LocalEnd,
+}
+
+/// An address and port.
+#[derive(Debug, Serialize)]
+pub struct Address {
+    /// IP address.
+    pub addr: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// The reason a connect failed.
+#[derive(Debug, Serialize)]
+pub struct ErrorInfo {
+    /// Positive errno from the socket (0 when the application gave up first).
+    pub errno: i32,
+    /// Symbolic name: `ECONNREFUSED`, `ETIMEDOUT`, `ECONNRESET`, ..., or `aborted` for 0.
+    pub name: &'static str,
+}
+
+/// The local end of a connection.
+#[derive(Debug, Serialize)]
+pub struct LocalEnd {
+    /// Process id; absent when unknown (see `attribution`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tgid: Option<u32>,
+    /// Thread id; absent when unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Command name, escaped (`\xNN` for bytes outside printable ASCII); absent when unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// uid of the process (connect) or of the socket's owner (accept).
+    pub uid: u32,
+    /// cgroup v2 id (the inode of the cgroup directory).
+    pub cgroup_id: u64,
+    /// Network namespace inode number.
+    pub netns: u32,
+    /// Where the process fields come from: `task` (the connecting task), `listener` (the process
+    /// that listens on the port), or `socket` (process unknown; uid and cgroup from the socket).
+    pub attribution: &'static str,
+}
+
+/// Name of a socket error number.
+pub fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        0 => "aborted",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::EPERM => "EPERM",
+        libc::EACCES => "EACCES",
+        _ => "other",
+    }
+}
+
+fn address(a: SocketAddr) -> Address {
+    Address { addr: a.ip().to_string(), port: a.port() }
+}
+
+impl ConnectionRecord {
+    /// Builds the record for one decoded connection.
+    pub fn new(c: &Connection, clock: &WallClock, node: &str) -> Self {
+        let kind = match c.kind {
+            EventKind::Connect => "connect",
+            EventKind::ConnectFailed => "connect_failed",
+            EventKind::Accept => "accept",
+        };
+        let attribution = match (&c.process, c.kind) {
+            (None, _) => "socket",
+            (Some(_), EventKind::Accept) => "listener",
+            (Some(_), _) => "task",
+        };
+        ConnectionRecord {
+            schema: SCHEMA,
+            time: clock.rfc3339(c.monotonic_ns),
+            node: node.to_owned(),
+            kind,
+            error: c.error.map(|errno| ErrorInfo { errno, name: errno_name(errno) }),
+            ip_version: if c.src.is_ipv4() { 4 } else { 6 },
+            src: address(c.src),
+            dst: address(c.dst),
+            local_side: if c.local_is_src() { "src" } else { "dst" },
+            local: LocalEnd {
+                tgid: c.process.as_ref().map(|p| p.tgid),
+                pid: c.process.as_ref().map(|p| p.pid),
+                comm: c.process.as_ref().map(|p| escape_bytes(&p.comm)),
+                uid: c.uid,
+                cgroup_id: c.cgroup_id,
+                netns: c.netns,
+                attribution,
+            },
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The `dfdwatch` command line: `run` the daemon, `check` and `render` approved DFDs.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dfdwatch::run::{RunArgs, RunError};
+
+/// Exit status for bad usage (sysexits EX_USAGE).
+const EX_USAGE: u8 = 64;
+
+/// dfdwatch: a runtime trust-boundary monitor. Traces every TCP connect and accept on this node
+/// and compares the flows with the approved data-flow diagram.
+#[derive(Parser, Debug)]
+#[command(name = "dfdwatch", version)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `dfdwatch=debug`. RUST_LOG wins.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Load the eBPF probes and write one JSON line per TCP connection (needs root or CAP_BPF,
+    /// CAP_PERFMON).
+    Run(RunArgs),
+}
+
+fn init_logging(level: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .map_err(|e| format!("--log-level {level}: {e}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init()
+        .map_err(|e| format!("logging: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    if let Err(e) = init_logging(&cli.log_level) {
+        eprintln!("dfdwatch: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
+    match cli.command {
+        Command::Run(args) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("dfdwatch: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(dfdwatch::run::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ RunError::Usage(_)) => {
+                    tracing::error!("{e}");
+                    ExitCode::from(EX_USAGE)
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

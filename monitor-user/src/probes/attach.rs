@@ -1,0 +1,80 @@
+//! Chooses where to attach at run time: the first attach point in preference order that this
+//! kernel supports. Kernels with kprobes or fentry can get variants here without touching the
+//! state machine, which every attach point shares in the eBPF crate.
+
+use aya::{
+    Ebpf,
+    programs::{RawTracePoint, TracePoint},
+};
+
+use super::{ProbeError, tracefs};
+
+/// A place the state-change probe can hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachPoint {
+    /// Tracepoint `sock/inet_sock_set_state` (Linux 4.16+, stable ABI, needs tracefs).
+    Tracepoint,
+    /// Raw tracepoint `inet_sock_set_state` (Linux 4.17+, no tracefs needed).
+    RawTracepoint,
+}
+
+impl AttachPoint {
+    /// In order of preference.
+    pub const PREFERENCE: [AttachPoint; 2] = [AttachPoint::Tracepoint, AttachPoint::RawTracepoint];
+
+    /// Name used in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachPoint::Tracepoint => "tracepoint sock/inet_sock_set_state",
+            AttachPoint::RawTracepoint => "raw_tracepoint inet_sock_set_state",
+        }
+    }
+}
+
+/// Attaches at `wanted`, or at the first attach point that works.
+pub fn attach(ebpf: &mut Ebpf, wanted: Option<AttachPoint>) -> Result<AttachPoint, ProbeError> {
+    let candidates: Vec<AttachPoint> = match wanted {
+        Some(p) => vec![p],
+        None => AttachPoint::PREFERENCE.to_vec(),
+    };
+    let mut failures = Vec::new();
+    for point in candidates {
+        match try_attach(ebpf, point) {
+            Ok(()) => {
+                tracing::info!(attach_point = point.name(), "probe attached");
+                return Ok(point);
+            }
+            Err(why) => {
+                tracing::info!(attach_point = point.name(), reason = %why, "attach point unavailable");
+                failures.push(format!("{}: {why}", point.name()));
+            }
+        }
+    }
+    Err(ProbeError::Attach(failures.join("; ")))
+}
+
+fn try_attach(ebpf: &mut Ebpf, point: AttachPoint) -> Result<(), String> {
+    match point {
+        AttachPoint::Tracepoint => {
+            let fs = tracefs::find().ok_or("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)")?;
+            tracefs::check_layout(&fs, "sock", "inet_sock_set_state", &[("skaddr", 8), ("oldstate", 16), ("newstate", 20)])?;
+            let prog: &mut TracePoint = ebpf
+                .program_mut("dfdw_tp_state")
+                .ok_or("program dfdw_tp_state missing")?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            prog.load().map_err(|e| format!("load: {e}"))?;
+            prog.attach("sock", "inet_sock_set_state").map_err(|e| format!("attach: {e}"))?;
+        }
+        AttachPoint::RawTracepoint => {
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut("dfdw_raw_tp_state")
+                .ok_or("program dfdw_raw_tp_state missing")?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            prog.load().map_err(|e| format!("load: {e}"))?;
+            prog.attach("inet_sock_set_state").map_err(|e| format!("attach: {e}"))?;
+        }
+    }
+    Ok(())
+}

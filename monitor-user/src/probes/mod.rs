@@ -1,0 +1,122 @@
+//! The kernel side as the daemon sees it: load the eBPF object with this kernel's struct offsets,
+//! attach it at the best attach point the kernel offers, seed what it cannot see by itself, and
+//! hand out the maps the reader and the loss counters need. Dropping [`Probes`] detaches all.
+
+pub mod attach;
+pub mod btf;
+pub mod listeners;
+pub mod offsets;
+pub mod tracefs;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+};
+use monitor_common::{
+    EVENTS_MAP, OFFSETS_GLOBAL, SELF_TGID_GLOBAL, STATS_MAP, WAKEUP_BYTES_GLOBAL,
+    WAKEUP_NS_GLOBAL,
+};
+
+pub use attach::AttachPoint;
+
+/// The compiled eBPF object, embedded at build time by build.rs.
+static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dfdwatch-probes"));
+
+/// Errors loading or attaching the probes.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("reading kernel struct offsets from BTF failed: {0}")]
+    Btf(#[from] btf::BtfError),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("eBPF map {0} missing from the object")]
+    MissingMap(&'static str),
+    #[error("eBPF map {name} has an unexpected type: {source}")]
+    MapType { name: &'static str, #[source] source: aya::maps::MapError },
+    #[error("no attach point worked on this kernel: {0}")]
+    Attach(String),
+}
+
+/// Knobs for loading the probes.
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    /// BTF file describing the running kernel.
+    pub btf_path: std::path::PathBuf,
+    /// Which attach point to use, or `None` to pick the first that works.
+    pub attach: Option<AttachPoint>,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// Wake the reader once this many bytes wait in the ring.
+    pub wakeup_bytes: u64,
+    /// Wake the reader if this CPU's last wakeup is older than this many nanoseconds.
+    pub wakeup_ns: u64,
+}
+
+/// Loaded and attached probes.
+pub struct Probes {
+    ebpf: Ebpf,
+    /// The attach point in use.
+    pub attach_point: AttachPoint,
+    /// Listener entries seeded from /proc at start-up.
+    pub seeded_listeners: usize,
+}
+
+impl Probes {
+    /// Loads the object with this kernel's offsets, attaches it, and seeds the listener map.
+    pub fn load(config: &ProbeConfig) -> Result<Self, ProbeError> {
+        let started = std::time::Instant::now();
+        let btf = btf::Btf::from_file(&config.btf_path)?;
+        let offsets = offsets::from_btf(&btf)?;
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, ?offsets, "kernel offsets read from BTF");
+        let self_tgid = std::process::id();
+        let mut ebpf = EbpfLoader::new()
+            .override_global(OFFSETS_GLOBAL, &offsets, true)
+            .override_global(SELF_TGID_GLOBAL, &self_tgid, true)
+            .override_global(WAKEUP_BYTES_GLOBAL, &config.wakeup_bytes, true)
+            .override_global(WAKEUP_NS_GLOBAL, &config.wakeup_ns, true)
+            .map_max_entries(EVENTS_MAP, config.ring_bytes)
+            .load(PROBES_OBJECT)
+            .map_err(|e| ProbeError::Load(Box::new(e)))?;
+        match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => spawn_kernel_logger(logger),
+            Err(e) => tracing::warn!(error = %e, "eBPF log forwarding unavailable"),
+        }
+        let seeded_listeners = listeners::seed(&mut ebpf, self_tgid);
+        let attach_point = attach::attach(&mut ebpf, config.attach)?;
+        Ok(Self { ebpf, attach_point, seeded_listeners })
+    }
+
+    /// Takes the event ring buffer (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self.ebpf.take_map(EVENTS_MAP).ok_or(ProbeError::MissingMap(EVENTS_MAP))?;
+        RingBuf::try_from(map).map_err(|source| ProbeError::MapType { name: EVENTS_MAP, source })
+    }
+
+    /// Takes the per-CPU loss counters (once).
+    pub fn take_stats(&mut self) -> Result<PerCpuArray<MapData, u64>, ProbeError> {
+        let map = self.ebpf.take_map(STATS_MAP).ok_or(ProbeError::MissingMap(STATS_MAP))?;
+        PerCpuArray::try_from(map).map_err(|source| ProbeError::MapType { name: STATS_MAP, source })
+    }
+}
+
+/// Forwards aya-log records from the probes into the daemon's log, woken on readiness.
+fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its ring-buffer fd for its whole life and always returns that fd.
+    let registered =
+        unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+    let fd = match registered.map_err(std::io::Error::from) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!(error = %e, "eBPF log forwarding unavailable");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let mut fd = fd;
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else { return };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}

@@ -1,0 +1,157 @@
+//! `dfdwatch run`: load and attach the probes, then run the pipeline
+//! (ring-buffer reader -> bounded queue -> event writer) until SIGINT or SIGTERM, detach, drain
+//! and report the final counters.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, watch},
+};
+
+use crate::{
+    clock::WallClock,
+    counters::Counters,
+    kernel_stats::KernelStats,
+    probes::{self, AttachPoint, ProbeConfig, Probes},
+    reader::RingReader,
+    sink::EventWriter,
+};
+
+/// Decoded events waiting for the writer.
+const EVENT_QUEUE: usize = 8192;
+
+/// Options of `dfdwatch run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Append events (JSON Lines) to this file instead of writing them to stdout.
+    #[arg(long, value_name = "PATH")]
+    pub events_file: Option<PathBuf>,
+    /// Attach point to use; by default the first this kernel supports (tracepoint, then
+    /// raw-tracepoint).
+    #[arg(long, value_enum)]
+    pub attach: Option<AttachPoint>,
+    /// Size of the kernel-to-daemon ring buffer in MiB (a power of two, 1 to 1024).
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    pub ring_buffer_mib: u32,
+    /// How often the reader collects records the probes did not announce (batched wakeups).
+    #[arg(long, default_value_t = 5, value_name = "MS")]
+    pub flush_interval_ms: u64,
+    /// How often kernel loss counters are checked and increases logged.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub stats_interval_ms: u64,
+    /// BTF of the running kernel, for struct offsets.
+    #[arg(long, default_value = probes::btf::VMLINUX_BTF, value_name = "PATH")]
+    pub btf: PathBuf,
+    /// Node name written in events (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+}
+
+/// Why `run` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid option: {0}")]
+    Usage(String),
+    #[error(transparent)]
+    Probes(#[from] probes::ProbeError),
+    #[error("cannot open events file {path}: {source}")]
+    EventsFile { path: PathBuf, #[source] source: std::io::Error },
+    #[error("cannot watch the ring buffer: {0}")]
+    Poll(#[source] std::io::Error),
+    #[error("cannot install a signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+impl RunArgs {
+    fn validate(&self) -> Result<ProbeConfig, RunError> {
+        let mib = self.ring_buffer_mib;
+        if !(1..=1024).contains(&mib) || !mib.is_power_of_two() {
+            return Err(RunError::Usage(format!("--ring-buffer-mib {mib}: use a power of two from 1 to 1024")));
+        }
+        if self.flush_interval_ms == 0 || self.flush_interval_ms > 1000 {
+            return Err(RunError::Usage("--flush-interval-ms: use 1 to 1000".into()));
+        }
+        if self.stats_interval_ms < 100 {
+            return Err(RunError::Usage("--stats-interval-ms: use at least 100".into()));
+        }
+        let ring_bytes = mib << 20;
+        Ok(ProbeConfig {
+            btf_path: self.btf.clone(),
+            attach: self.attach,
+            ring_bytes,
+            wakeup_bytes: u64::from(ring_bytes / 16),
+            wakeup_ns: 1_000_000,
+        })
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| crate::escape::escape_bytes(s.trim().as_bytes()))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Runs the daemon until a termination signal.
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let config = args.validate()?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
+
+    let clock = WallClock::new();
+    let node = args.node_name.clone().unwrap_or_else(host_name);
+    let counters = Arc::new(Counters::default());
+    let writer = match &args.events_file {
+        Some(path) => EventWriter::file(path, clock, node, counters.clone())
+            .map_err(|source| RunError::EventsFile { path: path.clone(), source })?,
+        None => EventWriter::stdout(clock, node, counters.clone()),
+    };
+
+    let mut probes = Probes::load(&config)?;
+    let ring = probes.take_events()?;
+    let mut kernel_stats = KernelStats::new(probes.take_stats()?);
+
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    let sink = std::thread::Builder::new()
+        .name("event-writer".into())
+        .spawn(move || writer.run(rx))
+        .map_err(RunError::Poll)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reader = RingReader::new(ring, tx, Duration::from_millis(args.flush_interval_ms), counters.clone())
+        .map_err(RunError::Poll)?;
+    let reader = tokio::spawn(reader.run(stop_rx));
+
+    tracing::info!(
+        attach_point = probes.attach_point.name(),
+        ring_buffer_bytes = config.ring_bytes,
+        seeded_listeners = probes.seeded_listeners,
+        pid = std::process::id(),
+        "dfdwatch ready"
+    );
+
+    let mut stats_tick = tokio::time::interval(Duration::from_millis(args.stats_interval_ms));
+    let signal_name = loop {
+        tokio::select! {
+            _ = sigint.recv() => break "SIGINT",
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = stats_tick.tick() => kernel_stats.report_increases(),
+        }
+    };
+    tracing::info!(signal = signal_name, "shutting down");
+    drop(probes);
+    tracing::info!("probes detached");
+    let _ = stop_tx.send(true);
+    if let Err(e) = reader.await {
+        tracing::error!(error = %e, "reader task failed");
+    }
+    if sink.join().is_err() {
+        tracing::error!("event writer thread panicked");
+    }
+    kernel_stats.report_increases();
+    let summary = serde_json::json!({
+        "pipeline": counters.snapshot(),
+        "kernel": kernel_stats.totals(),
+    });
+    tracing::info!("final counters: {summary}");
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! The event sink stage: writes each connection as one JSON line to stdout or an append-only
+//! file, on its own thread (blocking I/O stays off the async runtime). Lines are flushed whenever
+//! the queue runs empty, so a quiet stream is never held back in a buffer.
+
+use std::{
+    fs::OpenOptions,
+    io::{BufWriter, Write},
+    os::unix::fs::OpenOptionsExt,
+    path::Path,
+    sync::Arc,
+};
+
+use tokio::sync::mpsc;
+
+use crate::{clock::WallClock, counters::Counters, decode::Connection, event::ConnectionRecord};
+
+/// Writes connection events as JSON Lines.
+pub struct EventWriter {
+    out: Box<dyn Write + Send>,
+    clock: WallClock,
+    node: String,
+    counters: Arc<Counters>,
+}
+
+impl EventWriter {
+    /// A writer to stdout.
+    pub fn stdout(clock: WallClock, node: String, counters: Arc<Counters>) -> Self {
+        Self { out: Box::new(BufWriter::new(std::io::stdout())), clock, node, counters }
+    }
+
+    /// A writer appending to `path` (created 0600 if missing).
+    pub fn file(path: &Path, clock: WallClock, node: String, counters: Arc<Counters>) -> std::io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+        Ok(Self { out: Box::new(BufWriter::new(file)), clock, node, counters })
+    }
+
+    /// Writes events until the channel closes, then flushes. Runs on a blocking thread.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Connection>) {
+        while let Some(c) = rx.blocking_recv() {
+            self.write(&c);
+            while let Ok(c) = rx.try_recv() {
+                self.write(&c);
+            }
+            self.flush();
+        }
+        self.flush();
+    }
+
+    fn write(&mut self, c: &Connection) {
+        let record = ConnectionRecord::new(c, &self.clock, &self.node);
+        let result = serde_json::to_writer(&mut self.out, &record)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        match result {
+            Ok(()) => self.counters.record_written(),
+            Err(e) => {
+                let n = self.counters.record_write_error();
+                if n.is_power_of_two() {
+                    tracing::error!(error = %e, total = n, "writing an event failed");
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            let n = self.counters.record_write_error();
+            if n.is_power_of_two() {
+                tracing::error!(error = %e, total = n, "flushing events failed");
+            }
+        }
+    }
+}
