@@ -87,16 +87,24 @@ fn remember_connecting<C: EbpfContext>(ctx: &C, sk: *const u8) {
 
 fn finish_connect(o: &KernelOffsets, sk: *const u8, family: u16, kind: EventKind) {
     let key = sk as u64;
-    // SAFETY: the value is copied out before the entry is removed.
-    let pc = unsafe { DFDW_CONNECTING.get(&key) }.copied();
+    // Copy the fields out at once: an `Option<ProcCtx>` kept across helper calls leaves an
+    // undefined payload that the verifier rejects ("R9 !read_ok").
+    // SAFETY: the fields are copied before the entry is removed.
+    let recorded = match unsafe { DFDW_CONNECTING.get(&key) } {
+        Some(pc) => Some((pc.ignore, pc.tgid, pc.pid, pc.uid, pc.cgroup_id, pc.comm)),
+        None => None,
+    };
     let _ = DFDW_CONNECTING.remove(&key);
-    if let Some(pc) = pc {
-        if pc.ignore != 0 {
-            return;
+    let (flags, tgid, pid, uid, cgroup_id, comm) = match recorded {
+        Some((ignore, _, _, _, _, _)) if ignore != 0 => return,
+        Some((_, tgid, pid, uid, cgroup_id, comm)) => {
+            (FLAG_PROCESS_KNOWN, tgid, pid, uid, cgroup_id, comm)
         }
-    } else {
-        count(Stat::ConnectNoContext);
-    }
+        None => {
+            count(Stat::ConnectNoContext);
+            (0, 0, 0, sock::uid(o, sk), sock::cgroup_id(o, sk), [0u8; 16])
+        }
+    };
     let Ok(a) = sock::addrs(o, sk, family) else { return };
     let lost = match kind {
         EventKind::ConnectFailed => Stat::LostConnectFailed,
@@ -105,10 +113,6 @@ fn finish_connect(o: &KernelOffsets, sk: *const u8, family: u16, kind: EventKind
     let Some(mut entry) = DFDW_EVENTS.reserve::<ConnEvent>(0) else {
         count(lost);
         return;
-    };
-    let (flags, tgid, pid, uid, cgroup_id, comm) = match pc {
-        Some(pc) => (FLAG_PROCESS_KNOWN, pc.tgid, pc.pid, pc.uid, pc.cgroup_id, pc.comm),
-        None => (0, 0, 0, sock::uid(o, sk), sock::cgroup_id(o, sk), [0; 16]),
     };
     entry.write(ConnEvent {
         version: EVENT_VERSION,
@@ -164,9 +168,8 @@ fn emit_accept(o: &KernelOffsets, sk: *const u8, family: u16) {
     let Ok(a) = sock::addrs(o, sk, family) else { return };
     let netns = sock::netns(o, sk);
     let key = ListenKey { netns, port: a.local_port, _pad: 0 };
-    // SAFETY: copied out at once.
-    let listener = unsafe { DFDW_LISTENERS.get(&key) }.copied();
-    let (flags, tgid, pid, comm) = match listener {
+    // SAFETY: the fields are copied out at once.
+    let (flags, tgid, pid, comm) = match unsafe { DFDW_LISTENERS.get(&key) } {
         Some(l) if l.ignore != 0 => return,
         Some(l) => (FLAG_PROCESS_KNOWN, l.tgid, l.pid, l.comm),
         None => {
