@@ -1,0 +1,187 @@
+//! Runs the real `dfdwatch run` daemon for a test: waits until it is ready, reads the events it
+//! writes, and stops it with SIGTERM to collect its final counters.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::sys;
+
+/// How to start the daemon.
+#[derive(Clone, Debug, Default)]
+pub struct DaemonOptions {
+    /// `--attach` value, or the daemon's own choice.
+    pub attach: Option<String>,
+    /// Further arguments for `dfdwatch run`.
+    pub extra_args: Vec<String>,
+}
+
+/// A running daemon.
+pub struct Daemon {
+    child: Option<Child>,
+    events_path: PathBuf,
+    log_path: PathBuf,
+}
+
+/// What a stopped daemon left: its events, its final counters and its log.
+#[derive(Debug)]
+pub struct Finished {
+    /// Every event line, parsed.
+    pub events: Vec<Value>,
+    /// The `final counters` object (`kernel` and `pipeline`).
+    pub counters: Value,
+    /// The daemon's whole log (stderr).
+    pub log: String,
+    /// Whether it exited with status 0.
+    pub clean_exit: bool,
+}
+
+/// The daemon binary: `DFDWATCH_BIN`, else the workspace's debug build.
+pub fn binary() -> Result<PathBuf> {
+    let path = match std::env::var_os("DFDWATCH_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => sys::workspace_root().join("target/debug/dfdwatch"),
+    };
+    if !path.exists() {
+        bail!(
+            "dfdwatch binary not found at {} (build it with `cargo build -p monitor-user`, which \
+             `cargo xtask test` does, or set DFDWATCH_BIN)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+impl Daemon {
+    /// Starts `dfdwatch run` writing events into a scratch file and waits for "dfdwatch ready".
+    pub fn start(tag: &str, options: &DaemonOptions) -> Result<Self> {
+        sys::require_root()?;
+        let dir = sys::scratch_dir(&format!("daemon-{tag}"))?;
+        let events_path = dir.join("events.jsonl");
+        let log_path = dir.join("dfdwatch.log");
+        let log = std::fs::File::create(&log_path).context("create daemon log")?;
+        let mut cmd = Command::new(binary()?);
+        cmd.arg("run")
+            .arg("--events-file")
+            .arg(&events_path)
+            .arg("--node-name")
+            .arg("test-node")
+            .env("RUST_LOG", "info")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(attach) = &options.attach {
+            cmd.arg("--attach").arg(attach);
+        }
+        cmd.args(&options.extra_args);
+        let child = cmd.spawn().context("start dfdwatch")?;
+        let mut daemon = Self { child: Some(child), events_path, log_path };
+        daemon.wait_ready()?;
+        Ok(daemon)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            if log.contains("dfdwatch ready") {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    bail!("dfdwatch exited before it was ready ({status}):\n{log}");
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("dfdwatch not ready after 30 s:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The events written so far.
+    pub fn events(&self) -> Result<Vec<Value>> {
+        read_events(&self.events_path)
+    }
+
+    /// Polls the events until `done` holds for them or `timeout` passes; returns the last read.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.events()?;
+            if done(&events) || Instant::now() > deadline {
+                return Ok(events);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM, waits for the exit, and collects events, counters and log.
+    pub fn stop(mut self) -> Result<Finished> {
+        let mut child = self.child.take().context("daemon already stopped")?;
+        sys::signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("dfdwatch did not exit within 15 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let log = std::fs::read_to_string(&self.log_path).context("read daemon log")?;
+        let counters = log
+            .lines()
+            .find_map(|l| l.split_once("final counters: ").map(|(_, json)| json.to_owned()))
+            .context("no `final counters` line in the daemon log")?;
+        let counters = serde_json::from_str(&counters).context("parse final counters")?;
+        Ok(Finished { events: read_events(&self.events_path)?, counters, log, clean_exit: status.success() })
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn read_events(path: &PathBuf) -> Result<Vec<Value>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).context("read events"),
+    };
+    // The last line may be half written while the daemon runs: parse complete lines only.
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => "",
+    };
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("bad event line: {l}")))
+        .collect()
+}
+
+/// A counter from [`Finished::counters`], e.g. `counter(&c, "kernel", "lost_accept")`.
+pub fn counter(counters: &Value, group: &str, name: &str) -> u64 {
+    counters[group][name].as_u64().unwrap_or(0)
+}

@@ -1,0 +1,86 @@
+//! Small system helpers for the harness: running commands, the root check, inode numbers.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// Runs a command to completion and fails with its stderr when it exits non-zero.
+pub fn run(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a command and ignores its outcome (cleanup paths).
+pub fn run_quiet(program: &str, args: &[&str]) {
+    let _ = Command::new(program).args(args).output();
+}
+
+/// Fails unless the process runs as root: these tests load eBPF programs and build network
+/// namespaces. CI runs them as root; they never skip.
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the dfdwatch kernel tests need root (they load eBPF programs and create network \
+             namespaces and cgroups); run them with `sudo cargo xtask test`"
+        );
+    }
+    Ok(())
+}
+
+/// The inode number of a path (a cgroup directory's inode is its cgroup id; a netns file's inode
+/// is the namespace's number).
+pub fn inode(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path).with_context(|| format!("stat {}", path.display()))?.ino())
+}
+
+/// The cgroup v2 mount point, read from /proc/self/mountinfo.
+pub fn cgroup2_mount() -> Result<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        if right.split_whitespace().next() == Some("cgroup2") {
+            if let Some(mount) = left.split_whitespace().nth(4) {
+                return Ok(PathBuf::from(mount));
+            }
+        }
+    }
+    bail!("no cgroup2 mount in /proc/self/mountinfo")
+}
+
+/// The workspace root (the parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A fresh, empty scratch directory under the target directory, named after `tag`.
+pub fn scratch_dir(tag: &str) -> Result<PathBuf> {
+    let dir = workspace_root()
+        .join("target")
+        .join("lab")
+        .join(format!("{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Sends `signal` to `pid` (a process this harness started).
+pub fn signal(pid: u32, signal: i32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill has no memory preconditions; the pid is one of our own children.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
