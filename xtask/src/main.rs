@@ -1,1 +1,44 @@
-fn main() {}
+//! `cargo xtask`: the project's tasks. `setup` installs what a fresh Debian machine lacks;
+//! `build`, `test` and `demo` run it first, so a newcomer only ever types `cargo xtask demo` and
+//! `cargo xtask test`.
+
+mod cmd;
+mod demo;
+mod setup;
+mod test;
+mod toolchain;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the pinned toolchains, Debian packages and bpf-linker, and mount tracefs
+    /// (idempotent; fast when everything is there).
+    Setup,
+    /// Set up, then build the daemon (with its embedded eBPF programs).
+    Build,
+    /// Set up, build, lint, and run every test (needs root: the tests load eBPF programs).
+    Test,
+    /// Set up, build, then run dfdwatch over two scripted pods and print their events.
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup::run(),
+        Task::Build => {
+            setup::run()?;
+            cmd::build_daemon()
+        }
+        Task::Test => test::run(),
+        Task::Demo => demo::run(),
+    }
+}
