@@ -32,7 +32,11 @@ impl Date {
         }
         let num = |r: std::ops::Range<usize>| -> Option<u32> {
             let part = s.get(r)?;
-            if part.bytes().all(|c| c.is_ascii_digit()) { part.parse().ok() } else { None }
+            if part.bytes().all(|c| c.is_ascii_digit()) {
+                part.parse().ok()
+            } else {
+                None
+            }
         };
         let year = i32::try_from(num(0..4)?).ok()?;
         let month = u8::try_from(num(5..7)?).ok()?;
@@ -63,7 +67,9 @@ impl Date {
 
     /// Today in UTC.
     pub fn today_utc() -> Date {
-        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         Date::from_unix_days(i64::try_from(secs / 86_400).unwrap_or(0))
     }
 }
@@ -80,7 +86,10 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        assert_eq!(Date::parse("2027-02-28").map(|d| d.to_string()).as_deref(), Some("2027-02-28"));
+        assert_eq!(
+            Date::parse("2027-02-28").map(|d| d.to_string()).as_deref(),
+            Some("2027-02-28")
+        );
         assert!(Date::parse("2027-02-29").is_none());
         assert!(Date::parse("2028-02-29").is_some());
         assert!(Date::parse("27-1-1").is_none());
@@ -90,6 +99,8 @@ mod tests {
     #[test]
     fn unix_days() {
         assert_eq!(Date::from_unix_days(0).to_string(), "1970-01-01");
-        assert_eq!(Date::from_unix_days(20_415).to_string(), "2025-11-22");
+        assert_eq!(Date::from_unix_days(20_415).to_string(), "2025-11-23");
+        assert_eq!(Date::from_unix_days(-1).to_string(), "1969-12-31");
+        assert_eq!(Date::from_unix_days(11_016).to_string(), "2000-02-29");
     }
 }

@@ -1,2 +1,15 @@
 //! The approved data-flow diagram (DFD): its format, strict parsing, lints, rendering and the
 //! compiled matcher that resolves a runtime endpoint to its DFD node.
+
+pub mod cli;
+pub mod date;
+pub mod decode;
+pub mod diag;
+pub mod lint;
+pub mod load;
+pub mod model;
+pub mod render;
+pub mod report;
+pub mod rules;
+pub mod selector;
+pub mod yaml;

@@ -133,7 +133,10 @@ pub enum Dim {
 impl Dim {
     /// Whether only the local end of a socket can be identified by this dimension.
     pub fn local_only(self) -> bool {
-        matches!(self, Dim::Image | Dim::Executable | Dim::Cgroup | Dim::SystemdUnit)
+        matches!(
+            self,
+            Dim::Image | Dim::Executable | Dim::Cgroup | Dim::SystemdUnit
+        )
     }
 }
 
@@ -179,7 +182,11 @@ impl Branch {
 
 fn map_to_exprs(map: &BTreeMap<String, String>) -> Vec<LabelExpression> {
     map.iter()
-        .map(|(k, v)| LabelExpression { key: k.clone(), operator: LabelOperator::In, values: vec![v.clone()] })
+        .map(|(k, v)| LabelExpression {
+            key: k.clone(),
+            operator: LabelOperator::In,
+            values: vec![v.clone()],
+        })
         .collect()
 }
 
@@ -192,7 +199,10 @@ impl Selector {
                 c.push(Constraint::Patterns(Dim::Namespace, k.namespaces.clone()));
             }
             if !k.namespace_labels.is_empty() {
-                c.push(Constraint::Labels(Dim::NamespaceLabels, map_to_exprs(&k.namespace_labels)));
+                c.push(Constraint::Labels(
+                    Dim::NamespaceLabels,
+                    map_to_exprs(&k.namespace_labels),
+                ));
             }
             let mut pod = map_to_exprs(&k.labels);
             pod.extend(k.label_expressions.iter().cloned());
@@ -200,7 +210,10 @@ impl Selector {
                 c.push(Constraint::Labels(Dim::PodLabels, pod));
             }
             if !k.service_accounts.is_empty() {
-                c.push(Constraint::Patterns(Dim::ServiceAccount, k.service_accounts.clone()));
+                c.push(Constraint::Patterns(
+                    Dim::ServiceAccount,
+                    k.service_accounts.clone(),
+                ));
             }
         }
         for (dim, list) in [
@@ -217,7 +230,10 @@ impl Selector {
             }
         }
         if !self.cidrs.is_empty() || !self.except_cidrs.is_empty() {
-            c.push(Constraint::Cidrs { include: self.cidrs.clone(), except: self.except_cidrs.clone() });
+            c.push(Constraint::Cidrs {
+                include: self.cidrs.clone(),
+                except: self.except_cidrs.clone(),
+            });
         }
         c
     }
@@ -267,7 +283,12 @@ pub fn literal_suffix(p: &str) -> &str {
 /// Compiles a pattern with dfdwatch's glob semantics: `*` matches any run of characters,
 /// including `/`. Returns `None` for a malformed glob.
 pub fn compile_glob(p: &str) -> Option<globset::GlobMatcher> {
-    globset::GlobBuilder::new(p).literal_separator(false).backslash_escape(true).build().ok().map(|g| g.compile_matcher())
+    globset::GlobBuilder::new(p)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()
+        .ok()
+        .map(|g| g.compile_matcher())
 }
 
 /// Whether `text` matches pattern `p` (exact comparison when `p` has no wildcard).

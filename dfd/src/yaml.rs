@@ -89,7 +89,10 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
                 findings.push(Finding::new(
                     "P001",
                     Some(&Loc::new(file, m.line(), m.col() + 1)),
-                    format!("YAML syntax error: {}; fix the indentation, quoting or brackets here", e.info()),
+                    format!(
+                        "YAML syntax error: {}; fix the indentation, quoting or brackets here",
+                        e.info()
+                    ),
                 ));
                 return docs;
             }
@@ -110,7 +113,10 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
                     "aliases (*name) are not allowed in an approved DFD; write the value out so reviewers see it in the diff",
                 ));
                 doc_ok = false;
-                Yaml { value: Value::Null, loc }
+                Yaml {
+                    value: Value::Null,
+                    loc,
+                }
             }
             Event::Scalar(text, style, anchor, tag) => {
                 check_anchor_tag(anchor, tag.is_some(), &loc, findings, &mut doc_ok);
@@ -118,11 +124,14 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
                 let value = if plain && is_null(&text) {
                     Value::Null
                 } else {
-                    Value::Scalar { text: text.into_owned(), plain }
+                    Value::Scalar {
+                        text: text.into_owned(),
+                        plain,
+                    }
                 };
                 Yaml { value, loc }
             }
-            Event::SequenceStart(anchor, tag) | Event::MappingStart(anchor, tag) => {
+            Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
                 check_anchor_tag(anchor, tag.is_some(), &loc, findings, &mut doc_ok);
                 if stack.len() >= MAX_DEPTH {
                     findings.push(Finding::new(
@@ -133,15 +142,25 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
                     return docs;
                 }
                 let is_seq = matches!(event, Event::SequenceStart(..));
-                stack.push(if is_seq { Frame::Seq(Vec::new(), loc) } else { Frame::Map(Vec::new(), None, loc) });
+                stack.push(if is_seq {
+                    Frame::Seq(Vec::new(), loc)
+                } else {
+                    Frame::Map(Vec::new(), None, loc)
+                });
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq(items, start)) => Yaml { value: Value::Seq(items), loc: start },
+                Some(Frame::Seq(items, start)) => Yaml {
+                    value: Value::Seq(items),
+                    loc: start,
+                },
                 _ => continue,
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(entries, _, start)) => Yaml { value: Value::Map(entries), loc: start },
+                Some(Frame::Map(entries, _, start)) => Yaml {
+                    value: Value::Map(entries),
+                    loc: start,
+                },
                 _ => continue,
             },
         };
@@ -188,7 +207,10 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
                         ));
                         doc_ok = false;
                     }
-                    *pending = Some(Key { text, loc: node.loc });
+                    *pending = Some(Key {
+                        text,
+                        loc: node.loc,
+                    });
                 }
             },
         }
@@ -196,7 +218,13 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
     docs
 }
 
-fn check_anchor_tag(anchor: usize, tagged: bool, loc: &Loc, findings: &mut Vec<Finding>, ok: &mut bool) {
+fn check_anchor_tag(
+    anchor: usize,
+    tagged: bool,
+    loc: &Loc,
+    findings: &mut Vec<Finding>,
+    ok: &mut bool,
+) {
     if anchor != 0 {
         findings.push(Finding::new(
             "P006",

@@ -3,7 +3,9 @@
 use ipnet::IpNet;
 
 use super::fields::{Cx, Obj, list, string, string_map, strings};
-use crate::selector::{K8sSelector, LabelExpression, LabelOperator, Selector, compile_glob, is_glob};
+use crate::selector::{
+    K8sSelector, LabelExpression, LabelOperator, Selector, compile_glob, is_glob,
+};
 use crate::yaml::Yaml;
 
 /// Deepest `anyOf` nesting accepted.
@@ -12,7 +14,10 @@ pub const MAX_ANY_OF_DEPTH: usize = 4;
 /// Reads a selector; `None` when it is not a mapping.
 pub fn selector(cx: &mut Cx<'_>, y: &Yaml, depth: usize) -> Option<Selector> {
     let mut o = Obj::new(cx, y, "selector (`match`)")?;
-    let mut s = Selector { loc: Some(y.loc.clone()), ..Selector::default() };
+    let mut s = Selector {
+        loc: Some(y.loc.clone()),
+        ..Selector::default()
+    };
     if let Some(v) = o.get("k8s") {
         s.k8s = k8s(cx, v);
     }
@@ -37,15 +42,31 @@ pub fn selector(cx: &mut Cx<'_>, y: &Yaml, depth: usize) -> Option<Selector> {
     }
     if let Some(v) = o.get("anyOf") {
         if depth >= MAX_ANY_OF_DEPTH {
-            cx.report("P007", &v.loc, format!("`anyOf` nested more than {MAX_ANY_OF_DEPTH} deep; flatten the alternatives"));
+            cx.report(
+                "P007",
+                &v.loc,
+                format!(
+                    "`anyOf` nested more than {MAX_ANY_OF_DEPTH} deep; flatten the alternatives"
+                ),
+            );
         } else {
-            s.any_of = list(cx, v, "anyOf").iter().filter_map(|i| selector(cx, i, depth + 1)).collect();
+            s.any_of = list(cx, v, "anyOf")
+                .iter()
+                .filter_map(|i| selector(cx, i, depth + 1))
+                .collect();
         }
     }
-    for (field, absolute) in [("executables", &s.executables), ("cgroupPaths", &s.cgroup_paths)] {
+    for (field, absolute) in [
+        ("executables", &s.executables),
+        ("cgroupPaths", &s.cgroup_paths),
+    ] {
         for p in absolute {
             if !p.starts_with('/') && !p.starts_with('*') {
-                cx.report("P004", &y.loc, format!("`{field}` entry {p:?} must be an absolute path starting with `/`"));
+                cx.report(
+                    "P004",
+                    &y.loc,
+                    format!("`{field}` entry {p:?} must be an absolute path starting with `/`"),
+                );
             }
         }
     }
@@ -57,9 +78,15 @@ fn patterns(cx: &mut Cx<'_>, y: &Yaml, field: &str) -> Vec<String> {
     let items = list(cx, y, field);
     let mut out = Vec::new();
     for item in items {
-        let Some(p) = string(cx, item, field) else { continue };
+        let Some(p) = string(cx, item, field) else {
+            continue;
+        };
         if p.is_empty() {
-            cx.report("P004", &item.loc, format!("`{field}` entries must not be empty"));
+            cx.report(
+                "P004",
+                &item.loc,
+                format!("`{field}` entries must not be empty"),
+            );
         } else if is_glob(&p) && compile_glob(&p).is_none() {
             cx.report("P004", &item.loc, format!("`{field}` entry {p:?} is not a valid glob; close every `[` and escape literal `*` as `\\*`"));
         } else {
@@ -72,7 +99,9 @@ fn patterns(cx: &mut Cx<'_>, y: &Yaml, field: &str) -> Vec<String> {
 fn cidrs(cx: &mut Cx<'_>, y: &Yaml, field: &str) -> Vec<IpNet> {
     let mut out = Vec::new();
     for item in list(cx, y, field) {
-        let Some(s) = string(cx, item, field) else { continue };
+        let Some(s) = string(cx, item, field) else {
+            continue;
+        };
         match s.parse::<IpNet>() {
             Ok(net) if net.trunc() == net => out.push(net),
             Ok(net) => cx.report(
@@ -125,9 +154,16 @@ fn k8s(cx: &mut Cx<'_>, y: &Yaml) -> Option<K8sSelector> {
 
 fn label_expression(cx: &mut Cx<'_>, y: &Yaml) -> Option<LabelExpression> {
     let mut o = Obj::new(cx, y, "label expression")?;
-    let key = o.require(cx, "key", "app").and_then(|v| string(cx, v, "key"));
-    let operator = o.require(cx, "operator", "In").and_then(|v| super::fields::one_of(cx, v, "operator", LabelOperator::ALL));
-    let values = o.get("values").map(|v| strings(cx, v, "values")).unwrap_or_default();
+    let key = o
+        .require(cx, "key", "app")
+        .and_then(|v| string(cx, v, "key"));
+    let operator = o
+        .require(cx, "operator", "In")
+        .and_then(|v| super::fields::one_of(cx, v, "operator", LabelOperator::ALL));
+    let values = o
+        .get("values")
+        .map(|v| strings(cx, v, "values"))
+        .unwrap_or_default();
     o.finish(cx);
     let (key, operator) = (key?, operator?);
     let needs_values = matches!(operator, LabelOperator::In | LabelOperator::NotIn);
@@ -140,5 +176,9 @@ fn label_expression(cx: &mut Cx<'_>, y: &Yaml) -> Option<LabelExpression> {
         cx.report("P004", &y.loc, msg);
         return None;
     }
-    Some(LabelExpression { key, operator, values })
+    Some(LabelExpression {
+        key,
+        operator,
+        values,
+    })
 }

@@ -1,0 +1,147 @@
+//! The `dfdwatch check` and `dfdwatch render` subcommands: arguments (clap) and their bodies.
+//!
+//! Exit statuses: 0 clean (warnings and info allowed); 1 when any error-level finding exists,
+//! including input that cannot be parsed (syntax errors, unknown fields, wrong types: there is
+//! no separate 65); 64 (EX_USAGE) for bad usage such as a path that does not exist or a
+//! malformed `--today`; 74 (EX_IOERR) when the report or drawing cannot be written.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::date::Date;
+use crate::diag::{Finding, Severity, has_errors, sort_findings};
+use crate::load::{Loaded, load_paths};
+use crate::render::RenderFormat;
+use crate::report::Format;
+
+/// Exit status: clean.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: at least one error-level finding (including unparsable input).
+pub const EXIT_FINDINGS: u8 = 1;
+/// Exit status: bad usage (EX_USAGE), e.g. a path that does not exist.
+pub const EXIT_USAGE: u8 = 64;
+/// Exit status: the output could not be written (EX_IOERR).
+pub const EXIT_IO: u8 = 74;
+
+/// Arguments of `dfdwatch check`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CheckArgs {
+    /// DFD files, or directories whose `.yaml`/`.yml` files are read (not recursively).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// The date approvals are checked against (`YYYY-MM-DD`; default: today in UTC).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub today: Option<String>,
+}
+
+/// Arguments of `dfdwatch render`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RenderArgs {
+    /// DFD files, or directories whose `.yaml`/`.yml` files are read (not recursively).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Drawing format.
+    #[arg(long, value_enum, default_value_t = RenderFormat::Dot)]
+    pub format: RenderFormat,
+    /// Write the drawing to FILE instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+fn load(paths: &[PathBuf], err: &mut dyn Write) -> Result<Loaded, u8> {
+    load_paths(paths).map_err(|e| {
+        let _ = writeln!(err, "dfdwatch: {e}");
+        EXIT_USAGE
+    })
+}
+
+/// Parses and lints the DFD under `args.paths`, writes the report to `out`, and returns the exit status.
+pub fn check(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let today = match &args.today {
+        None => Date::today_utc(),
+        Some(s) => match Date::parse(s) {
+            Some(d) => d,
+            None => {
+                let _ = writeln!(
+                    err,
+                    "dfdwatch: --today {s:?} is not a date; write YYYY-MM-DD"
+                );
+                return EXIT_USAGE;
+            }
+        },
+    };
+    let loaded = match load(&args.paths, err) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let findings = all_findings(loaded, today);
+    if crate::report::write(args.format, &findings, out).is_err() {
+        let _ = writeln!(err, "dfdwatch: cannot write the report");
+        return EXIT_IO;
+    }
+    if has_errors(&findings) {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Parse findings, then (only when the files parsed cleanly) lint findings, sorted.
+pub fn all_findings(loaded: Loaded, today: Date) -> Vec<Finding> {
+    let mut findings = loaded.findings;
+    if !has_errors(&findings) {
+        findings.extend(crate::lint::lint(&loaded.dfd, today));
+    }
+    sort_findings(&mut findings);
+    findings
+}
+
+/// Draws the DFD under `args.paths` as DOT or Mermaid and returns the exit status. Refuses
+/// (status 1, findings on `err`) when the files do not parse or have dangling or duplicate ids.
+pub fn render(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let loaded = match load(&args.paths, err) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let lints = crate::lint::lint(&loaded.dfd, Date::today_utc());
+    let mut blocking: Vec<Finding> = loaded
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .cloned()
+        .collect();
+    blocking.extend(
+        lints
+            .iter()
+            .filter(|f| matches!(f.rule, "S001" | "S002" | "S004") && f.severity == Severity::Error)
+            .cloned(),
+    );
+    if !blocking.is_empty() {
+        sort_findings(&mut blocking);
+        for f in &blocking {
+            let _ = writeln!(err, "{f}");
+        }
+        let _ = writeln!(
+            err,
+            "dfdwatch: not rendering: fix the errors above first (run `dfdwatch check`)"
+        );
+        return EXIT_FINDINGS;
+    }
+    let text = crate::render::render(&loaded.dfd, &lints, args.format);
+    let written = match &args.output {
+        Some(path) => {
+            std::fs::write(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None => out.write_all(text.as_bytes()).map_err(|e| e.to_string()),
+    };
+    match written {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            let _ = writeln!(err, "dfdwatch: cannot write the drawing: {e}");
+            EXIT_IO
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Binding lints: nodes without a selector (B001), node selectors that overlap (B002), a node
+//! selector outside its zone's (B003), and nodes bound only by local-end identities (B005).
+
+use super::Index;
+use super::overlap::{branch_within, branches_overlap};
+use crate::diag::Finding;
+use crate::model::Dfd;
+use crate::selector::{Branch, Dim};
+
+pub(super) fn check(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
+    let mut bound: Vec<(&crate::model::Node, Vec<Branch>)> = Vec::new();
+    for n in &dfd.nodes {
+        let Some(sel) = n.selector.as_ref().filter(|s| !s.is_empty()) else {
+            out.push(Finding::new(
+                "B001",
+                Some(&n.loc),
+                format!("node {} has no `match` selector, so no runtime endpoint can be bound to it; add e.g. `match: {{k8s: {{namespace: ..., labels: {{app: ...}}}}}}`", n.id),
+            ));
+            continue;
+        };
+        let Some(branches) = sel.branches() else {
+            out.push(Finding::new(
+                "P007",
+                sel.loc.as_ref(),
+                format!(
+                    "node {}'s selector expands into too many `anyOf` alternatives; simplify it",
+                    n.id
+                ),
+            ));
+            continue;
+        };
+        if branches.iter().all(|b| b.dims().all(Dim::local_only)) {
+            out.push(Finding::new(
+                "B005",
+                sel.loc.as_ref(),
+                format!("node {} is bound only by images, executables, cgroup paths or systemd units, which identify only the local end of a socket; add k8s, spiffe, cidrs or hosts so it can be recognised as a remote peer", n.id),
+            ));
+        }
+        outside_zone(n, &branches, ix, out);
+        bound.push((n, branches));
+    }
+    for (i, (a, ab)) in bound.iter().enumerate() {
+        for (b, bb) in bound.iter().skip(i + 1) {
+            if ab.iter().any(|x| bb.iter().any(|y| branches_overlap(x, y))) {
+                out.push(Finding::new(
+                    "B002",
+                    b.selector.as_ref().and_then(|s| s.loc.as_ref()),
+                    format!("nodes {} and {} have selectors that can match the same endpoint; make them disjoint (e.g. different labels, service accounts or CIDRs)", a.id, b.id),
+                ));
+            }
+        }
+    }
+}
+
+fn outside_zone(
+    n: &crate::model::Node,
+    branches: &[Branch],
+    ix: &Index<'_>,
+    out: &mut Vec<Finding>,
+) {
+    let Some(zone) = ix.zones.get(n.zone.id.as_str()) else {
+        return;
+    };
+    let Some(zsel) = zone.selector.as_ref().filter(|s| !s.is_empty()) else {
+        return;
+    };
+    let Some(zb) = zsel.branches() else { return };
+    for b in branches {
+        if !zb.iter().any(|z| branch_within(z, b)) {
+            out.push(Finding::new(
+                "B003",
+                n.selector.as_ref().and_then(|s| s.loc.as_ref()),
+                format!("node {}'s selector can match endpoints outside its zone {}; narrow the node's `match` to the zone's namespaces, CIDRs or hosts, or move the node", n.id, zone.id),
+            ));
+            return;
+        }
+    }
+}

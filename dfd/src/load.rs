@@ -1,0 +1,158 @@
+//! Finds DFD files on disk, parses and decodes them into one merged [`Dfd`] with every finding.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::diag::{Finding, Loc};
+use crate::model::Dfd;
+
+/// Largest DFD file read (bytes); bigger files are reported, not read.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why DFD sources could not be read at all (bad usage rather than a bad DFD).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A path given on the command line does not exist.
+    #[error("{path}: no such file or directory")]
+    NotFound {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A directory contains no `.yaml`/`.yml` file.
+    #[error("{path}: directory holds no .yaml or .yml file")]
+    EmptyDirectory {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// No path was given.
+    #[error("no DFD file or directory given")]
+    NoPaths,
+    /// A file or directory could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The merged DFD with every problem found while reading it.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The merged model (items with problems are left out).
+    pub dfd: Dfd,
+    /// Parse and decode findings (lints are not run here).
+    pub findings: Vec<Finding>,
+    /// The files read, in order.
+    pub files: Vec<PathBuf>,
+}
+
+/// Expands `paths` (files, or directories whose `.yaml`/`.yml` files are read in name order,
+/// not recursively) into the list of files to read.
+pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+    if paths.is_empty() {
+        return Err(LoadError::NoPaths);
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => LoadError::NotFound { path: p.clone() },
+            _ => LoadError::Io {
+                path: p.clone(),
+                source,
+            },
+        })?;
+        if meta.is_dir() {
+            let rd = std::fs::read_dir(p).map_err(|source| LoadError::Io {
+                path: p.clone(),
+                source,
+            })?;
+            let mut found: Vec<PathBuf> = Vec::new();
+            for entry in rd {
+                let entry = entry.map_err(|source| LoadError::Io {
+                    path: p.clone(),
+                    source,
+                })?;
+                let path = entry.path();
+                let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+                if is_yaml && path.is_file() {
+                    found.push(path);
+                }
+            }
+            if found.is_empty() {
+                return Err(LoadError::EmptyDirectory { path: p.clone() });
+            }
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Reads, parses and decodes every file under `paths` into one DFD.
+pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
+    let files = expand(paths)?;
+    let mut loaded = Loaded::default();
+    for path in &files {
+        let file: Arc<Path> = Arc::from(path.as_path());
+        let meta = std::fs::metadata(path).map_err(|source| LoadError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if meta.len() > MAX_FILE_BYTES {
+            loaded.findings.push(Finding::new(
+                "P007",
+                Some(&Loc::file_start(&file)),
+                format!(
+                    "file is larger than {MAX_FILE_BYTES} bytes; split the DFD into several files"
+                ),
+            ));
+            continue;
+        }
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        match String::from_utf8(bytes) {
+            Ok(src) => add_source(&mut loaded.dfd, &mut loaded.findings, &file, &src),
+            Err(e) => loaded.findings.push(Finding::new(
+                "P001",
+                Some(&Loc::file_start(&file)),
+                format!(
+                    "file is not UTF-8 (invalid byte at offset {}); save it as UTF-8",
+                    e.utf8_error().valid_up_to()
+                ),
+            )),
+        }
+    }
+    loaded.files = files;
+    Ok(loaded)
+}
+
+/// Parses and decodes one source text named `file` into `dfd`.
+pub fn add_source(dfd: &mut Dfd, findings: &mut Vec<Finding>, file: &Arc<Path>, src: &str) {
+    let docs = crate::yaml::parse(src, file, findings);
+    if docs.is_empty() && findings.is_empty() {
+        findings.push(Finding::new(
+            "P005",
+            Some(&Loc::file_start(file)),
+            "file holds no YAML document; add an ApprovedDataFlowDiagram or remove the file",
+        ));
+    }
+    for doc in &docs {
+        crate::decode::document(doc, dfd, findings);
+    }
+}
+
+/// Parses and decodes one in-memory source (for tests, fuzzing and editors).
+pub fn load_str(name: &str, src: &str) -> (Dfd, Vec<Finding>) {
+    let file: Arc<Path> = Arc::from(Path::new(name));
+    let mut dfd = Dfd::default();
+    let mut findings = Vec::new();
+    add_source(&mut dfd, &mut findings, &file, src);
+    (dfd, findings)
+}

@@ -1,0 +1,140 @@
+//! Writes findings as text (`file:line:col: severity: message [rule]`), JSON or SARIF 2.1.0.
+
+use std::io::{self, Write};
+
+use serde_json::{Value, json};
+
+use crate::diag::{Finding, Severity};
+use crate::rules::RULES;
+
+/// Output formats of `dfdwatch check`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// One line per finding, then a summary line.
+    #[default]
+    Text,
+    /// A JSON object with `findings` and `summary`.
+    Json,
+    /// SARIF 2.1.0 for code-scanning services.
+    Sarif,
+}
+
+fn count(findings: &[Finding], s: Severity) -> usize {
+    findings.iter().filter(|f| f.severity == s).count()
+}
+
+/// Writes `findings` in `format`.
+pub fn write(format: Format, findings: &[Finding], out: &mut dyn Write) -> io::Result<()> {
+    match format {
+        Format::Text => text(findings, out),
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &json_report(findings))?;
+            writeln!(out)
+        }
+        Format::Sarif => {
+            serde_json::to_writer_pretty(&mut *out, &sarif(findings))?;
+            writeln!(out)
+        }
+    }
+}
+
+fn text(findings: &[Finding], out: &mut dyn Write) -> io::Result<()> {
+    for f in findings {
+        writeln!(out, "{f}")?;
+    }
+    writeln!(
+        out,
+        "{} error(s), {} warning(s), {} info",
+        count(findings, Severity::Error),
+        count(findings, Severity::Warning),
+        count(findings, Severity::Info)
+    )
+}
+
+fn uri(f: &Finding) -> Option<String> {
+    f.loc
+        .as_ref()
+        .map(|l| l.file.to_string_lossy().replace('\\', "/"))
+}
+
+/// The JSON report: `{"findings": [{rule, severity, message, file, line, column}], "summary": {...}}`.
+pub fn json_report(findings: &[Finding]) -> Value {
+    let items: Vec<Value> = findings
+        .iter()
+        .map(|f| {
+            json!({
+                "rule": f.rule,
+                "severity": f.severity,
+                "message": f.message,
+                "file": uri(f),
+                "line": f.loc.as_ref().map(|l| l.line),
+                "column": f.loc.as_ref().map(|l| l.col),
+            })
+        })
+        .collect();
+    json!({
+        "findings": items,
+        "summary": {
+            "errors": count(findings, Severity::Error),
+            "warnings": count(findings, Severity::Warning),
+            "info": count(findings, Severity::Info),
+        }
+    })
+}
+
+fn level(s: Severity) -> &'static str {
+    match s {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+        Severity::Info => "note",
+    }
+}
+
+/// The SARIF 2.1.0 log: one run, the full rule catalogue, one result per finding.
+pub fn sarif(findings: &[Finding]) -> Value {
+    let rules: Vec<Value> = RULES
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "name": r.name,
+                "shortDescription": {"text": r.description},
+                "defaultConfiguration": {"level": level(r.severity)},
+            })
+        })
+        .collect();
+    let results: Vec<Value> = findings
+        .iter()
+        .map(|f| {
+            let mut r = json!({
+                "ruleId": f.rule,
+                "level": level(f.severity),
+                "message": {"text": f.message},
+            });
+            if let Some(i) = RULES.iter().position(|r| r.id == f.rule) {
+                r["ruleIndex"] = json!(i);
+            }
+            if let (Some(loc), Some(u)) = (&f.loc, uri(f)) {
+                r["locations"] = json!([{
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": u},
+                        "region": {"startLine": loc.line, "startColumn": loc.col},
+                    }
+                }]);
+            }
+            r
+        })
+        .collect();
+    json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "dfdwatch",
+                "version": env!("CARGO_PKG_VERSION"),
+                "rules": rules,
+            }},
+            "results": results,
+        }]
+    })
+}
