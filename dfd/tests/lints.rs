@@ -1,0 +1,220 @@
+//! Lint and parse behaviour on small fixtures: each rule fires where it should, with its place.
+
+use dfdwatch_dfd::date::Date;
+use dfdwatch_dfd::diag::{Finding, Severity};
+use dfdwatch_dfd::lint::lint;
+use dfdwatch_dfd::load::load_str;
+
+const PLATFORM: &str = include_str!("../../approved-dfd/00-platform.yaml");
+const SHOP: &str = include_str!("../../approved-dfd/shop.yaml");
+
+fn today() -> Date {
+    Date {
+        year: 2026,
+        month: 11,
+        day: 23,
+    }
+}
+
+/// Shipped DFD plus `extra` (another document) through parse and lint.
+fn run(extra: &str) -> Vec<Finding> {
+    let src = format!("{PLATFORM}\n---\n{SHOP}\n---\n{extra}");
+    let (dfd, mut findings) = load_str("t.yaml", &src);
+    assert!(findings.is_empty(), "parse findings: {findings:#?}");
+    findings.extend(lint(&dfd, today()));
+    findings
+}
+
+fn parse_only(src: &str) -> Vec<Finding> {
+    load_str("t.yaml", src).1
+}
+
+fn rules(f: &[Finding]) -> Vec<&'static str> {
+    let mut r: Vec<_> = f.iter().map(|f| f.rule).collect();
+    r.sort_unstable();
+    r
+}
+
+const HEAD: &str = "apiVersion: dfd.dfdwatch.dev/v1alpha1\nkind: ApprovedDataFlowDiagram\nmetadata: {name: extra}\nspec:\n";
+
+#[test]
+fn the_notes_counterexample() {
+    // A direct plaintext nginx -> postgres flow, and an api-canary node overlapping api.
+    let extra = format!(
+        "{HEAD}  nodes:
+    - {{id: api-canary, kind: process, zone: app, match: {{k8s: {{namespace: shop, labels: {{app: api}}}}}}}}
+  flows:
+    - {{id: nginx-to-db, from: nginx, to: postgres, ports: [{{port: 5432}}], encryption: {{required: none}}, data: [pii]}}
+"
+    );
+    let f = run(&extra);
+    assert_eq!(
+        rules(&f),
+        ["B002", "H002", "X001", "X002", "X003"],
+        "{f:#?}"
+    );
+    let x1 = f
+        .iter()
+        .find(|f| f.rule == "X001")
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(x1.starts_with("t.yaml:"), "{x1}");
+    assert!(
+        x1.contains("error: flow nginx-to-db crosses up T1->T3 without an authn checkpoint"),
+        "{x1}"
+    );
+}
+
+#[test]
+fn dangling_and_duplicate() {
+    let extra = format!(
+        "{HEAD}  nodes:
+    - {{id: api, kind: process, zone: app, match: {{k8s: {{namespace: shop, serviceAccount: other}}}}}}
+  flows:
+    - {{id: api-to-cache, from: api, to: rediss, ports: [{{port: 6379}}], encryption: {{required: tls}}, data: [sesion]}}
+"
+    );
+    let f = run(&extra);
+    let s001: Vec<String> = f
+        .iter()
+        .filter(|f| f.rule == "S001")
+        .map(|f| f.message.clone())
+        .collect();
+    assert_eq!(s001.len(), 2, "{f:#?}");
+    assert!(
+        s001.iter()
+            .any(|m| m.contains("unknown nodes `rediss`; did you mean `redis`?")),
+        "{s001:?}"
+    );
+    assert!(
+        s001.iter()
+            .any(|m| m.contains("`sesion`; did you mean `session`?")),
+        "{s001:?}"
+    );
+    assert!(
+        f.iter()
+            .any(|f| f.rule == "S002" && f.message.contains("duplicate node id `api`")),
+        "{f:#?}"
+    );
+}
+
+#[test]
+fn expired_approval_depends_on_today() {
+    let src = format!("{PLATFORM}\n---\n{SHOP}");
+    let (dfd, _) = load_str("t.yaml", &src);
+    assert!(
+        lint(
+            &dfd,
+            Date {
+                year: 2027,
+                month: 6,
+                day: 30
+            }
+        )
+        .is_empty()
+    );
+    let late = lint(
+        &dfd,
+        Date {
+            year: 2027,
+            month: 7,
+            day: 1,
+        },
+    );
+    assert_eq!(rules(&late), ["H001"]);
+    assert!(late[0].message.contains("SEC-1234"));
+}
+
+#[test]
+fn data_above_max_misplaced_checkpoint_overlap_and_no_rate_limit() {
+    let extra = format!(
+        "{HEAD}  flows:
+    - {{id: clients-to-nginx-2, from: clients, to: nginx, ports: [{{port: 400, endPort: 500}}], encryption: {{required: tls}}, data: [financial], checkpoints: [db-authn]}}
+    - {{id: api-to-clients, from: api, to: clients, ports: [{{port: 443}}], encryption: {{required: tls}}, data: [session]}}
+"
+    );
+    let f = run(&extra);
+    assert_eq!(rules(&f), ["S003", "X004", "X005", "X007"], "{f:#?}");
+}
+
+#[test]
+fn node_outside_zone_and_local_only_binding() {
+    let extra = format!(
+        "{HEAD}  nodes:
+    - {{id: stray, kind: process, zone: app, match: {{k8s: {{namespace: default}}}}}}
+    - {{id: worker, kind: process, zone: app, match: {{executables: [/usr/bin/worker]}}}}
+  flows:
+    - {{id: stray-to-worker, from: stray, to: worker, ports: [{{port: 80}}], encryption: {{required: tls}}}}
+"
+    );
+    let f = run(&extra);
+    assert_eq!(rules(&f), ["B003", "B003", "B005"], "{f:#?}");
+}
+
+#[test]
+fn unknown_field_and_duplicate_key_are_all_reported() {
+    let src = "apiVersion: dfd.dfdwatch.dev/v1alpha1
+kind: ApprovedDataFlowDiagram
+metadata: {name: x}
+spec:
+  tiers:
+    - {id: T1, level: 1, lvl: 2}
+  zones:
+    - id: z
+      tier: T1
+      externl: true
+  flows:
+    - {id: f, from: a, to: b, ports: [{port: 70000}], encryption: {required: tsl}}
+";
+    let f = parse_only(src);
+    let text: Vec<String> = f.iter().map(ToString::to_string).collect();
+    assert_eq!(rules(&f), ["P003", "P003", "P004", "S005"], "{text:#?}");
+    assert!(
+        text.iter().any(|t| t.starts_with(
+            "t.yaml:6:26: error: unknown field `lvl` in a tier; did you mean `level`?"
+        )),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter().any(
+            |t| t.starts_with("t.yaml:10:7: error: unknown field `externl`")
+                && t.contains("`external`")
+        ),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter().any(|t| t.contains("did you mean `tls`?")),
+        "{text:#?}"
+    );
+    let dup = parse_only("apiVersion: a\napiVersion: b\n");
+    assert_eq!(rules(&dup), ["P002"]);
+}
+
+#[test]
+fn wrong_kind_and_version() {
+    let f = parse_only("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\nspec: {}\n");
+    assert_eq!(rules(&f), ["P005", "P005"], "{f:#?}");
+    assert!(f.iter().all(|f| f.severity == Severity::Error));
+}
+
+#[test]
+fn selector_values_are_checked() {
+    let src = format!(
+        "{HEAD}  zones:
+    - id: z
+      tier: T1
+      match:
+        cidrs: [10.0.0.1/8, not-a-cidr]
+        executables: [bin/sh]
+        spiffe: [\"spiffe://td/[\"]
+        k8s:
+          labelExpressions: [{{key: app, operator: In}}]
+"
+    );
+    let f = parse_only(&src);
+    assert_eq!(
+        rules(&f),
+        ["P004", "P004", "P004", "P004", "P004"],
+        "{f:#?}"
+    );
+}
