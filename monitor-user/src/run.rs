@@ -43,6 +43,11 @@ pub struct RunArgs {
     /// BTF of the running kernel, for struct offsets.
     #[arg(long, default_value = probes::btf::VMLINUX_BTF, value_name = "PATH")]
     pub btf: PathBuf,
+    /// Capacity of the in-kernel listener table: listening ports, counted once per network
+    /// namespace. When it is full, accepts on further ports lose their process (logged and
+    /// counted as `listener_map_full`).
+    #[arg(long, default_value_t = monitor_common::LISTENER_ENTRIES, value_name = "N")]
+    pub max_listeners: u32,
     /// Node name written in events (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -75,6 +80,9 @@ impl RunArgs {
         if self.stats_interval_ms < 100 {
             return Err(RunError::Usage("--stats-interval-ms: use at least 100".into()));
         }
+        if self.max_listeners == 0 || self.max_listeners > 1 << 20 {
+            return Err(RunError::Usage("--max-listeners: use 1 to 1048576".into()));
+        }
         let ring_bytes = mib << 20;
         Ok(ProbeConfig {
             btf_path: self.btf.clone(),
@@ -82,6 +90,7 @@ impl RunArgs {
             ring_bytes,
             wakeup_bytes: u64::from(ring_bytes / 16),
             wakeup_ns: 1_000_000,
+            listener_entries: self.max_listeners,
         })
     }
 }

@@ -91,10 +91,10 @@ impl Daemon {
             if log.contains("dfdwatch ready") {
                 return Ok(());
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    bail!("dfdwatch exited before it was ready ({status}):\n{log}");
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                bail!("dfdwatch exited before it was ready ({status}):\n{log}");
             }
             if Instant::now() > deadline {
                 bail!("dfdwatch not ready after 30 s:\n{log}");

@@ -52,10 +52,10 @@ pub fn cgroup2_mount() -> Result<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
     for line in info.lines() {
         let Some((left, right)) = line.split_once(" - ") else { continue };
-        if right.split_whitespace().next() == Some("cgroup2") {
-            if let Some(mount) = left.split_whitespace().nth(4) {
-                return Ok(PathBuf::from(mount));
-            }
+        if right.split_whitespace().next() == Some("cgroup2")
+            && let Some(mount) = left.split_whitespace().nth(4)
+        {
+            return Ok(PathBuf::from(mount));
         }
     }
     bail!("no cgroup2 mount in /proc/self/mountinfo")

@@ -197,3 +197,73 @@ fn connection_storm_is_counted() -> Result<()> {
     ensure!(counter(&done.counters, "pipeline", "events_written") >= (connects + accepts) as u64, "{}", done.counters);
     Ok(())
 }
+
+/// With a one-entry listener table, a second listening port does not fit: the probe says so
+/// through aya-log (the message must reach the daemon's log), the counter records it, and accepts
+/// on the port that did not fit are attributed from the socket (cgroup, uid), without a process.
+#[test]
+fn full_listener_table_is_logged_counted_and_attributed_from_the_socket() -> Result<()> {
+    let _serial = lab::exclusive();
+    let options = DaemonOptions { extra_args: vec!["--max-listeners".into(), "1".into()], ..Default::default() };
+    let daemon = Daemon::start("full-listeners", &options)?;
+    let mut lab = Lab::new("full-listeners")?;
+    let client = lab.add_pod("client")?;
+    let server = lab.add_pod("server")?;
+    let dir = sys::scratch_dir("nginx-full-listeners")?;
+    let args = servers::nginx_args_ports(&dir, &[8081, 8082])?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.spawn(&server, "nginx", &args)?;
+    lab.wait_listening(&server, 8081)?;
+    lab.wait_listening(&server, 8082)?;
+    for port in [8081, 8082] {
+        let url = format!("http://{}:{port}/", server.ipv4);
+        let (_, out) = lab.run(&client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &url])?;
+        ensure!(out.status.success(), "curl {url}: {out:?}");
+    }
+    let srv = server.clone();
+    daemon.wait_for(Duration::from_secs(5), |ev| of_kind(ev, "accept", &srv).len() >= 2)?;
+    let done = clean_stop(daemon)?;
+    ensure!(counter(&done.counters, "kernel", "listener_map_full") >= 1, "counters: {}", done.counters);
+    ensure!(
+        done.log.contains("listener map full, accepts on port"),
+        "the probe's aya-log warning did not reach the daemon log:\n{}",
+        done.log
+    );
+    let from_socket: Vec<_> = of_kind(&done.events, "accept", &server)
+        .into_iter()
+        .filter(|e| e["local"]["attribution"] == "socket")
+        .collect();
+    ensure!(!from_socket.is_empty(), "no accept attributed from the socket: {:#?}", done.events);
+    for e in from_socket {
+        let l = &e["local"];
+        ensure!(l.get("tgid").is_none() && l.get("comm").is_none(), "process fields must be absent: {e}");
+        ensure!(l["cgroup_id"].as_u64() == Some(server.cgroup_id) && l["uid"] == 0, "socket identity: {e}");
+    }
+    ensure!(counter(&done.counters, "kernel", "accept_no_listener") >= 1, "counters: {}", done.counters);
+    Ok(())
+}
+
+/// A connect to an address where nothing answers, abandoned by the client after its timeout:
+/// a failed attempt is still reported (`aborted` when the application gives up first).
+#[test]
+fn abandoned_connect_to_a_silent_address() -> Result<()> {
+    let _serial = lab::exclusive();
+    let daemon = Daemon::start("silent", &DaemonOptions::default())?;
+    let mut lab = Lab::new("silent")?;
+    let client = lab.add_pod("client")?;
+    // An address on the lab subnet that no pod holds: the SYN gets no answer at all.
+    let silent = std::net::Ipv4Addr::new(client.ipv4.octets()[0], client.ipv4.octets()[1], client.ipv4.octets()[2], 250);
+    let url = format!("http://{silent}:443/");
+    let (pid, out) = lab.run(&client, "curl", &["-s", "--connect-timeout", "1", "-o", "/dev/null", &url])?;
+    ensure!(out.status.code() == Some(28), "curl should time out: {out:?}");
+    let c = client.clone();
+    daemon.wait_for(Duration::from_secs(5), |ev| !of_kind(ev, "connect_failed", &c).is_empty())?;
+    let done = clean_stop(daemon)?;
+    let failed = of_kind(&done.events, "connect_failed", &client);
+    ensure!(failed.len() == 1, "want one connect_failed: {failed:#?}");
+    let f = failed[0];
+    ensure!(f["dst"]["addr"] == silent.to_string().as_str() && f["dst"]["port"] == 443, "dst: {f}");
+    ensure!(f["local"]["pid"].as_u64() == Some(u64::from(pid)), "pid: {f}");
+    ensure!(matches!(f["error"]["name"].as_str(), Some("aborted" | "ETIMEDOUT" | "EHOSTUNREACH")), "error: {f}");
+    Ok(())
+}

@@ -67,6 +67,7 @@ pub fn seed(ebpf: &mut Ebpf, self_tgid: u32) -> usize {
     let mut listening: HashMap<u64, ListenKey> = HashMap::new();
     let mut seen_netns: HashSet<u64> = HashSet::new();
     let mut added = 0;
+    let mut failed = 0usize;
     for entry in proc_dir.flatten() {
         let Some(tgid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         let dir = entry.path();
@@ -87,11 +88,14 @@ pub fn seed(ebpf: &mut Ebpf, self_tgid: u32) -> usize {
             let ctx = proc_ctx(&dir, tgid, self_tgid, cgroup_root.as_deref());
             match map.insert(&key, &ctx, 0) {
                 Ok(()) => added += 1,
-                Err(e) => tracing::warn!(error = %e, port = key.port, "seeding a listener failed"),
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(error = %e, port = key.port, "seeding a listener failed: accepts on this port will carry no process");
+                }
             }
         }
     }
-    tracing::info!(listeners = added, "listeners seeded from /proc");
+    tracing::info!(listeners = added, failed, "listeners seeded from /proc");
     added
 }
 

@@ -13,7 +13,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    EVENTS_MAP, OFFSETS_GLOBAL, SELF_TGID_GLOBAL, STATS_MAP, WAKEUP_BYTES_GLOBAL,
+    EVENTS_MAP, LISTENERS_MAP, OFFSETS_GLOBAL, SELF_TGID_GLOBAL, STATS_MAP, WAKEUP_BYTES_GLOBAL,
     WAKEUP_NS_GLOBAL,
 };
 
@@ -50,6 +50,8 @@ pub struct ProbeConfig {
     pub wakeup_bytes: u64,
     /// Wake the reader if this CPU's last wakeup is older than this many nanoseconds.
     pub wakeup_ns: u64,
+    /// Capacity of the listener map (listening ports per network namespace).
+    pub listener_entries: u32,
 }
 
 /// Loaded and attached probes.
@@ -75,6 +77,7 @@ impl Probes {
             .override_global(WAKEUP_BYTES_GLOBAL, &config.wakeup_bytes, true)
             .override_global(WAKEUP_NS_GLOBAL, &config.wakeup_ns, true)
             .map_max_entries(EVENTS_MAP, config.ring_bytes)
+            .map_max_entries(LISTENERS_MAP, config.listener_entries)
             .load(PROBES_OBJECT)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
         match aya_log::EbpfLogger::init(&mut ebpf) {
