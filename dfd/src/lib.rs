@@ -2,6 +2,7 @@
 //! compiled matcher that resolves a runtime endpoint to its DFD node.
 
 pub mod cli;
+pub mod compile;
 pub mod date;
 pub mod decode;
 pub mod diag;
