@@ -90,10 +90,8 @@ fn finish_connect(o: &KernelOffsets, sk: *const u8, family: u16, kind: EventKind
     // Copy the fields out at once: an `Option<ProcCtx>` kept across helper calls leaves an
     // undefined payload that the verifier rejects ("R9 !read_ok").
     // SAFETY: the fields are copied before the entry is removed.
-    let recorded = match unsafe { DFDW_CONNECTING.get(&key) } {
-        Some(pc) => Some((pc.ignore, pc.tgid, pc.pid, pc.uid, pc.cgroup_id, pc.comm)),
-        None => None,
-    };
+    let recorded = unsafe { DFDW_CONNECTING.get(&key) }
+        .map(|pc| (pc.ignore, pc.tgid, pc.pid, pc.uid, pc.cgroup_id, pc.comm));
     let _ = DFDW_CONNECTING.remove(&key);
     let (flags, tgid, pid, uid, cgroup_id, comm) = match recorded {
         Some((ignore, _, _, _, _, _)) if ignore != 0 => return,

@@ -15,7 +15,7 @@ use crate::toolchain::{BPF_LINKER_VERSION, DEBIAN_PACKAGES, EBPF_NIGHTLY, LLVM_P
 pub fn run() -> Result<()> {
     let started = Instant::now();
     toolchain(STABLE, &["clippy", "rustfmt"])?;
-    toolchain(EBPF_NIGHTLY, &["rust-src"])?;
+    toolchain(EBPF_NIGHTLY, &["rust-src", "clippy"])?;
     debian_packages()?;
     bpf_linker()?;
     tracefs()?;
