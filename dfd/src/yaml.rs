@@ -1,6 +1,7 @@
 //! A strict YAML reader: builds a positioned tree, rejects duplicate keys, anchors, aliases and
 //! tags, and bounds nesting depth and node count (the input is untrusted).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -63,7 +64,14 @@ impl Yaml {
 
 enum Frame {
     Seq(Vec<Yaml>, Loc),
-    Map(Vec<(Key, Yaml)>, Option<Key>, Loc),
+    /// Entries, the key waiting for its value, where the mapping starts, and the keys seen
+    /// (text to position) so duplicate detection stays linear in the number of keys.
+    Map(
+        Vec<(Key, Yaml)>,
+        Option<Key>,
+        Loc,
+        HashMap<String, (u32, u32)>,
+    ),
 }
 
 fn loc_of(file: &Arc<Path>, span: &Span) -> Loc {
@@ -145,7 +153,7 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
                 stack.push(if is_seq {
                     Frame::Seq(Vec::new(), loc)
                 } else {
-                    Frame::Map(Vec::new(), None, loc)
+                    Frame::Map(Vec::new(), None, loc, HashMap::new())
                 });
                 continue;
             }
@@ -157,7 +165,7 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
                 _ => continue,
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(entries, _, start)) => Yaml {
+                Some(Frame::Map(entries, _, start, _)) => Yaml {
                     value: Value::Map(entries),
                     loc: start,
                 },
@@ -180,7 +188,7 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
                 }
             }
             Some(Frame::Seq(items, _)) => items.push(node),
-            Some(Frame::Map(entries, pending, _)) => match pending.take() {
+            Some(Frame::Map(entries, pending, _, seen)) => match pending.take() {
                 Some(key) => entries.push((key, node)),
                 None => {
                     let text = match node.value {
@@ -196,16 +204,15 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
                             String::new()
                         }
                     };
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.text == text) {
+                    if let Some((line, col)) = seen.get(&text) {
                         findings.push(Finding::new(
                             "P002",
                             Some(&node.loc),
-                            format!(
-                                "duplicate key `{text}` (first at line {}:{}); keep one of them",
-                                first.loc.line, first.loc.col
-                            ),
+                            format!("duplicate key `{text}` (first at line {line}:{col}); keep one of them"),
                         ));
                         doc_ok = false;
+                    } else {
+                        seen.insert(text.clone(), (node.loc.line, node.loc.col));
                     }
                     *pending = Some(Key {
                         text,

@@ -218,3 +218,45 @@ fn selector_values_are_checked() {
         "{f:#?}"
     );
 }
+
+#[test]
+fn external_cidrs_must_not_cover_internal_ones() {
+    let extra = format!(
+        "{HEAD}  zones:
+    - {{id: vms, tier: T2, match: {{cidrs: [10.20.0.0/16, 198.51.100.0/24]}}}}
+  nodes:
+    - {{id: vm, kind: process, zone: vms, match: {{cidrs: [10.20.0.0/16]}}}}
+  flows:
+    - {{id: api-to-vm, from: api, to: vm, ports: [{{port: 22}}], encryption: {{required: tls}}}}
+"
+    );
+    let f = run(&extra);
+    // 10.20/16 is carved out of the internet zone; 198.51.100.0/24 is not.
+    assert_eq!(rules(&f), ["B004", "B004"], "{f:#?}");
+    assert!(
+        f.iter()
+            .any(|f| f.message.starts_with("external zone internet")),
+        "{f:#?}"
+    );
+    assert!(
+        f.iter().any(|f| f.message.starts_with("node clients")),
+        "{f:#?}"
+    );
+}
+
+#[test]
+fn unknown_fields_are_capped() {
+    let mut src = String::from(
+        "apiVersion: dfd.dfdwatch.dev/v1alpha1\nkind: ApprovedDataFlowDiagram\nmetadata: {name: x}\nspec: {}\n",
+    );
+    for i in 0..100 {
+        src.push_str(&format!("junk{i}: 1\n"));
+    }
+    let f = parse_only(&src);
+    assert_eq!(f.len(), 21, "{f:#?}");
+    assert!(
+        f[20].message.starts_with("80 more unknown fields"),
+        "{}",
+        f[20].message
+    );
+}

@@ -4,6 +4,9 @@
 use crate::diag::{Finding, Loc};
 use crate::yaml::{Key, Value, Yaml};
 
+/// Unknown fields reported one by one in one mapping; the rest are counted in one finding.
+pub const MAX_UNKNOWN_REPORTED: usize = 20;
+
 /// Longest id accepted.
 pub const MAX_ID_LEN: usize = 128;
 
@@ -88,9 +91,25 @@ impl<'y> Obj<'y> {
 
     /// Reports every field that was never asked for, suggesting the closest known name.
     pub fn finish(self, cx: &mut Cx<'_>) {
-        for ((key, _), used) in self.entries.iter().zip(&self.used) {
-            if *used {
-                continue;
+        let unknown = self.used.iter().filter(|u| !**u).count();
+        for (n, ((key, _), _)) in self
+            .entries
+            .iter()
+            .zip(&self.used)
+            .filter(|(_, u)| !**u)
+            .enumerate()
+        {
+            if n == MAX_UNKNOWN_REPORTED {
+                cx.report(
+                    "P003",
+                    &key.loc,
+                    format!(
+                        "{} more unknown fields in {}; is this the right place for them?",
+                        unknown - n,
+                        self.what
+                    ),
+                );
+                break;
             }
             let hint = match closest(&key.text, &self.known) {
                 Some(s) => format!("did you mean `{s}`?"),
@@ -147,7 +166,7 @@ pub fn closest<'k>(got: &str, known: &[&'k str]) -> Option<&'k str> {
             )
         })
         .filter(|(d, _)| *d <= 2)
-        .min_by_key(|(d, _)| *d)
+        .min()
         .map(|(_, k)| k)
 }
 

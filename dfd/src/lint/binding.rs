@@ -39,6 +39,7 @@ pub(super) fn check(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
         outside_zone(n, &branches, ix, out);
         bound.push((n, branches));
     }
+    external_overlaps_internal(dfd, ix, out);
     for (i, (a, ab)) in bound.iter().enumerate() {
         for (b, bb) in bound.iter().skip(i + 1) {
             if ab.iter().any(|x| bb.iter().any(|y| branches_overlap(x, y))) {
@@ -46,6 +47,67 @@ pub(super) fn check(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
                     "B002",
                     b.selector.as_ref().and_then(|s| s.loc.as_ref()),
                     format!("nodes {} and {} have selectors that can match the same endpoint; make them disjoint (e.g. different labels, service accounts or CIDRs)", a.id, b.id),
+                ));
+            }
+        }
+    }
+}
+
+/// The CIDR constraints (include, except) of each branch of a selector.
+fn cidr_sets(
+    sel: Option<&crate::selector::Selector>,
+) -> Vec<(Vec<ipnet::IpNet>, Vec<ipnet::IpNet>)> {
+    sel.and_then(crate::selector::Selector::branches)
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|b| b.constraints)
+        .filter_map(|c| match c {
+            crate::selector::Constraint::Cidrs { include, except } => Some((include, except)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// B004: an external zone's or node's networks overlap an internal zone's networks.
+fn external_overlaps_internal(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
+    let internal: Vec<_> = dfd
+        .zones
+        .iter()
+        .filter(|z| !z.external)
+        .map(|z| (z, cidr_sets(z.selector.as_ref())))
+        .filter(|(_, c)| !c.is_empty())
+        .collect();
+    if internal.is_empty() {
+        return;
+    }
+    let externals = dfd
+        .zones
+        .iter()
+        .filter(|z| z.external)
+        .map(|z| (format!("external zone {}", z.id), z.selector.as_ref()))
+        .chain(
+            dfd.nodes
+                .iter()
+                .filter(|n| ix.zones.get(n.zone.id.as_str()).is_some_and(|z| z.external))
+                .map(|n| {
+                    (
+                        format!("node {} (in an external zone)", n.id),
+                        n.selector.as_ref(),
+                    )
+                }),
+        );
+    for (what, sel) in externals {
+        let ext = cidr_sets(sel);
+        for (zone, int) in &internal {
+            let hit = ext.iter().any(|(ei, ee)| {
+                int.iter()
+                    .any(|(ii, ie)| super::overlap::cidrs_meet(ei, ee, ii, ie))
+            });
+            if hit {
+                out.push(Finding::new(
+                    "B004",
+                    sel.and_then(|s| s.loc.as_ref()),
+                    format!("{what} has CIDRs that overlap internal zone {}'s; carve them out with `exceptCidrs`", zone.id),
                 ));
             }
         }

@@ -73,7 +73,7 @@ fn net_covered(n: &IpNet, by: &[IpNet]) -> bool {
     by.iter().any(|e| e.contains(n))
 }
 
-fn cidrs_meet(ai: &[IpNet], ae: &[IpNet], bi: &[IpNet], be: &[IpNet]) -> bool {
+pub(crate) fn cidrs_meet(ai: &[IpNet], ae: &[IpNet], bi: &[IpNet], be: &[IpNet]) -> bool {
     ai.iter().any(|a| {
         bi.iter().any(|b| {
             let small = if a.prefix_len() >= b.prefix_len() {

@@ -72,7 +72,12 @@ fn missing<T>(
     out: &mut Vec<Finding>,
 ) {
     if !map.contains_key(r.id.as_str()) {
-        let known: Vec<&str> = map.keys().copied().collect();
+        // Suggestions cost an edit distance per known id: offer them for DFDs of human size.
+        let known: Vec<&str> = if map.len() <= 2000 {
+            map.keys().copied().collect()
+        } else {
+            Vec::new()
+        };
         let hint = match crate::decode::closest(&r.id, &known) {
             Some(c) => format!("did you mean `{c}`?"),
             None => format!("declare it under `spec.{what}` or fix the id"),
