@@ -16,7 +16,12 @@ pub struct Counters {
     decode_errors: [AtomicU64; DECODE_ERROR_LABELS.len()],
     events_written: AtomicU64,
     write_errors: AtomicU64,
+    identity_misses: [AtomicU64; IDENTITY_MISS_LABELS.len()],
 }
+
+/// The closed set of identity miss labels: `exe` (the process was gone or unreadable) and
+/// `cgroup` (the cgroup id matched no directory).
+pub const IDENTITY_MISS_LABELS: [&str; 2] = ["exe", "cgroup"];
 
 /// A point-in-time copy of [`Counters`].
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -29,6 +34,10 @@ pub struct CountersSnapshot {
     pub events_written: u64,
     /// Events that could not be written.
     pub write_errors: u64,
+    /// Local ends whose executable could not be read (process gone).
+    pub identity_exe_misses: u64,
+    /// Local ends whose cgroup id matched no cgroup directory.
+    pub identity_cgroup_misses: u64,
 }
 
 impl Counters {
@@ -53,6 +62,12 @@ impl Counters {
         self.write_errors.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// One identity lookup that found nothing, of kind `label` (see [`IDENTITY_MISS_LABELS`]).
+    pub fn record_identity_miss(&self, label: &str) {
+        let i = IDENTITY_MISS_LABELS.iter().position(|l| *l == label).unwrap_or(0);
+        self.identity_misses[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Copies the counters.
     pub fn snapshot(&self) -> CountersSnapshot {
         CountersSnapshot {
@@ -60,6 +75,8 @@ impl Counters {
             decode_errors: self.decode_errors.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
             events_written: self.events_written.load(Ordering::Relaxed),
             write_errors: self.write_errors.load(Ordering::Relaxed),
+            identity_exe_misses: self.identity_misses[0].load(Ordering::Relaxed),
+            identity_cgroup_misses: self.identity_misses[1].load(Ordering::Relaxed),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use monitor_common::EventKind;
 use serde::Serialize;
 
-use crate::{clock::WallClock, decode::Connection, escape::escape_bytes};
+use crate::{clock::WallClock, escape::escape_bytes, identity::{Enriched, LocalIdentity}};
 
 /// Schema id written in every event.
 pub const SCHEMA: &str = "dfdwatch.connection.v1";
@@ -44,6 +44,9 @@ pub struct Address {
     pub addr: String,
     /// Port.
     pub port: u16,
+    /// Name from the static identity file, when it names this address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// The reason a connect failed.
@@ -76,6 +79,9 @@ pub struct LocalEnd {
     /// Where the process fields come from: `task` (the connecting task), `listener` (the process
     /// that listens on the port), or `socket` (process unknown; uid and cgroup from the socket).
     pub attribution: &'static str,
+    /// Executable, cgroup path, container, pod UID and systemd unit, where known.
+    #[serde(flatten)]
+    pub identity: LocalIdentity,
 }
 
 /// Name of a socket error number.
@@ -94,13 +100,14 @@ pub fn errno_name(errno: i32) -> &'static str {
     }
 }
 
-fn address(a: SocketAddr) -> Address {
-    Address { addr: a.ip().to_string(), port: a.port() }
+fn address(a: SocketAddr, name: &Option<String>) -> Address {
+    Address { addr: a.ip().to_string(), port: a.port(), name: name.as_ref().map(|n| escape_bytes(n.as_bytes())) }
 }
 
 impl ConnectionRecord {
     /// Builds the record for one decoded connection.
-    pub fn new(c: &Connection, clock: &WallClock, node: &str) -> Self {
+    pub fn new(e: &Enriched, clock: &WallClock, node: &str) -> Self {
+        let c = &e.conn;
         let kind = match c.kind {
             EventKind::Connect => "connect",
             EventKind::ConnectFailed => "connect_failed",
@@ -118,8 +125,8 @@ impl ConnectionRecord {
             kind,
             error: c.error.map(|errno| ErrorInfo { errno, name: errno_name(errno) }),
             ip_version: if c.src.is_ipv4() { 4 } else { 6 },
-            src: address(c.src),
-            dst: address(c.dst),
+            src: address(c.src, &e.src_name),
+            dst: address(c.dst, &e.dst_name),
             local_side: if c.local_is_src() { "src" } else { "dst" },
             local: LocalEnd {
                 tgid: c.process.as_ref().map(|p| p.tgid),
@@ -129,6 +136,7 @@ impl ConnectionRecord {
                 cgroup_id: c.cgroup_id,
                 netns: c.netns,
                 attribution,
+                identity: e.local.clone(),
             },
         }
     }

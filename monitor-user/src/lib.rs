@@ -7,6 +7,7 @@ pub mod counters;
 pub mod decode;
 pub mod escape;
 pub mod event;
+pub mod identity;
 pub mod kernel_stats;
 pub mod probes;
 pub mod reader;

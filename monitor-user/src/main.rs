@@ -7,6 +7,8 @@ use dfdwatch::run::{RunArgs, RunError};
 
 /// Exit status for bad usage (sysexits EX_USAGE).
 const EX_USAGE: u8 = 64;
+/// Exit status for a bad configuration file (sysexits EX_CONFIG).
+const EX_CONFIG: u8 = 78;
 
 /// dfdwatch: a runtime trust-boundary monitor. Traces every TCP connect and accept on this node
 /// and compares the flows with the approved data-flow diagram.
@@ -65,6 +67,10 @@ fn main() -> ExitCode {
                 Err(e @ RunError::Usage(_)) => {
                     tracing::error!("{e}");
                     ExitCode::from(EX_USAGE)
+                }
+                Err(e @ RunError::Identity(_)) => {
+                    tracing::error!("{e}");
+                    ExitCode::from(EX_CONFIG)
                 }
                 Err(e) => {
                     tracing::error!("{e}");

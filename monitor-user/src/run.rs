@@ -1,6 +1,6 @@
 //! `dfdwatch run`: load and attach the probes, then run the pipeline
-//! (ring-buffer reader -> bounded queue -> event writer) until SIGINT or SIGTERM, detach, drain
-//! and report the final counters.
+//! (ring-buffer reader -> bounded queue -> identity stage -> bounded queue -> event writer) until
+//! SIGINT or SIGTERM, detach, drain and report the final counters.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -10,15 +10,17 @@ use tokio::{
 };
 
 use crate::{
+    cgroupfs,
     clock::WallClock,
     counters::Counters,
+    identity::{IdentityStage, Resolver, StaticNames, cgroup::CgroupPaths},
     kernel_stats::KernelStats,
     probes::{self, AttachPoint, ProbeConfig, Probes},
     reader::RingReader,
     sink::EventWriter,
 };
 
-/// Decoded events waiting for the writer.
+/// Events waiting in each queue between stages (reader -> identity -> writer).
 const EVENT_QUEUE: usize = 8192;
 
 /// Options of `dfdwatch run`.
@@ -48,6 +50,10 @@ pub struct RunArgs {
     /// counted as `listener_map_full`).
     #[arg(long, default_value_t = monitor_common::LISTENER_ENTRIES, value_name = "N")]
     pub max_listeners: u32,
+    /// Static identity file (TOML) naming hosts and networks by CIDR or hostname; see
+    /// docs/identity.md.
+    #[arg(long, value_name = "PATH")]
+    pub identity_file: Option<PathBuf>,
     /// Node name written in events (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -60,6 +66,8 @@ pub enum RunError {
     Usage(String),
     #[error(transparent)]
     Probes(#[from] probes::ProbeError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::names::NamesError),
     #[error("cannot open events file {path}: {source}")]
     EventsFile { path: PathBuf, #[source] source: std::io::Error },
     #[error("cannot watch the ring buffer: {0}")]
@@ -116,14 +124,37 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         None => EventWriter::stdout(clock, node, counters.clone()),
     };
 
+    let names = match &args.identity_file {
+        Some(path) => {
+            let names = StaticNames::load(path)?;
+            tracing::info!(path = %path.display(), entries = names.len(), "identity file loaded");
+            names
+        }
+        None => StaticNames::default(),
+    };
+    let cgroups = match cgroupfs::v2_mount() {
+        Some(mount) => Some(CgroupPaths::new(mount, Duration::from_secs(1))),
+        None => {
+            tracing::warn!("no cgroup v2 mount: events carry no cgroup path, container or pod");
+            None
+        }
+    };
+    let resolver = Resolver::new(cgroups, Arc::new(names), counters.clone());
+
     let mut probes = Probes::load(&config)?;
     let ring = probes.take_events()?;
     let mut kernel_stats = KernelStats::new(probes.take_stats()?);
 
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    let (enriched_tx, enriched_rx) = mpsc::channel(EVENT_QUEUE);
     let sink = std::thread::Builder::new()
         .name("event-writer".into())
-        .spawn(move || writer.run(rx))
+        .spawn(move || writer.run(enriched_rx))
+        .map_err(RunError::Poll)?;
+    let stage = IdentityStage::new(resolver, rx, enriched_tx);
+    let identity = std::thread::Builder::new()
+        .name("identity".into())
+        .spawn(move || stage.run())
         .map_err(RunError::Poll)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let reader = RingReader::new(ring, tx, Duration::from_millis(args.flush_interval_ms), counters.clone())
@@ -152,6 +183,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let _ = stop_tx.send(true);
     if let Err(e) = reader.await {
         tracing::error!(error = %e, "reader task failed");
+    }
+    if identity.join().is_err() {
+        tracing::error!("identity thread panicked");
     }
     if sink.join().is_err() {
         tracing::error!("event writer thread panicked");

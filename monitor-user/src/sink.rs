@@ -12,7 +12,7 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use crate::{clock::WallClock, counters::Counters, decode::Connection, event::ConnectionRecord};
+use crate::{clock::WallClock, counters::Counters, event::ConnectionRecord, identity::Enriched};
 
 /// Writes connection events as JSON Lines.
 pub struct EventWriter {
@@ -35,7 +35,7 @@ impl EventWriter {
     }
 
     /// Writes events until the channel closes, then flushes. Runs on a blocking thread.
-    pub fn run(mut self, mut rx: mpsc::Receiver<Connection>) {
+    pub fn run(mut self, mut rx: mpsc::Receiver<Enriched>) {
         while let Some(c) = rx.blocking_recv() {
             self.write(&c);
             while let Ok(c) = rx.try_recv() {
@@ -46,7 +46,7 @@ impl EventWriter {
         self.flush();
     }
 
-    fn write(&mut self, c: &Connection) {
+    fn write(&mut self, c: &Enriched) {
         let record = ConnectionRecord::new(c, &self.clock, &self.node);
         let result = serde_json::to_writer(&mut self.out, &record)
             .map_err(std::io::Error::from)

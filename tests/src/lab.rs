@@ -72,6 +72,12 @@ impl Lab {
 
     /// Adds a pod: its namespace, veth pair on the bridge, addresses, and cgroup.
     pub fn add_pod(&mut self, name: &str) -> Result<Pod> {
+        self.add_pod_in(name, name)
+    }
+
+    /// Adds a pod whose cgroup is `cgroup_path` (relative, may be nested, e.g. a path shaped
+    /// like a container runtime's) under the lab's cgroup directory.
+    pub fn add_pod_in(&mut self, name: &str, cgroup_path: &str) -> Result<Pod> {
         let host_index = u8::try_from(self.pods.len() + 2).context("too many pods")?;
         let netns = format!("dfdw{}-{name}", self.subnet);
         let host_if = format!("dwv{}p{host_index}", self.subnet);
@@ -79,7 +85,7 @@ impl Lab {
         sys::run("ip", &["netns", "add", &netns])?;
         let ipv4 = Ipv4Addr::new(10, 213, self.subnet, host_index);
         let ipv6 = Ipv6Addr::new(0xfd00, 0xdfd, 0, u16::from(self.subnet), 0, 0, 0, u16::from(host_index));
-        let cgroup_dir = self.cgroup_root.join(name);
+        let cgroup_dir = self.cgroup_root.join(cgroup_path);
         // Record the pod before the first step that can fail, so Drop removes what exists.
         self.pods.push(Pod {
             name: name.to_owned(),
@@ -98,7 +104,7 @@ impl Lab {
         sys::run("ip", &["-n", &netns, "-6", "addr", "add", &v6, "dev", "eth0", "nodad"])?;
         sys::run("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
         sys::run("ip", &["-n", &netns, "link", "set", "lo", "up"])?;
-        std::fs::create_dir(&cgroup_dir)
+        std::fs::create_dir_all(&cgroup_dir)
             .with_context(|| format!("create cgroup {}", cgroup_dir.display()))?;
         let netns_inode = sys::inode(&PathBuf::from("/run/netns").join(&netns))?;
         let cgroup_id = sys::inode(&cgroup_dir)?;
@@ -199,6 +205,12 @@ impl Drop for Lab {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
+            }
+            // Nested cgroup paths: remove the parents the pod created, deepest first.
+            let mut parent = pod.cgroup_dir.parent();
+            while let Some(dir) = parent.filter(|d| d.starts_with(&self.cgroup_root) && *d != self.cgroup_root) {
+                let _ = std::fs::remove_dir(dir);
+                parent = dir.parent();
             }
             sys::run_quiet("ip", &["netns", "del", &pod.netns]);
         }

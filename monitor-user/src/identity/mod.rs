@@ -1,0 +1,120 @@
+//! Workload identity of both ends of a connection, from what this node knows without blocking:
+//! the local end's executable (/proc), cgroup path, container, pod UID and systemd unit; names
+//! for addresses from the static identity file. Runs as one pipeline stage between the reader and
+//! the sinks, owning its caches; a miss is answered with what is known now and counted.
+
+pub mod cgroup;
+pub mod container;
+pub mod names;
+pub mod process;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::counters::Counters;
+use crate::decode::Connection;
+use crate::escape::escape_bytes;
+pub use container::ContainerRef;
+pub use names::StaticNames;
+
+/// What the identity stage learned about the local end, beyond the kernel's fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LocalIdentity {
+    /// Executable path (escaped), while the process lived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// cgroup v2 path relative to the mount (escaped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_path: Option<String>,
+    /// Container runtime and id, from the cgroup path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerRef>,
+    /// Kubernetes pod UID, from the cgroup path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// systemd unit (escaped), from the cgroup path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
+}
+
+/// A connection with the identity of its ends.
+#[derive(Clone, Debug)]
+pub struct Enriched {
+    /// The connection as decoded.
+    pub conn: Connection,
+    /// The local end's identity.
+    pub local: LocalIdentity,
+    /// Static name of the source address, if the identity file names it.
+    pub src_name: Option<String>,
+    /// Static name of the destination address, if the identity file names it.
+    pub dst_name: Option<String>,
+}
+
+/// Resolves identities; owned by the identity stage (no locks).
+pub struct Resolver {
+    cgroups: Option<cgroup::CgroupPaths>,
+    processes: process::Processes,
+    names: Arc<StaticNames>,
+    counters: Arc<Counters>,
+}
+
+impl Resolver {
+    /// A resolver over the cgroup v2 hierarchy (if mounted) and the static names.
+    pub fn new(cgroups: Option<cgroup::CgroupPaths>, names: Arc<StaticNames>, counters: Arc<Counters>) -> Self {
+        Self { cgroups, processes: process::Processes::default(), names, counters }
+    }
+
+    /// The identities of one connection.
+    pub fn enrich(&mut self, conn: Connection) -> Enriched {
+        let tgid = conn.process.as_ref().map(|p| p.tgid);
+        let mut local = LocalIdentity::default();
+        if let Some(tgid) = tgid {
+            local.exe = self.processes.exe(tgid).map(|e| escape_bytes(e.as_bytes()));
+            if local.exe.is_none() {
+                self.counters.record_identity_miss("exe");
+            }
+        }
+        let path = self.cgroups.as_mut().and_then(|c| c.path(conn.cgroup_id, tgid)).map(str::to_owned);
+        match path {
+            Some(path) => {
+                let workload = container::parse(&path);
+                local.container = workload.container;
+                local.pod_uid = workload.pod_uid;
+                local.systemd_unit = workload.systemd_unit.map(|u| escape_bytes(u.as_bytes()));
+                local.cgroup_path = Some(escape_bytes(path.as_bytes()));
+            }
+            None => self.counters.record_identity_miss("cgroup"),
+        }
+        let src_name = self.names.name(conn.src.ip()).map(str::to_owned);
+        let dst_name = self.names.name(conn.dst.ip()).map(str::to_owned);
+        Enriched { conn, local, src_name, dst_name }
+    }
+}
+
+/// The identity stage: connections in, enriched connections out, on its own thread (its /proc
+/// reads are short but blocking).
+pub struct IdentityStage {
+    resolver: Resolver,
+    input: mpsc::Receiver<Connection>,
+    output: mpsc::Sender<Enriched>,
+}
+
+impl IdentityStage {
+    /// A stage between `input` and `output`.
+    pub fn new(resolver: Resolver, input: mpsc::Receiver<Connection>, output: mpsc::Sender<Enriched>) -> Self {
+        Self { resolver, input, output }
+    }
+
+    /// Runs until the input closes (the reader stopped) and everything is passed on.
+    pub fn run(mut self) {
+        while let Some(conn) = self.input.blocking_recv() {
+            let enriched = self.resolver.enrich(conn);
+            if self.output.blocking_send(enriched).is_err() {
+                tracing::error!("the event writer stopped; identity stage ends");
+                return;
+            }
+        }
+    }
+}
