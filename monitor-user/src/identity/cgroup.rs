@@ -61,10 +61,10 @@ fn inode(path: &Path) -> Option<u64> {
 }
 
 fn walk(mount: &Path, dir: &Path, depth: usize, out: &mut HashMap<u64, String>) {
-    if let (Some(ino), Ok(rel)) = (inode(dir), dir.strip_prefix(mount)) {
-        if out.len() < MAX_ENTRIES {
-            out.insert(ino, format!("/{}", rel.to_string_lossy()));
-        }
+    if let (Some(ino), Ok(rel)) = (inode(dir), dir.strip_prefix(mount))
+        && out.len() < MAX_ENTRIES
+    {
+        out.insert(ino, format!("/{}", rel.to_string_lossy()));
     }
     if depth >= MAX_DEPTH {
         return;

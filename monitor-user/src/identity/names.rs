@@ -107,7 +107,7 @@ impl StaticNames {
             names.entries.push(Named { name: entry.name, except });
         }
         let mut tables: Vec<_> = tables.into_iter().collect();
-        tables.sort_by(|a, b| b.0.1.cmp(&a.0.1));
+        tables.sort_by_key(|((_, len), _)| std::cmp::Reverse(*len));
         names.tables = tables;
         Ok(names)
     }
