@@ -27,6 +27,11 @@ enum Command {
     /// Load the eBPF probes and write one JSON line per TCP connection (needs root or CAP_BPF,
     /// CAP_PERFMON).
     Run(RunArgs),
+    /// Check approved DFD files: strict parsing and lints, every problem at once as
+    /// `file:line:col: severity: message`. Exit 0 clean, 1 on an error-level finding, 64 bad usage.
+    Check(dfdwatch_dfd::cli::CheckArgs),
+    /// Draw approved DFD files as Graphviz DOT or Mermaid.
+    Render(dfdwatch_dfd::cli::RenderArgs),
 }
 
 fn init_logging(level: &str) -> Result<(), String> {
@@ -54,6 +59,12 @@ fn main() -> ExitCode {
         return ExitCode::from(EX_USAGE);
     }
     match cli.command {
+        Command::Check(args) => {
+            ExitCode::from(dfdwatch_dfd::cli::check(&args, &mut std::io::stdout(), &mut std::io::stderr()))
+        }
+        Command::Render(args) => {
+            ExitCode::from(dfdwatch_dfd::cli::render(&args, &mut std::io::stdout(), &mut std::io::stderr()))
+        }
         Command::Run(args) => {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,

@@ -1,0 +1,45 @@
+//! The `dfdwatch` binary's DFD subcommands, end to end: the shipped DFDs check clean, a broken
+//! file is reported as `file:line:col` with exit 1, a missing path is bad usage (64), and render
+//! produces a drawing Graphviz accepts.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Result, ensure};
+use dfdwatch_tests::{daemon::binary, sys};
+
+fn dfdwatch(args: &[&str]) -> Result<std::process::Output> {
+    Ok(Command::new(binary()?).args(args).env_remove("RUST_BACKTRACE").output()?)
+}
+
+#[test]
+fn check_shipped_broken_and_missing() -> Result<()> {
+    let shipped = sys::workspace_root().join("approved-dfd");
+    let out = dfdwatch(&["check", &shipped.display().to_string()])?;
+    ensure!(out.status.code() == Some(0), "shipped DFDs must check clean: {out:?}");
+
+    let dir = sys::scratch_dir("cli-check")?;
+    let broken = dir.join("broken.yaml");
+    std::fs::write(&broken, "apiVersion: dfd.dfdwatch.dev/v1alpha1\nkind: ApprovedDataFlowDiagram\nmetadata: {name: x}\nspec:\n  zones: 12\n")?;
+    let out = dfdwatch(&["check", &broken.display().to_string()])?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "broken file must exit 1: {text}");
+    ensure!(text.contains("broken.yaml:5:"), "want file:line:col: {text}");
+
+    let out = dfdwatch(&["check", "/nonexistent/dfd.yaml"])?;
+    ensure!(out.status.code() == Some(64), "missing path is bad usage: {out:?}");
+    Ok(())
+}
+
+#[test]
+fn render_is_accepted_by_graphviz() -> Result<()> {
+    let shipped = sys::workspace_root().join("approved-dfd");
+    let out = dfdwatch(&["render", &shipped.display().to_string(), "--format", "dot"])?;
+    ensure!(out.status.success(), "render: {out:?}");
+    let mut dot = Command::new("dot").arg("-Tsvg").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    if let Some(mut stdin) = dot.stdin.take() {
+        std::io::Write::write_all(&mut stdin, &out.stdout)?;
+    }
+    let svg = dot.wait_with_output()?;
+    ensure!(svg.status.success() && String::from_utf8_lossy(&svg.stdout).contains("<svg"), "dot refused: {}", String::from_utf8_lossy(&svg.stderr));
+    Ok(())
+}
