@@ -1,8 +1,9 @@
 //! Candidate indexes for the matcher: each selector branch is filed under one "anchor" so that a
 //! lookup touches only the branches that share a value with the identity. Hash maps for exact
 //! values and (namespace, label) pairs, literal prefix/suffix maps for globs, and one hash map
-//! per prefix length for CIDRs. Lookup cost grows with the identity's size (label count, string
-//! length, prefix lengths in use), not with the number of nodes.
+//! per prefix length for CIDRs. Lookup cost grows with the identity's label count and with the
+//! number of distinct glob-literal and CIDR prefix lengths in use (bounded by string length and
+//! 33/129), not with the number of nodes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,24 +23,30 @@ pub(super) struct StrIndex {
     exact: HashMap<String, Vec<BranchId>>,
     prefix: HashMap<String, Vec<BranchId>>,
     suffix: HashMap<String, Vec<BranchId>>,
+    /// Byte lengths of the literal prefixes and suffixes in use: a lookup probes only these.
+    prefix_lens: Vec<usize>,
+    suffix_lens: Vec<usize>,
     /// Patterns with neither a literal prefix nor suffix (e.g. `*`): always candidates.
     any: Vec<BranchId>,
 }
 
+fn add_len(lens: &mut Vec<usize>, len: usize) {
+    if let Err(at) = lens.binary_search(&len) {
+        lens.insert(at, len);
+    }
+}
+
 impl StrIndex {
     fn add(&mut self, pattern: &str, b: BranchId) {
+        let (pre, suf) = (literal_prefix(pattern), literal_suffix(pattern));
         if !is_glob(pattern) {
             self.exact.entry(pattern.to_owned()).or_default().push(b);
-        } else if !literal_prefix(pattern).is_empty() {
-            self.prefix
-                .entry(literal_prefix(pattern).to_owned())
-                .or_default()
-                .push(b);
-        } else if !literal_suffix(pattern).is_empty() {
-            self.suffix
-                .entry(literal_suffix(pattern).to_owned())
-                .or_default()
-                .push(b);
+        } else if !pre.is_empty() {
+            self.prefix.entry(pre.to_owned()).or_default().push(b);
+            add_len(&mut self.prefix_lens, pre.len());
+        } else if !suf.is_empty() {
+            self.suffix.entry(suf.to_owned()).or_default().push(b);
+            add_len(&mut self.suffix_lens, suf.len());
         } else {
             self.any.push(b);
         }
@@ -48,27 +55,23 @@ impl StrIndex {
     fn lookup(&self, value: &str, out: &mut Vec<BranchId>) {
         out.extend(self.exact.get(value).into_iter().flatten());
         out.extend(&self.any);
-        if !self.prefix.is_empty() {
-            for (i, _) in value.char_indices().skip(1).chain([(value.len(), ' ')]) {
-                out.extend(
-                    value
-                        .get(..i)
-                        .and_then(|p| self.prefix.get(p))
-                        .into_iter()
-                        .flatten(),
-                );
-            }
+        for &n in self.prefix_lens.iter().take_while(|n| **n <= value.len()) {
+            out.extend(
+                value
+                    .get(..n)
+                    .and_then(|p| self.prefix.get(p))
+                    .into_iter()
+                    .flatten(),
+            );
         }
-        if !self.suffix.is_empty() {
-            for (i, _) in value.char_indices() {
-                out.extend(
-                    value
-                        .get(i..)
-                        .and_then(|s| self.suffix.get(s))
-                        .into_iter()
-                        .flatten(),
-                );
-            }
+        for &n in self.suffix_lens.iter().take_while(|n| **n <= value.len()) {
+            out.extend(
+                value
+                    .get(value.len() - n..)
+                    .and_then(|p| self.suffix.get(p))
+                    .into_iter()
+                    .flatten(),
+            );
         }
     }
 }

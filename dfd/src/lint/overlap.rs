@@ -167,3 +167,132 @@ pub fn branch_within(outer: &Branch, inner: &Branch) -> bool {
         .iter()
         .all(|oc| of(inner, oc.dim()).any(|ic| constraint_within(oc, ic)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selector::LabelExpression;
+
+    fn pats(d: Dim, p: &[&str]) -> Constraint {
+        Constraint::Patterns(d, p.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    fn label(key: &str, op: LabelOperator, values: &[&str]) -> LabelExpression {
+        LabelExpression {
+            key: key.into(),
+            operator: op,
+            values: values.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn branch(c: Vec<Constraint>) -> Branch {
+        Branch { constraints: c }
+    }
+
+    fn nets(s: &[&str]) -> Vec<IpNet> {
+        s.iter().filter_map(|x| x.parse().ok()).collect()
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(patterns_meet("spiffe://td/ns/a/*", "spiffe://td/ns/a/sa/x"));
+        assert!(patterns_meet("spiffe://td/*", "spiffe://td/ns/*"));
+        assert!(!patterns_meet("spiffe://td/ns/a/*", "spiffe://td/ns/b/*"));
+        assert!(patterns_meet("*.example.com", "api.example.com"));
+        assert!(!patterns_meet("*.example.com", "*.example.org"));
+        assert!(pattern_covers(
+            "spiffe://td/ns/a/*",
+            "spiffe://td/ns/a/sa/*"
+        ));
+        assert!(!pattern_covers(
+            "spiffe://td/ns/a/sa/*",
+            "spiffe://td/ns/a/*"
+        ));
+        assert!(pattern_covers("shop", "shop"));
+    }
+
+    #[test]
+    fn labels() {
+        use LabelOperator::{DoesNotExist, Exists, In, NotIn};
+        assert!(!labels_meet(
+            &[label("app", In, &["a"])],
+            &[label("app", In, &["b"])]
+        ));
+        assert!(labels_meet(
+            &[label("app", In, &["a", "b"])],
+            &[label("app", In, &["b"])]
+        ));
+        assert!(!labels_meet(
+            &[label("app", In, &["a"])],
+            &[label("app", NotIn, &["a"])]
+        ));
+        assert!(!labels_meet(
+            &[label("app", Exists, &[])],
+            &[label("app", DoesNotExist, &[])]
+        ));
+        assert!(labels_meet(
+            &[label("app", In, &["a"])],
+            &[label("tier", In, &["x"])]
+        ));
+        assert!(label_implied(
+            &label("app", Exists, &[]),
+            &[label("app", In, &["a"])]
+        ));
+        assert!(!label_implied(
+            &label("app", In, &["a"]),
+            &[label("app", Exists, &[])]
+        ));
+    }
+
+    #[test]
+    fn cidrs() {
+        let all = nets(&["0.0.0.0/0"]);
+        let private = nets(&["10.0.0.0/8"]);
+        let pod = nets(&["10.1.0.0/16"]);
+        assert!(!cidrs_meet(&all, &private, &pod, &[]));
+        assert!(cidrs_meet(&all, &[], &pod, &[]));
+        assert!(!cidrs_meet(&nets(&["192.0.2.0/24"]), &[], &pod, &[]));
+        let zone = Constraint::Cidrs {
+            include: all.clone(),
+            except: private.clone(),
+        };
+        let inner = Constraint::Cidrs {
+            include: all,
+            except: nets(&["10.0.0.0/8", "172.16.0.0/12"]),
+        };
+        assert!(constraint_within(&zone, &inner));
+        assert!(!constraint_within(
+            &zone,
+            &Constraint::Cidrs {
+                include: pod,
+                except: vec![]
+            }
+        ));
+    }
+
+    #[test]
+    fn branches() {
+        let a = branch(vec![
+            pats(Dim::Namespace, &["shop"]),
+            Constraint::Labels(
+                Dim::PodLabels,
+                vec![label("app", LabelOperator::In, &["api"])],
+            ),
+        ]);
+        let b = branch(vec![pats(Dim::Namespace, &["shop"])]);
+        let c = branch(vec![Constraint::Cidrs {
+            include: nets(&["0.0.0.0/0"]),
+            except: vec![],
+        }]);
+        assert!(
+            branches_overlap(&a, &b),
+            "a label subset in the same namespace overlaps"
+        );
+        assert!(
+            !branches_overlap(&a, &c),
+            "different identity kinds are not compared"
+        );
+        assert!(branch_within(&b, &a));
+        assert!(!branch_within(&a, &b));
+    }
+}
