@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use monitor_common::EventKind;
 use serde::Serialize;
 
-use crate::{clock::WallClock, escape::escape_bytes, identity::{Enriched, LocalIdentity}};
+use crate::{clock::WallClock, escape::escape_bytes, identity::{Enriched, LocalIdentity}, policy::Placement};
 
 /// Schema id written in every event.
 pub const SCHEMA: &str = "dfdwatch.connection.v1";
@@ -47,6 +47,9 @@ pub struct Address {
     /// Name from the static identity file, when it names this address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Where this end sits in the approved DFD; present when a DFD is loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dfd: Option<Placement>,
 }
 
 /// The reason a connect failed.
@@ -100,8 +103,13 @@ pub fn errno_name(errno: i32) -> &'static str {
     }
 }
 
-fn address(a: SocketAddr, name: &Option<String>) -> Address {
-    Address { addr: a.ip().to_string(), port: a.port(), name: name.as_ref().map(|n| escape_bytes(n.as_bytes())) }
+fn address(a: SocketAddr, name: &Option<String>, dfd: &Option<Placement>) -> Address {
+    Address {
+        addr: a.ip().to_string(),
+        port: a.port(),
+        name: name.as_ref().map(|n| escape_bytes(n.as_bytes())),
+        dfd: dfd.clone(),
+    }
 }
 
 impl ConnectionRecord {
@@ -125,8 +133,8 @@ impl ConnectionRecord {
             kind,
             error: c.error.map(|errno| ErrorInfo { errno, name: errno_name(errno) }),
             ip_version: if c.src.is_ipv4() { 4 } else { 6 },
-            src: address(c.src, &e.src_name),
-            dst: address(c.dst, &e.dst_name),
+            src: address(c.src, &e.src_name, &e.src_dfd),
+            dst: address(c.dst, &e.dst_name, &e.dst_dfd),
             local_side: if c.local_is_src() { "src" } else { "dst" },
             local: LocalEnd {
                 tgid: c.process.as_ref().map(|p| p.tgid),

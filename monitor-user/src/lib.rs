@@ -9,6 +9,7 @@ pub mod escape;
 pub mod event;
 pub mod identity;
 pub mod kernel_stats;
+pub mod policy;
 pub mod probes;
 pub mod reader;
 pub mod run;

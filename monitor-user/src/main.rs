@@ -79,7 +79,7 @@ fn main() -> ExitCode {
                     tracing::error!("{e}");
                     ExitCode::from(EX_USAGE)
                 }
-                Err(e @ RunError::Identity(_)) => {
+                Err(e @ (RunError::Identity(_) | RunError::Policy(_))) => {
                     tracing::error!("{e}");
                     ExitCode::from(EX_CONFIG)
                 }

@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// docs/identity.md.
     #[arg(long, value_name = "PATH")]
     pub identity_file: Option<PathBuf>,
+    /// Approved DFD files or directories (as for `dfdwatch check`); each end of every event is
+    /// placed on its node, zone and tier. A DFD with an error-level finding is refused.
+    #[arg(long = "dfd", value_name = "PATH")]
+    pub dfd: Vec<PathBuf>,
     /// Node name written in events (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -68,6 +72,8 @@ pub enum RunError {
     Probes(#[from] probes::ProbeError),
     #[error(transparent)]
     Identity(#[from] crate::identity::names::NamesError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     #[error("cannot open events file {path}: {source}")]
     EventsFile { path: PathBuf, #[source] source: std::io::Error },
     #[error("cannot watch the ring buffer: {0}")]
@@ -139,7 +145,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             None
         }
     };
-    let resolver = Resolver::new(cgroups, Arc::new(names), counters.clone());
+    let dfd = if args.dfd.is_empty() {
+        None
+    } else {
+        let dfd = crate::policy::load(&args.dfd)?;
+        tracing::info!(nodes = dfd.dfd.nodes.len(), zones = dfd.dfd.zones.len(), flows = dfd.dfd.flows.len(), "approved DFD loaded");
+        Some(dfd)
+    };
+    let resolver = Resolver::new(cgroups, Arc::new(names), dfd, counters.clone());
 
     let mut probes = Probes::load(&config)?;
     let ring = probes.take_events()?;

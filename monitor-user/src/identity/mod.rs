@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 use crate::counters::Counters;
 use crate::decode::Connection;
 use crate::escape::escape_bytes;
+use crate::policy::{Placement, place};
+use dfdwatch_dfd::compile::Compiled;
 pub use container::ContainerRef;
 pub use names::StaticNames;
 
@@ -50,6 +52,10 @@ pub struct Enriched {
     pub src_name: Option<String>,
     /// Static name of the destination address, if the identity file names it.
     pub dst_name: Option<String>,
+    /// Where the source sits in the approved DFD (when one is loaded).
+    pub src_dfd: Option<Placement>,
+    /// Where the destination sits in the approved DFD (when one is loaded).
+    pub dst_dfd: Option<Placement>,
 }
 
 /// Resolves identities; owned by the identity stage (no locks).
@@ -57,13 +63,20 @@ pub struct Resolver {
     cgroups: Option<cgroup::CgroupPaths>,
     processes: process::Processes,
     names: Arc<StaticNames>,
+    dfd: Option<Arc<Compiled>>,
     counters: Arc<Counters>,
 }
 
 impl Resolver {
-    /// A resolver over the cgroup v2 hierarchy (if mounted) and the static names.
-    pub fn new(cgroups: Option<cgroup::CgroupPaths>, names: Arc<StaticNames>, counters: Arc<Counters>) -> Self {
-        Self { cgroups, processes: process::Processes::default(), names, counters }
+    /// A resolver over the cgroup v2 hierarchy (if mounted), the static names and the approved
+    /// DFD (if loaded).
+    pub fn new(
+        cgroups: Option<cgroup::CgroupPaths>,
+        names: Arc<StaticNames>,
+        dfd: Option<Arc<Compiled>>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self { cgroups, processes: process::Processes::default(), names, dfd, counters }
     }
 
     /// The identities of one connection.
@@ -89,7 +102,16 @@ impl Resolver {
         }
         let src_name = self.names.name(conn.src.ip()).map(str::to_owned);
         let dst_name = self.names.name(conn.dst.ip()).map(str::to_owned);
-        Enriched { conn, local, src_name, dst_name }
+        let (src_dfd, dst_dfd) = match &self.dfd {
+            Some(dfd) => {
+                let local_is_src = conn.local_is_src();
+                let src = place(dfd, conn.src.ip(), local_is_src.then_some(&local));
+                let dst = place(dfd, conn.dst.ip(), (!local_is_src).then_some(&local));
+                (Some(src), Some(dst))
+            }
+            None => (None, None),
+        };
+        Enriched { conn, local, src_name, dst_name, src_dfd, dst_dfd }
     }
 }
 

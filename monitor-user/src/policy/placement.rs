@@ -1,0 +1,47 @@
+//! Places one end of a connection on the approved DFD: its node, zone and tier, or the nodes it
+//! matches ambiguously. The local end is matched on everything the identity stage knows; the
+//! remote end on its address (external zones by CIDR), until cluster identity names it.
+
+use std::net::IpAddr;
+
+use dfdwatch_dfd::compile::Compiled;
+use dfdwatch_dfd::compile::Identity;
+use serde::Serialize;
+
+use crate::identity::LocalIdentity;
+
+/// Where one end sits in the DFD. Absent fields: not resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    /// DFD node id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// DFD zone id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Tier id of the zone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// Every node the endpoint matched, when it matched more than one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ambiguous: Vec<String>,
+}
+
+/// Places an endpoint: `local` is the identity stage's view for the local end, `None` for the
+/// remote end.
+pub fn place(dfd: &Compiled, ip: IpAddr, local: Option<&LocalIdentity>) -> Placement {
+    let mut id = Identity { ip: Some(ip), ..Identity::default() };
+    if let Some(l) = local {
+        id.exe = l.exe.clone();
+        id.cgroup_path = l.cgroup_path.clone();
+        id.systemd_unit = l.systemd_unit.clone();
+    }
+    let r = dfd.matcher.resolve(&id);
+    let zone = r.zone.and_then(|z| dfd.dfd.zones.get(z));
+    Placement {
+        node: r.node.and_then(|n| dfd.dfd.nodes.get(n)).map(|n| n.id.clone()),
+        zone: zone.map(|z| z.id.clone()),
+        tier: zone.map(|z| z.tier.id.clone()),
+        ambiguous: r.ambiguous.iter().filter_map(|&n| dfd.dfd.nodes.get(n)).map(|n| n.id.clone()).collect(),
+    }
+}

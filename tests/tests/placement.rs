@@ -1,0 +1,98 @@
+//! Placing both ends of real connections on the approved DFD: the local end by its cgroup path,
+//! remote ends by address (an external zone by CIDR); and a DFD with errors is refused.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, servers, sys};
+use serde_json::{Value, json};
+
+const DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
+kind: ApprovedDataFlowDiagram
+metadata:
+  name: placement-test
+spec:
+  tiers:
+    - {id: T1, name: Public, level: 1}
+    - {id: T2, name: Internal, level: 2}
+  dataClasses:
+    - {id: public, level: 0}
+  zones:
+    - {id: internal, name: Internal, tier: T2}
+    - id: partner
+      name: Partner
+      tier: T1
+      external: true
+      match: {cidrs: ["SERVER/32"]}
+  nodes:
+    - id: worker
+      name: Batch worker
+      kind: process
+      zone: internal
+      match: {cgroupPaths: ["/dfdwatch-placement-*/client"]}
+    - id: partner-api
+      name: Partner API
+      kind: external
+      zone: partner
+      match: {cidrs: ["SERVER/32"]}
+  flows:
+    - id: worker-to-partner
+      from: worker
+      to: partner-api
+      ports: [{port: 80, protocol: TCP}]
+      appProtocol: http
+      encryption: {required: none}
+      data: [public]
+"#;
+
+#[test]
+fn both_ends_are_placed_on_nodes_zones_and_tiers() -> Result<()> {
+    let _serial = lab::exclusive();
+    let mut lab = Lab::new("placement")?;
+    let client = lab.add_pod("client")?;
+    let server = lab.add_pod("server")?;
+    let dir = sys::scratch_dir("placement")?;
+    std::fs::write(dir.join("dfd.yaml"), DFD.replace("SERVER", &server.ipv4.to_string()))?;
+    let options = DaemonOptions { extra_args: vec!["--dfd".into(), dir.display().to_string()], ..Default::default() };
+    let daemon = Daemon::start("placement", &options)?;
+    let args = servers::nginx_args(&dir, 80)?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.spawn(&server, "nginx", &args)?;
+    lab.wait_listening(&server, 80)?;
+    let url = format!("http://{}/", server.ipv4);
+    let (_, out) = lab.run(&client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &url])?;
+    ensure!(out.status.success(), "curl: {out:?}");
+    let s = server.clone();
+    daemon.wait_for(Duration::from_secs(5), |ev| ev.iter().any(|e| e["kind"] == "accept" && e["local"]["netns"].as_u64() == Some(s.netns_inode)))?;
+    let done = daemon.stop()?;
+    ensure!(done.log.contains("approved DFD loaded"), "{}", done.log);
+    let find = |kind: &str, netns: u64| -> Result<&Value> {
+        done.events
+            .iter()
+            .find(|e| e["kind"] == kind && e["local"]["netns"].as_u64() == Some(netns))
+            .with_context(|| format!("no {kind}: {:#?}", done.events))
+    };
+    let c = find("connect", client.netns_inode)?;
+    ensure!(c["src"]["dfd"] == json!({"node": "worker", "zone": "internal", "tier": "T2"}), "client placement: {c}");
+    ensure!(c["dst"]["dfd"] == json!({"node": "partner-api", "zone": "partner", "tier": "T1"}), "server by CIDR: {c}");
+    let a = find("accept", server.netns_inode)?;
+    ensure!(a["dst"]["dfd"] == json!({"node": "partner-api", "zone": "partner", "tier": "T1"}), "server placement: {a}");
+    // Seen from the server, the client is a remote address that no CIDR covers: unmodelled.
+    ensure!(a["src"]["dfd"] == json!({}), "remote client is unplaced: {a}");
+    Ok(())
+}
+
+#[test]
+fn dfd_with_errors_is_refused_at_start() -> Result<()> {
+    let dir = sys::scratch_dir("placement-bad")?;
+    std::fs::write(dir.join("dfd.yaml"), DFD.replace("zone: partner\n", "zone: nowhere\n").replace("SERVER", "192.0.2.1"))?;
+    let out = std::process::Command::new(dfdwatch_tests::daemon::binary()?)
+        .args(["run", "--dfd"])
+        .arg(&dir)
+        .env_remove("RUST_BACKTRACE")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(78), "exit {:?}: {stderr}", out.status.code());
+    ensure!(stderr.contains("dfd.yaml:") && stderr.contains("nowhere"), "message: {stderr}");
+    Ok(())
+}
