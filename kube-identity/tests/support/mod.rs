@@ -322,6 +322,11 @@ impl FakeApiServer {
         self.put(kind, obj, false)
     }
 
+    /// Deletes an object while no watch is open, recording it in the history for later watches.
+    pub fn delete_unannounced_with_history(&self, kind: Kind, namespace: &str, name: &str) -> u64 {
+        self.remove(kind, namespace, name, true)
+    }
+
     pub fn delete_unannounced(&self, kind: Kind, namespace: &str, name: &str) -> u64 {
         self.remove(kind, namespace, name, false)
     }
