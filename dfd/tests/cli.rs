@@ -171,3 +171,25 @@ fn graphviz_renders_shipped_and_awkward_dfds() {
     assert!(dot.contains("subgraph \"cluster_inner\""), "{dot}");
     graphviz_accepts(&dot);
 }
+
+#[test]
+fn fragments_merge_and_findings_name_their_file() {
+    let dir = std::env::temp_dir().join(format!("dfdwatch-frag-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let platform = std::fs::read_to_string(shipped().join("00-platform.yaml")).unwrap_or_default();
+    let shop = std::fs::read_to_string(shipped().join("shop.yaml")).unwrap_or_default();
+    let _ = std::fs::write(dir.join("a.yaml"), platform);
+    let _ = std::fs::write(dir.join("b.yml"), shop.replace("zone: data", "zone: dta"));
+    let _ = std::fs::write(dir.join("notes.txt"), "not a DFD");
+    let (code, out, _) = run_check(vec![dir.clone()], Format::Text);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 1);
+    let s001: Vec<&str> = out.lines().filter(|l| l.contains("[S001]")).collect();
+    assert_eq!(s001.len(), 2, "{out}");
+    assert!(
+        s001.iter().all(
+            |l| l.contains("b.yml:") && l.contains("unknown zones `dta`; did you mean `data`?")
+        ),
+        "{out}"
+    );
+}
