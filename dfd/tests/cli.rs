@@ -193,3 +193,51 @@ fn fragments_merge_and_findings_name_their_file() {
         "{out}"
     );
 }
+
+#[derive(clap::Parser, Debug)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    Check(CheckArgs),
+    Render(RenderArgs),
+}
+
+#[test]
+fn args_wire_into_a_clap_binary() {
+    use clap::{CommandFactory, Parser};
+    Cli::command().debug_assert();
+    let c = Cli::try_parse_from([
+        "dfdwatch",
+        "check",
+        "approved-dfd",
+        "x.yaml",
+        "--format",
+        "sarif",
+    ]);
+    assert!(
+        matches!(&c, Ok(Cli { cmd: Cmd::Check(a) }) if a.paths.len() == 2 && a.format == Format::Sarif && a.today.is_none()),
+        "{c:?}"
+    );
+    let r = Cli::try_parse_from([
+        "dfdwatch",
+        "render",
+        "approved-dfd",
+        "--format",
+        "mermaid",
+        "-o",
+        "x.mmd",
+    ]);
+    assert!(
+        matches!(&r, Ok(Cli { cmd: Cmd::Render(a) }) if a.format == RenderFormat::Mermaid && a.output.is_some()),
+        "{r:?}"
+    );
+    assert!(
+        Cli::try_parse_from(["dfdwatch", "check"]).is_err(),
+        "a path is required"
+    );
+    assert!(Cli::try_parse_from(["dfdwatch", "render", "p", "--format", "svg"]).is_err());
+}
