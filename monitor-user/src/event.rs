@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use monitor_common::EventKind;
 use serde::Serialize;
 
-use crate::{clock::WallClock, escape::escape_bytes, identity::{Enriched, LocalIdentity}, policy::Placement};
+use crate::{clock::WallClock, escape::escape_bytes, identity::{Enriched, LocalIdentity}, policy::{Placement, verdict::Verdict}};
 
 /// Schema id written in every event.
 pub const SCHEMA: &str = "dfdwatch.connection.v1";
@@ -35,6 +35,9 @@ pub struct ConnectionRecord {
     pub local_side: &'static str,
     /// The local end's workload as the kernel saw it.
     pub local: LocalEnd,
+    /// The verdict against the approved DFD; present when a DFD is loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
 }
 
 /// An address and port.
@@ -146,6 +149,7 @@ impl ConnectionRecord {
                 attribution,
                 identity: e.local.clone(),
             },
+            verdict: e.verdict.clone(),
         }
     }
 }

@@ -62,6 +62,10 @@ fn both_ends_are_placed_on_nodes_zones_and_tiers() -> Result<()> {
     let url = format!("http://{}/", server.ipv4);
     let (_, out) = lab.run(&client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &url])?;
     ensure!(out.status.success(), "curl: {out:?}");
+    // The approved pair on a port the DFD does not approve, refused: a wrong_port attempt.
+    let closed = format!("http://{}:81/", server.ipv4);
+    let (_, out) = lab.run(&client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &closed])?;
+    ensure!(out.status.code() == Some(7), "curl to a closed port: {out:?}");
     let s = server.clone();
     daemon.wait_for(Duration::from_secs(5), |ev| ev.iter().any(|e| e["kind"] == "accept" && e["local"]["netns"].as_u64() == Some(s.netns_inode)))?;
     let done = daemon.stop()?;
@@ -79,6 +83,13 @@ fn both_ends_are_placed_on_nodes_zones_and_tiers() -> Result<()> {
     ensure!(a["dst"]["dfd"] == json!({"node": "partner-api", "zone": "partner", "tier": "T1"}), "server placement: {a}");
     // Seen from the server, the client is a remote address that no CIDR covers: unmodelled.
     ensure!(a["src"]["dfd"] == json!({}), "remote client is unplaced: {a}");
+    // Verdicts.
+    ensure!(c["verdict"]["kind"] == "approved" && c["verdict"]["flow"] == "worker-to-partner" && c["verdict"]["alert"] == false, "approved: {c}");
+    ensure!(a["verdict"]["kind"] == "unmodelled_endpoint" && a["verdict"]["alert"] == true, "unmodelled: {a}");
+    let f = find("connect_failed", client.netns_inode)?;
+    let v = &f["verdict"];
+    ensure!(v["kind"] == "wrong_port" && v["attempt"] == true && v["alert"] == true, "wrong port attempt: {f}");
+    ensure!(v["nearest_flows"] == json!(["worker-to-partner"]) && v["capitals"] == json!(["A"]), "context: {f}");
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! Workload identity of both ends of a connection, from what this node knows without blocking:
 //! the local end's executable (/proc), cgroup path, container, pod UID and systemd unit; names
-//! for addresses from the static identity file. Runs as one pipeline stage between the reader and
-//! the sinks, owning its caches; a miss is answered with what is known now and counted.
+//! for addresses from the static identity file; with an approved DFD loaded, the placement of both
+//! ends and the verdict (a pure function, see [`crate::policy::verdict`]). Runs as one pipeline
+//! stage between the reader and the sinks, owning its caches; a miss is answered with what is
+//! known now and counted.
 
 pub mod cgroup;
 pub mod container;
@@ -16,6 +18,7 @@ use tokio::sync::mpsc;
 use crate::counters::Counters;
 use crate::decode::Connection;
 use crate::escape::escape_bytes;
+use crate::policy::verdict::{ObservedFlow, Verdict, verdict};
 use crate::policy::{Placement, place};
 use dfdwatch_dfd::compile::Compiled;
 pub use container::ContainerRef;
@@ -56,6 +59,8 @@ pub struct Enriched {
     pub src_dfd: Option<Placement>,
     /// Where the destination sits in the approved DFD (when one is loaded).
     pub dst_dfd: Option<Placement>,
+    /// The verdict on the flow (when a DFD is loaded).
+    pub verdict: Option<Verdict>,
 }
 
 /// Resolves identities; owned by the identity stage (no locks).
@@ -102,16 +107,23 @@ impl Resolver {
         }
         let src_name = self.names.name(conn.src.ip()).map(str::to_owned);
         let dst_name = self.names.name(conn.dst.ip()).map(str::to_owned);
-        let (src_dfd, dst_dfd) = match &self.dfd {
+        let (src_dfd, dst_dfd, verdict) = match &self.dfd {
             Some(dfd) => {
                 let local_is_src = conn.local_is_src();
                 let src = place(dfd, conn.src.ip(), local_is_src.then_some(&local));
                 let dst = place(dfd, conn.dst.ip(), (!local_is_src).then_some(&local));
-                (Some(src), Some(dst))
+                let flow = ObservedFlow {
+                    src: &src,
+                    dst: &dst,
+                    dst_port: conn.dst.port(),
+                    attempt: conn.kind == monitor_common::EventKind::ConnectFailed,
+                };
+                let v = verdict(dfd, &flow);
+                (Some(src), Some(dst), Some(v))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
-        Enriched { conn, local, src_name, dst_name, src_dfd, dst_dfd }
+        Enriched { conn, local, src_name, dst_name, src_dfd, dst_dfd, verdict }
     }
 }
 

@@ -3,6 +3,7 @@
 //! DFD node, zone and tier. The verdict on a flow builds on these placements.
 
 pub mod placement;
+pub mod verdict;
 
 use std::path::PathBuf;
 use std::sync::Arc;

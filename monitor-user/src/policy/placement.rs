@@ -25,6 +25,12 @@ pub struct Placement {
     /// Every node the endpoint matched, when it matched more than one.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ambiguous: Vec<String>,
+    /// Index of the node in the compiled DFD (for the verdict; not serialised).
+    #[serde(skip)]
+    pub node_ix: Option<usize>,
+    /// Index of the zone in the compiled DFD (for the verdict; not serialised).
+    #[serde(skip)]
+    pub zone_ix: Option<usize>,
 }
 
 /// Places an endpoint: `local` is the identity stage's view for the local end, `None` for the
@@ -43,5 +49,7 @@ pub fn place(dfd: &Compiled, ip: IpAddr, local: Option<&LocalIdentity>) -> Place
         zone: zone.map(|z| z.id.clone()),
         tier: zone.map(|z| z.tier.id.clone()),
         ambiguous: r.ambiguous.iter().filter_map(|&n| dfd.dfd.nodes.get(n)).map(|n| n.id.clone()).collect(),
+        node_ix: r.node,
+        zone_ix: r.zone,
     }
 }
