@@ -69,6 +69,7 @@ pub fn json_report(findings: &[Finding]) -> Value {
                 "file": uri(f),
                 "line": f.loc.as_ref().map(|l| l.line),
                 "column": f.loc.as_ref().map(|l| l.col),
+                "capitals": crate::rules::capitals(f.rule).map(crate::rules::Capitals::name),
             })
         })
         .collect();
@@ -100,6 +101,7 @@ pub fn sarif(findings: &[Finding]) -> Value {
                 "name": r.name,
                 "shortDescription": {"text": r.description},
                 "defaultConfiguration": {"level": level(r.severity)},
+                "properties": {"tags": crate::rules::capitals(r.id).map(|c| vec![format!("CAPITALS: {}", c.name())]).unwrap_or_default()},
             })
         })
         .collect();

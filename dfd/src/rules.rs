@@ -174,6 +174,18 @@ pub const RULES: &[Rule] = &[
         "A zone crossing or egress to an external zone is not encrypted.",
     ),
     rule(
+        "X012",
+        E,
+        "personal-data-to-external-unapproved",
+        "Personal data flows to an external zone without an approval ticket.",
+    ),
+    rule(
+        "X013",
+        E,
+        "authn-in-cleartext",
+        "A flow with an authn checkpoint requires no encryption, so credentials travel in clear.",
+    ),
+    rule(
         "H001",
         E,
         "approval-expired",
@@ -186,6 +198,58 @@ pub const RULES: &[Rule] = &[
         "A node without flows, or a zone, data class, checkpoint or tier that nothing uses.",
     ),
 ];
+
+/// Categories of the CAPITALS zero-trust threat taxonomy (edgeroute/zttm, by Chris Romeo,
+/// CC BY-SA 4.0; only the category names are reused here, with our own mapping to rules).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capitals {
+    /// C: Compromise & Exploit.
+    CompromiseExploit,
+    /// A: Authentication & Session Management.
+    Authentication,
+    /// P: Poisoning.
+    Poisoning,
+    /// I: Information Disclosure.
+    InformationDisclosure,
+    /// T: Tampering.
+    Tampering,
+    /// A: Authorization.
+    Authorization,
+    /// L: Lack of Logging.
+    LackOfLogging,
+    /// S: Segmentation, visibility breakdown, and DoS.
+    Segmentation,
+}
+
+impl Capitals {
+    /// The category name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capitals::CompromiseExploit => "Compromise & Exploit",
+            Capitals::Authentication => "Authentication & Session Management",
+            Capitals::Poisoning => "Poisoning",
+            Capitals::InformationDisclosure => "Information Disclosure",
+            Capitals::Tampering => "Tampering",
+            Capitals::Authorization => "Authorization",
+            Capitals::LackOfLogging => "Lack of Logging",
+            Capitals::Segmentation => "Segmentation, visibility breakdown, and DoS",
+        }
+    }
+}
+
+/// The CAPITALS category a rule is about, for security rules (structure rules have none).
+pub fn capitals(id: &str) -> Option<Capitals> {
+    Some(match id {
+        "X001" | "X013" => Capitals::Authentication,
+        "X003" | "X004" | "X012" => Capitals::InformationDisclosure,
+        "X006" => Capitals::Poisoning,
+        "X007" | "H001" => Capitals::Authorization,
+        "X008" => Capitals::Tampering,
+        "X002" | "X005" | "B002" | "B003" | "B004" => Capitals::Segmentation,
+        "B001" | "B005" => Capitals::LackOfLogging,
+        _ => return None,
+    })
+}
 
 /// The rule with this id, if it exists.
 pub fn find(id: &str) -> Option<&'static Rule> {

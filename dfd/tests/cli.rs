@@ -92,6 +92,15 @@ fn json_and_sarif_reports() {
     assert_eq!(run["tool"]["driver"]["name"], "dfdwatch");
     let results = run["results"].as_array().cloned().unwrap_or_default();
     assert!(!results.is_empty());
+    let x001 = run["tool"]["driver"]["rules"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["id"] == "X001"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        x001["properties"]["tags"][0],
+        "CAPITALS: Authentication & Session Management"
+    );
     for r in &results {
         let idx = r["ruleIndex"].as_u64().unwrap_or(u64::MAX) as usize;
         assert_eq!(

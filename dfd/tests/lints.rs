@@ -260,3 +260,19 @@ fn unknown_fields_are_capped() {
         f[20].message
     );
 }
+
+#[test]
+fn credentials_in_clear_and_personal_data_to_external() {
+    let extra = format!(
+        "{HEAD}  flows:
+    - {{id: nginx-to-api-plain, from: nginx, to: api, ports: [{{port: 9000}}], encryption: {{required: none}}, checkpoints: [api-authn]}}
+    - {{id: api-to-payments-pii, from: api, to: payments, ports: [{{port: 8443}}], encryption: {{required: tls}}, data: [pii]}}
+"
+    );
+    let f = run(&extra);
+    assert_eq!(rules(&f), ["X008", "X012", "X013"], "{f:#?}");
+    assert_eq!(
+        dfdwatch_dfd::rules::capitals("X013").map(dfdwatch_dfd::rules::Capitals::name),
+        Some("Authentication & Session Management")
+    );
+}

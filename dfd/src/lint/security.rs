@@ -1,5 +1,5 @@
 //! Security lints on flows: tier crossings (X001, X002, X006), encryption and data (X003, X004,
-//! X008), rate limiting at the edge (X005), checkpoint placement (X007) and expiry (H001).
+//! X008, X012, X013), rate limiting at the edge (X005), checkpoint placement (X007) and expiry (H001).
 
 use super::Index;
 use crate::date::Date;
@@ -69,6 +69,30 @@ pub(super) fn check(dfd: &Dfd, ix: &Index<'_>, today: Date, out: &mut Vec<Findin
                     "X008",
                     Some(&f.loc),
                     format!("flow {} crosses from zone {} to {} unencrypted; require tls, mtls, wireguard or ipsec", f.id, fz.id, tz.id),
+                ));
+            }
+        }
+        if plaintext && kinds.contains(&CheckpointKind::Authn) {
+            out.push(Finding::new(
+                "X013",
+                Some(&f.loc),
+                format!("flow {} has an authn checkpoint but `encryption: {{required: none}}`, so credentials cross in clear; require tls or mtls", f.id),
+            ));
+        }
+        let unapproved = f.approval.as_ref().is_none_or(|a| a.ticket.is_none());
+        if tz.external && unapproved {
+            let personal: Vec<&str> = f
+                .data
+                .iter()
+                .filter_map(|d| ix.data.get(d.id.as_str()))
+                .filter(|d| d.personal)
+                .map(|d| d.id.as_str())
+                .collect();
+            if !personal.is_empty() {
+                out.push(Finding::new(
+                    "X012",
+                    Some(&f.loc),
+                    format!("flow {} sends personal data ({}) to external zone {} without an approval; add `approval: {{ticket: ..., expires: ...}}` (e.g. the DPA ticket)", f.id, personal.join(", "), tz.id),
                 ));
             }
         }
