@@ -1,6 +1,8 @@
 //! The approved data-flow diagram (DFD): its format, strict parsing, lints, rendering and the
 //! compiled matcher that resolves a runtime endpoint to its DFD node.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod compile;
 pub mod date;

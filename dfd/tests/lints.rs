@@ -186,6 +186,18 @@ spec:
         text.iter().any(|t| t.contains("did you mean `tls`?")),
         "{text:#?}"
     );
+    let empty = parse_only(&src.replace("ports: [{port: 70000}]", "ports: []"));
+    assert_eq!(
+        rules(&empty),
+        ["P003", "P003", "P004", "S005"],
+        "{empty:#?}"
+    );
+    assert!(
+        empty
+            .iter()
+            .any(|f| f.message.starts_with("`ports` is empty")),
+        "{empty:#?}"
+    );
     let dup = parse_only("apiVersion: a\napiVersion: b\n");
     assert_eq!(rules(&dup), ["P002"]);
 }

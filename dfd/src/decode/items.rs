@@ -342,10 +342,17 @@ fn flow(cx: &mut Cx<'_>, y: &Yaml) -> Option<Flow> {
         .require(cx, "to", "db")
         .and_then(|v| reference(cx, v, "to"));
     let ports = match o.require(cx, "ports", "[{port: 443, protocol: TCP}]") {
-        Some(v) => list(cx, v, "ports")
-            .iter()
-            .filter_map(|i| port_range(cx, i))
-            .collect(),
+        Some(v) => {
+            let items = list(cx, v, "ports");
+            if items.is_empty() && matches!(v.value, crate::yaml::Value::Seq(_)) {
+                cx.report(
+                    "S005",
+                    &v.loc,
+                    "`ports` is empty; list the acceptor's listening ports, e.g. `[{port: 443}]`",
+                );
+            }
+            items.iter().filter_map(|i| port_range(cx, i)).collect()
+        }
         None => Vec::new(),
     };
     let app_protocol = opt_string(cx, &mut o, "appProtocol");
