@@ -83,6 +83,23 @@ pub fn json_report(findings: &[Finding]) -> Value {
     })
 }
 
+/// A SARIF artifact URI: relative paths stay relative, absolute ones become `file://` URIs;
+/// characters that URIs reserve are percent-encoded.
+fn sarif_uri(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 8);
+    if path.starts_with('/') {
+        out.push_str("file://");
+    }
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn level(s: Severity) -> &'static str {
     match s {
         Severity::Error => "error",
@@ -119,7 +136,7 @@ pub fn sarif(findings: &[Finding]) -> Value {
             if let (Some(loc), Some(u)) = (&f.loc, uri(f)) {
                 r["locations"] = json!([{
                     "physicalLocation": {
-                        "artifactLocation": {"uri": u},
+                        "artifactLocation": {"uri": sarif_uri(&u)},
                         "region": {"startLine": loc.line, "startColumn": loc.col},
                     }
                 }]);
@@ -139,4 +156,19 @@ pub fn sarif(findings: &[Finding]) -> Value {
             "results": results,
         }]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sarif_uris() {
+        assert_eq!(
+            super::sarif_uri("approved-dfd/shop.yaml"),
+            "approved-dfd/shop.yaml"
+        );
+        assert_eq!(
+            super::sarif_uri("/srv/my dfd/a#1.yaml"),
+            "file:///srv/my%20dfd/a%231.yaml"
+        );
+    }
 }
