@@ -16,6 +16,7 @@ fn label(s: &str) -> String {
             '<' => o.push_str("#lt;"),
             '>' => o.push_str("#gt;"),
             '#' => o.push_str("#35;"),
+            '`' => o.push_str("#96;"),
             '\n' | '\r' => o.push(' '),
             c => o.push(c),
         }
