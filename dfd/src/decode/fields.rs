@@ -60,7 +60,9 @@ impl<'y> Obj<'y> {
 
     /// The value of `key`, if present and not null.
     pub fn get(&mut self, key: &'static str) -> Option<&'y Yaml> {
-        self.known.push(key);
+        if !self.known.contains(&key) {
+            self.known.push(key);
+        }
         let i = self.entries.iter().position(|(k, _)| k.text == key)?;
         if let Some(u) = self.used.get_mut(i) {
             *u = true;
