@@ -9,6 +9,11 @@ fn now(clock: libc::clockid_t) -> u128 {
     ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
 }
 
+/// CLOCK_MONOTONIC now, in nanoseconds (the clock of the kernel's event timestamps).
+pub fn monotonic_ns() -> u64 {
+    u64::try_from(now(libc::CLOCK_MONOTONIC)).unwrap_or(u64::MAX)
+}
+
 /// The offset between CLOCK_REALTIME and CLOCK_MONOTONIC, taken once.
 #[derive(Clone, Copy, Debug)]
 pub struct WallClock {

@@ -68,6 +68,11 @@ impl Counters {
         self.identity_misses[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Decode errors by label, in the order of [`DECODE_ERROR_LABELS`].
+    pub fn decode_errors_by_label(&self) -> [u64; DECODE_ERROR_LABELS.len()] {
+        std::array::from_fn(|i| self.decode_errors[i].load(Ordering::Relaxed))
+    }
+
     /// Copies the counters.
     pub fn snapshot(&self) -> CountersSnapshot {
         CountersSnapshot {

@@ -35,8 +35,9 @@ impl KernelStats {
             .collect()
     }
 
-    /// Logs the counters that grew since the last call: losses as warnings, the rest at debug.
-    pub fn report_increases(&mut self) {
+    /// Logs the counters that grew since the last call (losses as warnings, the rest at debug)
+    /// and adds the growth to the metrics.
+    pub fn report_increases(&mut self, metrics: &crate::metrics::Metrics) {
         let totals = self.totals();
         for (i, s) in Stat::ALL.iter().enumerate() {
             let now = totals.get(s.name()).copied().unwrap_or(0);
@@ -45,6 +46,7 @@ impl KernelStats {
                 continue;
             }
             self.last[i] = now;
+            metrics.add_kernel(s.name(), delta);
             match s {
                 Stat::LostConnect | Stat::LostConnectFailed | Stat::LostAccept => tracing::warn!(
                     counter = s.name(), lost = delta, total = now,

@@ -13,7 +13,9 @@ use crate::{
     cgroupfs,
     clock::WallClock,
     counters::Counters,
+    http::{self, Health},
     identity::{IdentityStage, Resolver, StaticNames, cgroup::CgroupPaths},
+    metrics::Metrics,
     kernel_stats::KernelStats,
     probes::{self, AttachPoint, ProbeConfig, Probes},
     reader::RingReader,
@@ -58,6 +60,13 @@ pub struct RunArgs {
     /// placed on its node, zone and tier. A DFD with an error-level finding is refused.
     #[arg(long = "dfd", value_name = "PATH")]
     pub dfd: Vec<PathBuf>,
+    /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz. Loopback by default;
+    /// port 0 picks a free port (logged).
+    #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR:PORT")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Do not listen at all (no metrics, no health endpoints).
+    #[arg(long)]
+    pub no_metrics: bool,
     /// Node name written in events (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -76,6 +85,8 @@ pub enum RunError {
     Policy(#[from] crate::policy::PolicyError),
     #[error("cannot open events file {path}: {source}")]
     EventsFile { path: PathBuf, #[source] source: std::io::Error },
+    #[error("cannot listen on {addr} for metrics: {source}")]
+    Listen { addr: std::net::SocketAddr, #[source] source: std::io::Error },
     #[error("cannot watch the ring buffer: {0}")]
     Poll(#[source] std::io::Error),
     #[error("cannot install a signal handler: {0}")]
@@ -152,6 +163,26 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         tracing::info!(nodes = dfd.dfd.nodes.len(), zones = dfd.dfd.zones.len(), flows = dfd.dfd.flows.len(), "approved DFD loaded");
         Some(dfd)
     };
+    let mut metrics = Metrics::new(counters.clone()).map_err(|e| RunError::Usage(e.to_string()))?;
+    if let Some(dfd) = &dfd {
+        let name: Vec<&str> = dfd.dfd.documents.iter().map(|d| d.metadata.name.as_str()).collect();
+        let zones = dfd.dfd.zones.iter().map(|z| z.id.clone()).collect();
+        let loaded = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        metrics.set_dfd(&name.join(","), &crate::policy::content_hash(&args.dfd), zones, loaded);
+    }
+    let metrics = Arc::new(metrics);
+    let health = Arc::new(Health::default());
+    let listener = if args.no_metrics {
+        None
+    } else {
+        let l = http::bind(args.metrics_addr).await.map_err(|source| RunError::Listen { addr: args.metrics_addr, source })?;
+        let addr = l.local_addr().map_err(|source| RunError::Listen { addr: args.metrics_addr, source })?;
+        tracing::info!(%addr, "metrics listening on http://{addr}/metrics");
+        Some(l)
+    };
     let resolver = Resolver::new(cgroups, Arc::new(names), dfd, counters.clone());
 
     let mut probes = Probes::load(&config)?;
@@ -162,7 +193,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let (enriched_tx, enriched_rx) = mpsc::channel(EVENT_QUEUE);
     let sink = std::thread::Builder::new()
         .name("event-writer".into())
-        .spawn(move || writer.run(enriched_rx))
+        .spawn({
+            let writer = writer.with_metrics(metrics.clone());
+            move || writer.run(enriched_rx)
+        })
         .map_err(RunError::Poll)?;
     let stage = IdentityStage::new(resolver, rx, enriched_tx);
     let identity = std::thread::Builder::new()
@@ -170,10 +204,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .spawn(move || stage.run())
         .map_err(RunError::Poll)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx_http = stop_rx.clone();
     let reader = RingReader::new(ring, tx, Duration::from_millis(args.flush_interval_ms), counters.clone())
         .map_err(RunError::Poll)?;
     let reader = tokio::spawn(reader.run(stop_rx));
 
+    let server = listener.map(|l| tokio::spawn(http::serve(l, metrics.clone(), health.clone(), stop_rx_http)));
+    health.set_ready(true);
     tracing::info!(
         attach_point = probes.attach_point.name(),
         ring_buffer_bytes = config.ring_bytes,
@@ -187,10 +224,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         tokio::select! {
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
-            _ = stats_tick.tick() => kernel_stats.report_increases(),
+            _ = stats_tick.tick() => kernel_stats.report_increases(&metrics),
         }
     };
     tracing::info!(signal = signal_name, "shutting down");
+    health.set_ready(false);
     drop(probes);
     tracing::info!("probes detached");
     let _ = stop_tx.send(true);
@@ -203,7 +241,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     if sink.join().is_err() {
         tracing::error!("event writer thread panicked");
     }
-    kernel_stats.report_increases();
+    kernel_stats.report_increases(&metrics);
+    if let Some(server) = server
+        && let Err(e) = server.await
+    {
+        tracing::error!(error = %e, "metrics server task failed");
+    }
     let summary = serde_json::json!({
         "pipeline": counters.snapshot(),
         "kernel": kernel_stats.totals(),

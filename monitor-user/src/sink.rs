@@ -12,7 +12,7 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use crate::{clock::WallClock, counters::Counters, event::ConnectionRecord, identity::Enriched};
+use crate::{clock::WallClock, counters::Counters, event::ConnectionRecord, identity::Enriched, metrics::Metrics};
 
 /// Writes connection events as JSON Lines.
 pub struct EventWriter {
@@ -20,18 +20,25 @@ pub struct EventWriter {
     clock: WallClock,
     node: String,
     counters: Arc<Counters>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl EventWriter {
     /// A writer to stdout.
     pub fn stdout(clock: WallClock, node: String, counters: Arc<Counters>) -> Self {
-        Self { out: Box::new(BufWriter::new(std::io::stdout())), clock, node, counters }
+        Self { out: Box::new(BufWriter::new(std::io::stdout())), clock, node, counters, metrics: None }
     }
 
     /// A writer appending to `path` (created 0600 if missing).
     pub fn file(path: &Path, clock: WallClock, node: String, counters: Arc<Counters>) -> std::io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
-        Ok(Self { out: Box::new(BufWriter::new(file)), clock, node, counters })
+        Ok(Self { out: Box::new(BufWriter::new(file)), clock, node, counters, metrics: None })
+    }
+
+    /// Also counts every written event in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Writes events until the channel closes, then flushes. Runs on a blocking thread.
@@ -52,7 +59,13 @@ impl EventWriter {
             .map_err(std::io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"));
         match result {
-            Ok(()) => self.counters.record_written(),
+            Ok(()) => {
+                self.counters.record_written();
+                if let Some(m) = &self.metrics {
+                    let now = crate::clock::monotonic_ns();
+                    m.observe(c, now.saturating_sub(c.conn.monotonic_ns) as f64 / 1e9);
+                }
+            }
             Err(e) => {
                 let n = self.counters.record_write_error();
                 if n.is_power_of_two() {

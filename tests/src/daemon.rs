@@ -69,6 +69,8 @@ impl Daemon {
             .arg(&events_path)
             .arg("--node-name")
             .arg("test-node")
+            .arg("--metrics-addr")
+            .arg("127.0.0.1:0")
             .env("RUST_LOG", "info")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
@@ -101,6 +103,15 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The metrics endpoint's base URL (`http://127.0.0.1:PORT`), from the daemon's log.
+    pub fn metrics_base(&self) -> Result<String> {
+        let log = std::fs::read_to_string(&self.log_path).context("read daemon log")?;
+        log.lines()
+            .find_map(|l| l.split_once("metrics listening on http://").map(|(_, rest)| rest.to_owned()))
+            .and_then(|rest| rest.split_once("/metrics").map(|(addr, _)| format!("http://{addr}")))
+            .context("no `metrics listening` line in the daemon log")
     }
 
     /// The daemon's pid.

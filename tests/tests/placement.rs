@@ -67,9 +67,20 @@ fn both_ends_are_placed_on_nodes_zones_and_tiers() -> Result<()> {
     let (_, out) = lab.run(&client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &closed])?;
     ensure!(out.status.code() == Some(7), "curl to a closed port: {out:?}");
     let s = server.clone();
-    daemon.wait_for(Duration::from_secs(5), |ev| ev.iter().any(|e| e["kind"] == "accept" && e["local"]["netns"].as_u64() == Some(s.netns_inode)))?;
+    let c = client.clone();
+    daemon.wait_for(Duration::from_secs(5), |ev| {
+        ev.iter().any(|e| e["kind"] == "accept" && e["local"]["netns"].as_u64() == Some(s.netns_inode))
+            && ev.iter().any(|e| e["kind"] == "connect_failed" && e["local"]["netns"].as_u64() == Some(c.netns_inode))
+    })?;
+    let metrics = scrape(&daemon)?;
     let done = daemon.stop()?;
     ensure!(done.log.contains("approved DFD loaded"), "{}", done.log);
+    // The metrics saw the same verdicts, with zone labels from the DFD.
+    ensure!(metric(&metrics, "dfdwatch_flows_total{verdict=\"approved\"}") >= 1.0, "{metrics}");
+    ensure!(metric(&metrics, "dfdwatch_flows_total{verdict=\"wrong_port\"}") >= 1.0, "{metrics}");
+    ensure!(metric(&metrics, "dfdwatch_violations_total{dst_zone=\"partner\",severity=\"medium\",src_zone=\"internal\"}") >= 1.0, "{metrics}");
+    ensure!(metrics.contains("dfdwatch_dfd_info{name=\"placement-test\",sha256=\""), "{metrics}");
+    ensure!(metrics.contains("dfdwatch_processing_latency_seconds_count"), "{metrics}");
     let find = |kind: &str, netns: u64| -> Result<&Value> {
         done.events
             .iter()
@@ -91,6 +102,38 @@ fn both_ends_are_placed_on_nodes_zones_and_tiers() -> Result<()> {
     ensure!(v["kind"] == "wrong_port" && v["attempt"] == true && v["alert"] == true, "wrong port attempt: {f}");
     ensure!(v["nearest_flows"] == json!(["worker-to-partner"]) && v["capitals"] == json!(["A"]), "context: {f}");
     Ok(())
+}
+
+/// Fetches /metrics (and checks /healthz and /readyz) with curl on loopback, and has promtool
+/// check the exposition format.
+fn scrape(daemon: &Daemon) -> Result<String> {
+    let base = daemon.metrics_base()?;
+    for (path, want) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let out = std::process::Command::new("curl").args(["-sf", &format!("{base}{path}")]).output()?;
+        ensure!(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == want, "{path}: {out:?}");
+    }
+    let out = std::process::Command::new("curl").args(["-sf", &format!("{base}/metrics")]).output()?;
+    ensure!(out.status.success(), "/metrics: {out:?}");
+    let text = String::from_utf8(out.stdout)?;
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = check.stdin.take() {
+        std::io::Write::write_all(&mut stdin, text.as_bytes())?;
+    }
+    let checked = check.wait_with_output()?;
+    ensure!(checked.status.success(), "promtool check metrics: {}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    Ok(text)
+}
+
+/// The value of one sample line, or 0.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
 }
 
 #[test]

@@ -30,4 +30,6 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     // DFD rendering tests
     "graphviz",
+    // metrics: promtool checks the exposition format and the alerting rules
+    "prometheus",
 ];

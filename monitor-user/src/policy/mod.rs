@@ -26,6 +26,18 @@ pub enum PolicyError {
     Compile(String),
 }
 
+/// SHA-256 (hex) over the DFD files under `paths`, in load order: identifies the revision in
+/// metrics and alerts.
+pub fn content_hash(paths: &[PathBuf]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for file in dfdwatch_dfd::load::expand(paths).unwrap_or_default() {
+        hasher.update(file.display().to_string().as_bytes());
+        hasher.update(std::fs::read(&file).unwrap_or_default());
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Loads, checks and compiles the DFD files under `paths` (files or directories).
 pub fn load(paths: &[PathBuf]) -> Result<Arc<Compiled>, PolicyError> {
     let loaded = dfdwatch_dfd::load::load_paths(paths).map_err(|e| PolicyError::Load(e.to_string()))?;
