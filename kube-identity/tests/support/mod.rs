@@ -246,8 +246,12 @@ impl FakeApiServer {
         }
     }
 
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     pub fn client(&self) -> kube::Client {
-        let mut config = kube::Config::new(format!("http://{}", self.addr).parse().unwrap());
+        let mut config = kube::Config::new(self.url().parse().unwrap());
         config.connect_timeout = Some(Duration::from_secs(2));
         kube::Client::try_from(config).unwrap()
     }
