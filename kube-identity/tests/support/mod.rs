@@ -335,6 +335,13 @@ impl FakeApiServer {
         self.remove(kind, namespace, name, false)
     }
 
+    /// Sends one raw line on every open watch of `kind` (for malformed events).
+    pub fn send_raw(&self, kind: Kind, line: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.rv += 1;
+        st.broadcast(kind, format!("{line}\n"), true);
+    }
+
     /// Forgets history up to now: watches resuming from an older resourceVersion get 410 Gone.
     pub fn compact(&self) {
         let mut st = self.state.lock().unwrap();
