@@ -17,6 +17,7 @@ pub struct Counters {
     events_written: AtomicU64,
     write_errors: AtomicU64,
     identity_misses: [AtomicU64; IDENTITY_MISS_LABELS.len()],
+    alerts_written: AtomicU64,
 }
 
 /// The closed set of identity miss labels: `exe` (the process was gone or unreadable) and
@@ -38,6 +39,8 @@ pub struct CountersSnapshot {
     pub identity_exe_misses: u64,
     /// Local ends whose cgroup id matched no cgroup directory.
     pub identity_cgroup_misses: u64,
+    /// Alert lines written.
+    pub alerts_written: u64,
 }
 
 impl Counters {
@@ -68,6 +71,11 @@ impl Counters {
         self.identity_misses[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One alert line written.
+    pub fn record_alert_written(&self) {
+        self.alerts_written.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Decode errors by label, in the order of [`DECODE_ERROR_LABELS`].
     pub fn decode_errors_by_label(&self) -> [u64; DECODE_ERROR_LABELS.len()] {
         std::array::from_fn(|i| self.decode_errors[i].load(Ordering::Relaxed))
@@ -82,6 +90,7 @@ impl Counters {
             write_errors: self.write_errors.load(Ordering::Relaxed),
             identity_exe_misses: self.identity_misses[0].load(Ordering::Relaxed),
             identity_cgroup_misses: self.identity_misses[1].load(Ordering::Relaxed),
+            alerts_written: self.alerts_written.load(Ordering::Relaxed),
         }
     }
 }

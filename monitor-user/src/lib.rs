@@ -1,6 +1,7 @@
 //! dfdwatch's daemon and CLI as a library: the stages of the pipeline and the probes' loader,
 //! used by the `dfdwatch` binary and by tests and benchmarks.
 
+pub mod alerts;
 pub mod cgroupfs;
 pub mod clock;
 pub mod counters;

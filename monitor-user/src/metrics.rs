@@ -136,6 +136,7 @@ struct PipelineCollector {
     records: IntCounter,
     written: IntCounter,
     write_errors: IntCounter,
+    alerts: IntCounter,
     decode_errors: IntCounterVec,
     identity_misses: IntCounterVec,
 }
@@ -146,7 +147,8 @@ impl PipelineCollector {
             counters,
             records: IntCounter::new("dfdwatch_records_read_total", "Records taken from the kernel ring buffer.")?,
             written: IntCounter::new("dfdwatch_events_written_total", "Events written to the events sink.")?,
-            write_errors: IntCounter::new("dfdwatch_write_errors_total", "Events that could not be written.")?,
+            write_errors: IntCounter::new("dfdwatch_write_errors_total", "Events or alerts that could not be written.")?,
+            alerts: IntCounter::new("dfdwatch_alerts_written_total", "Alert lines written (first occurrences and repeat summaries).")?,
             decode_errors: IntCounterVec::new(Opts::new("dfdwatch_decode_errors_total", "Records dropped because they could not be decoded, by reason."), &["reason"])?,
             identity_misses: IntCounterVec::new(Opts::new("dfdwatch_identity_misses_total", "Identity lookups that found nothing, by kind."), &["kind"])?,
         })
@@ -159,6 +161,7 @@ impl Collector for PipelineCollector {
         d.extend(self.records.desc());
         d.extend(self.written.desc());
         d.extend(self.write_errors.desc());
+        d.extend(self.alerts.desc());
         d.extend(self.decode_errors.desc());
         d.extend(self.identity_misses.desc());
         d
@@ -170,6 +173,7 @@ impl Collector for PipelineCollector {
         set(&self.records, s.records_read);
         set(&self.written, s.events_written);
         set(&self.write_errors, s.write_errors);
+        set(&self.alerts, s.alerts_written);
         for (label, v) in DECODE_ERROR_LABELS.iter().zip(self.counters.decode_errors_by_label()) {
             set(&self.decode_errors.with_label_values(&[label]), v);
         }
@@ -179,6 +183,7 @@ impl Collector for PipelineCollector {
         out.extend(self.records.collect());
         out.extend(self.written.collect());
         out.extend(self.write_errors.collect());
+        out.extend(self.alerts.collect());
         out.extend(self.decode_errors.collect());
         out.extend(self.identity_misses.collect());
         out

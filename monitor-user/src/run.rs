@@ -24,6 +24,8 @@ use crate::{
 
 /// Events waiting in each queue between stages (reader -> identity -> writer).
 const EVENT_QUEUE: usize = 8192;
+/// Alert candidates waiting for the alert writer.
+const ALERT_QUEUE: usize = 4096;
 
 /// Options of `dfdwatch run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -60,6 +62,14 @@ pub struct RunArgs {
     /// placed on its node, zone and tier. A DFD with an error-level finding is refused.
     #[arg(long = "dfd", value_name = "PATH")]
     pub dfd: Vec<PathBuf>,
+    /// Append alert events (JSON Lines, schema dfdwatch.alert.v1) to this file, or `-` for stdout.
+    /// Needs --dfd.
+    #[arg(long, value_name = "PATH")]
+    pub alerts_file: Option<PathBuf>,
+    /// Repeats of one flow inside this many seconds give one alert and, when the window closes,
+    /// one summary line with their count.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub alert_window_secs: u64,
     /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz. Loopback by default;
     /// port 0 picks a free port (logged).
     #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR:PORT")]
@@ -104,6 +114,12 @@ impl RunArgs {
         }
         if self.stats_interval_ms < 100 {
             return Err(RunError::Usage("--stats-interval-ms: use at least 100".into()));
+        }
+        if self.alerts_file.is_some() && self.dfd.is_empty() {
+            return Err(RunError::Usage("--alerts-file needs --dfd: alerts are verdicts against the approved DFD".into()));
+        }
+        if self.alert_window_secs == 0 || self.alert_window_secs > 86_400 {
+            return Err(RunError::Usage("--alert-window-secs: use 1 to 86400".into()));
         }
         if self.max_listeners == 0 || self.max_listeners > 1 << 20 {
             return Err(RunError::Usage("--max-listeners: use 1 to 1048576".into()));
@@ -173,6 +189,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             .unwrap_or(0);
         metrics.set_dfd(&name.join(","), &crate::policy::content_hash(&args.dfd), zones, loaded);
     }
+    let dfd_ref = crate::alerts::DfdRef {
+        name: dfd.as_ref().map(|d| d.dfd.documents.iter().map(|d| d.metadata.name.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+        sha256: if args.dfd.is_empty() { String::new() } else { crate::policy::content_hash(&args.dfd) },
+    };
+    let alert_writer = match &args.alerts_file {
+        Some(path) => Some(
+            crate::alerts::AlertWriter::open(path, Duration::from_secs(args.alert_window_secs), dfd_ref, counters.clone())
+                .map_err(|source| RunError::EventsFile { path: path.clone(), source })?,
+        ),
+        None => None,
+    };
     let metrics = Arc::new(metrics);
     let health = Arc::new(Health::default());
     let listener = if args.no_metrics {
@@ -191,12 +218,23 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let (enriched_tx, enriched_rx) = mpsc::channel(EVENT_QUEUE);
+    let mut writer = writer.with_metrics(metrics.clone());
+    let alerts = match alert_writer {
+        Some(alert_writer) => {
+            let (alert_tx, alert_rx) = std::sync::mpsc::sync_channel(ALERT_QUEUE);
+            writer = writer.with_alerts(alert_tx);
+            Some(
+                std::thread::Builder::new()
+                    .name("alert-writer".into())
+                    .spawn(move || alert_writer.run(alert_rx))
+                    .map_err(RunError::Poll)?,
+            )
+        }
+        None => None,
+    };
     let sink = std::thread::Builder::new()
         .name("event-writer".into())
-        .spawn({
-            let writer = writer.with_metrics(metrics.clone());
-            move || writer.run(enriched_rx)
-        })
+        .spawn(move || writer.run(enriched_rx))
         .map_err(RunError::Poll)?;
     let stage = IdentityStage::new(resolver, rx, enriched_tx);
     let identity = std::thread::Builder::new()
@@ -240,6 +278,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     if sink.join().is_err() {
         tracing::error!("event writer thread panicked");
+    }
+    if let Some(alerts) = alerts
+        && alerts.join().is_err()
+    {
+        tracing::error!("alert writer thread panicked");
     }
     kernel_stats.report_increases(&metrics);
     if let Some(server) = server

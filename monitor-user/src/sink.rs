@@ -21,23 +21,31 @@ pub struct EventWriter {
     node: String,
     counters: Arc<Counters>,
     metrics: Option<Arc<Metrics>>,
+    alerts: Option<std::sync::mpsc::SyncSender<crate::alerts::Candidate>>,
 }
 
 impl EventWriter {
     /// A writer to stdout.
     pub fn stdout(clock: WallClock, node: String, counters: Arc<Counters>) -> Self {
-        Self { out: Box::new(BufWriter::new(std::io::stdout())), clock, node, counters, metrics: None }
+        Self { out: Box::new(BufWriter::new(std::io::stdout())), clock, node, counters, metrics: None, alerts: None }
     }
 
     /// A writer appending to `path` (created 0600 if missing).
     pub fn file(path: &Path, clock: WallClock, node: String, counters: Arc<Counters>) -> std::io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
-        Ok(Self { out: Box::new(BufWriter::new(file)), clock, node, counters, metrics: None })
+        Ok(Self { out: Box::new(BufWriter::new(file)), clock, node, counters, metrics: None, alerts: None })
     }
 
     /// Also counts every written event in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Also hands every event whose verdict calls for an alert to the alert writer (blocking
+    /// when its queue is full: backpressure, never a silent drop).
+    pub fn with_alerts(mut self, alerts: std::sync::mpsc::SyncSender<crate::alerts::Candidate>) -> Self {
+        self.alerts = Some(alerts);
         self
     }
 
@@ -55,6 +63,19 @@ impl EventWriter {
 
     fn write(&mut self, c: &Enriched) {
         let record = ConnectionRecord::new(c, &self.clock, &self.node);
+        if let Some(alerts) = &self.alerts
+            && c.verdict.as_ref().is_some_and(|v| v.alert)
+        {
+            let candidate = crate::alerts::Candidate {
+                key: crate::alerts::flow_key(c),
+                time: record.time.clone(),
+                event: serde_json::to_value(&record).unwrap_or_default(),
+            };
+            if alerts.send(candidate).is_err() {
+                tracing::error!("the alert writer stopped; alerts are no longer written");
+                self.alerts = None;
+            }
+        }
         let result = serde_json::to_writer(&mut self.out, &record)
             .map_err(std::io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"));
