@@ -216,7 +216,9 @@ impl Settings {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// `node_name` is empty.
-    #[error("node_name is empty; set it to this node's Kubernetes name (downward API spec.nodeName)")]
+    #[error(
+        "node_name is empty; set it to this node's Kubernetes name (downward API spec.nodeName)"
+    )]
     EmptyNodeName,
     /// `node_name` is longer than a Kubernetes name can be.
     #[error("node_name is {len} bytes long; Kubernetes names have at most 253")]
@@ -258,7 +260,9 @@ mod tests {
         let errors = c.validate().unwrap_err();
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors.contains(&ConfigError::EmptyNodeName));
-        assert!(errors.contains(&ConfigError::ZeroLimit { field: "limits.max_pods" }));
+        assert!(errors.contains(&ConfigError::ZeroLimit {
+            field: "limits.max_pods"
+        }));
     }
 
     #[test]

@@ -83,7 +83,9 @@ impl Converter<'_> {
         match value {
             None => Err(RefusalReason::MissingField),
             Some(v) if v.is_empty() => Err(RefusalReason::MissingField),
-            Some(v) if v.len() > self.settings.limits.max_name_len => Err(RefusalReason::NameTooLong),
+            Some(v) if v.len() > self.settings.limits.max_name_len => {
+                Err(RefusalReason::NameTooLong)
+            }
             Some(v) => Ok(v),
         }
     }
@@ -149,11 +151,15 @@ impl Converter<'_> {
         let mut containers = Vec::new();
         if let Some(spec) = spec {
             let init = spec.init_containers.iter().flatten();
-            containers.extend(init.map(|c| (c.name.as_str(), ContainerKind::Init, c.image.clone())));
+            containers
+                .extend(init.map(|c| (c.name.as_str(), ContainerKind::Init, c.image.clone())));
             let regular = spec.containers.iter();
-            containers.extend(regular.map(|c| (c.name.as_str(), ContainerKind::Regular, c.image.clone())));
+            containers.extend(
+                regular.map(|c| (c.name.as_str(), ContainerKind::Regular, c.image.clone())),
+            );
             let eph = spec.ephemeral_containers.iter().flatten();
-            containers.extend(eph.map(|c| (c.name.as_str(), ContainerKind::Ephemeral, c.image.clone())));
+            containers
+                .extend(eph.map(|c| (c.name.as_str(), ContainerKind::Ephemeral, c.image.clone())));
         }
         if containers.len() > self.settings.limits.max_containers {
             return Err(RefusalReason::TooManyContainers);
@@ -174,7 +180,13 @@ impl Converter<'_> {
                 .iter()
                 .flatten()
                 .map(|s| (ContainerKind::Init, s))
-                .chain(status.container_statuses.iter().flatten().map(|s| (ContainerKind::Regular, s)))
+                .chain(
+                    status
+                        .container_statuses
+                        .iter()
+                        .flatten()
+                        .map(|s| (ContainerKind::Regular, s)),
+                )
                 .chain(
                     status
                         .ephemeral_container_statuses
@@ -190,7 +202,10 @@ impl Converter<'_> {
                     return Err(RefusalReason::NameTooLong);
                 }
                 let (runtime, id) = split_container_id(raw);
-                if let Some(c) = containers.iter_mut().find(|c| c.kind == kind && c.name == cs.name) {
+                if let Some(c) = containers
+                    .iter_mut()
+                    .find(|c| c.kind == kind && c.name == cs.name)
+                {
                     c.container_id = Some(id.to_owned());
                     c.runtime = runtime.map(str::to_owned);
                 }
@@ -209,7 +224,11 @@ impl Converter<'_> {
             },
             None => Vec::new(),
         };
-        let spiffe_id = match SpiffeId::for_workload(&self.settings.trust_domain, &namespace, &service_account) {
+        let spiffe_id = match SpiffeId::for_workload(
+            &self.settings.trust_domain,
+            &namespace,
+            &service_account,
+        ) {
             Ok(id) => Some(id),
             Err(err) => {
                 self.health.refuse(RefusalReason::SpiffeRejected);
@@ -244,7 +263,9 @@ impl Converter<'_> {
                 labels: Arc::new(self.labels(meta.labels.as_ref())?),
             })
         });
-        result.or_else(|r| self.refuse(ResourceKind::Namespaces, meta, r).ok_or(())).ok()
+        result
+            .or_else(|r| self.refuse(ResourceKind::Namespaces, meta, r).ok_or(()))
+            .ok()
     }
 
     pub(crate) fn service(&self, svc: &Service) -> Option<Arc<ServiceIdentity>> {
@@ -268,7 +289,11 @@ impl Converter<'_> {
             return Err(RefusalReason::TooManyEntries);
         }
         // "None" marks a headless Service: no ClusterIP, not an invalid address.
-        let cluster_ips = self.ips(raw_ips.into_iter().filter(|s| !s.is_empty() && *s != "None"))?;
+        let cluster_ips = self.ips(
+            raw_ips
+                .into_iter()
+                .filter(|s| !s.is_empty() && *s != "None"),
+        )?;
         let raw_ports = spec.and_then(|s| s.ports.as_ref());
         if raw_ports.is_some_and(|p| p.len() > self.settings.limits.max_ports) {
             return Err(RefusalReason::TooManyEntries);

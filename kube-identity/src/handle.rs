@@ -52,7 +52,10 @@ impl KubeIdentity {
     pub fn pod_by_container_id(&self, container_id: &str) -> Option<ResolvedPod> {
         let (_, id) = split_container_id(container_id);
         let index = self.shared.read();
-        index.pods.by_container(id).map(|p| Self::resolve(&index, p))
+        index
+            .pods
+            .by_container(id)
+            .map(|p| Self::resolve(&index, p))
     }
 
     /// The pod that holds this IP now (never a terminated, deleted or superseded pod, never a

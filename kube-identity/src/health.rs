@@ -20,7 +20,12 @@ pub enum ResourceKind {
 
 impl ResourceKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [ResourceKind; 4] = [Self::Pods, Self::Namespaces, Self::Services, Self::EndpointSlices];
+    pub const ALL: [ResourceKind; 4] = [
+        Self::Pods,
+        Self::Namespaces,
+        Self::Services,
+        Self::EndpointSlices,
+    ];
 
     /// A stable name, usable as a metric label.
     pub fn as_str(self) -> &'static str {
@@ -169,7 +174,9 @@ pub(crate) struct HealthState {
 impl HealthState {
     fn status(&self) -> std::sync::MutexGuard<'_, Status> {
         // A panic while holding this lock cannot leave it inconsistent (plain field stores).
-        self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn refuse(&self, reason: RefusalReason) {

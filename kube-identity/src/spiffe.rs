@@ -24,7 +24,9 @@ pub enum SpiffeError {
     #[error("the SPIFFE trust domain is empty")]
     EmptyTrustDomain,
     /// The trust domain is longer than 255 bytes.
-    #[error("the SPIFFE trust domain is {len} bytes long; at most {MAX_TRUST_DOMAIN_LEN} are allowed")]
+    #[error(
+        "the SPIFFE trust domain is {len} bytes long; at most {MAX_TRUST_DOMAIN_LEN} are allowed"
+    )]
     TrustDomainTooLong {
         /// Its length in bytes.
         len: usize,
@@ -81,10 +83,9 @@ impl TrustDomain {
         if value.len() > MAX_TRUST_DOMAIN_LEN {
             return Err(SpiffeError::TrustDomainTooLong { len: value.len() });
         }
-        if let Some(found) = value
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')))
-        {
+        if let Some(found) = value.chars().find(|c| {
+            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
+        }) {
             return Err(SpiffeError::TrustDomainCharacter {
                 trust_domain: value.to_owned(),
                 found,
@@ -171,7 +172,10 @@ mod tests {
     fn derives_the_standard_form() {
         let td = TrustDomain::new("prod.example.org").unwrap();
         let id = SpiffeId::for_workload(&td, "shop", "checkout-sa").unwrap();
-        assert_eq!(id.as_str(), "spiffe://prod.example.org/ns/shop/sa/checkout-sa");
+        assert_eq!(
+            id.as_str(),
+            "spiffe://prod.example.org/ns/shop/sa/checkout-sa"
+        );
         assert_eq!(id.to_string(), id.as_str());
     }
 
@@ -179,14 +183,20 @@ mod tests {
     fn default_trust_domain_is_cluster_local() {
         let id = SpiffeId::for_workload(&TrustDomain::default(), "default", "default").unwrap();
         assert_eq!(id.as_str(), "spiffe://cluster.local/ns/default/sa/default");
-        assert_eq!(TrustDomain::new(DEFAULT_TRUST_DOMAIN).unwrap(), TrustDomain::default());
+        assert_eq!(
+            TrustDomain::new(DEFAULT_TRUST_DOMAIN).unwrap(),
+            TrustDomain::default()
+        );
     }
 
     #[test]
     fn kubernetes_names_with_dots_and_underscores_pass() {
         let td = TrustDomain::new("my_domain-1.local").unwrap();
         let id = SpiffeId::for_workload(&td, "kube-system", "system.node_agent").unwrap();
-        assert_eq!(id.as_str(), "spiffe://my_domain-1.local/ns/kube-system/sa/system.node_agent");
+        assert_eq!(
+            id.as_str(),
+            "spiffe://my_domain-1.local/ns/kube-system/sa/system.node_agent"
+        );
     }
 
     #[test]
@@ -198,15 +208,29 @@ mod tests {
                 found: 'C'
             })
         );
-        for bad in ["a b", "a/b", "a:8080", "user@a", "a%2f", "é.local", " cluster.local"] {
+        for bad in [
+            "a b",
+            "a/b",
+            "a:8080",
+            "user@a",
+            "a%2f",
+            "é.local",
+            " cluster.local",
+        ] {
             assert!(
-                matches!(TrustDomain::new(bad), Err(SpiffeError::TrustDomainCharacter { .. })),
+                matches!(
+                    TrustDomain::new(bad),
+                    Err(SpiffeError::TrustDomainCharacter { .. })
+                ),
                 "{bad:?} should be refused"
             );
         }
         assert_eq!(TrustDomain::new(""), Err(SpiffeError::EmptyTrustDomain));
         let long = "a".repeat(256);
-        assert_eq!(TrustDomain::new(&long), Err(SpiffeError::TrustDomainTooLong { len: 256 }));
+        assert_eq!(
+            TrustDomain::new(&long),
+            Err(SpiffeError::TrustDomainTooLong { len: 256 })
+        );
         assert!(TrustDomain::new(&"a".repeat(255)).is_ok());
     }
 

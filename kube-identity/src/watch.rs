@@ -27,7 +27,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One kind of watched object and how it enters the index.
-trait Watched: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static {
+trait Watched:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
     type Record: Send;
     const KIND: ResourceKind;
     fn max(limits: &Limits) -> usize;
@@ -40,7 +42,10 @@ trait Watched: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + S
 
 fn meta_key<K: Resource>(obj: &K) -> (String, String) {
     let m = obj.meta();
-    (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default())
+    (
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
 }
 
 fn write(shared: &Shared) -> std::sync::RwLockWriteGuard<'_, Index> {
@@ -235,7 +240,10 @@ impl KubeIdentityService {
         )
     }
 
-    fn stream<K: Watched>(&self, wrap: fn(Box<watcher::Result<Event<K>>>) -> Update) -> BoxStream<'static, Update> {
+    fn stream<K: Watched>(
+        &self,
+        wrap: fn(Box<watcher::Result<Event<K>>>) -> Update,
+    ) -> BoxStream<'static, Update> {
         // Bookmarks are requested (the default); a 410 Gone from a watch makes the watcher relist.
         let config = watcher::Config::default();
         let events = watcher::watcher(Api::<K>::all(self.client.clone()), config);
@@ -287,8 +295,12 @@ impl KubeIdentityService {
                     }
                     self.shared.health.reachable();
                 }
-                Ok(Err(err)) => self.record_error(None, format!("probe: {err}"), is_reachable(&err)),
-                Err(_) => self.record_error(None, format!("probe: no answer within {timeout:?}"), false),
+                Ok(Err(err)) => {
+                    self.record_error(None, format!("probe: {err}"), is_reachable(&err))
+                }
+                Err(_) => {
+                    self.record_error(None, format!("probe: no answer within {timeout:?}"), false)
+                }
             }
         }
     }
@@ -303,7 +315,11 @@ impl KubeIdentityService {
         self.shared.health.error(kind, message, reachable);
     }
 
-    fn on_event<K: Watched>(&self, event: watcher::Result<Event<K>>, relist: &mut Relist<K::Record>) {
+    fn on_event<K: Watched>(
+        &self,
+        event: watcher::Result<Event<K>>,
+        relist: &mut Relist<K::Record>,
+    ) {
         let converter = Converter {
             settings: &self.settings,
             health: &self.shared.health,
@@ -318,7 +334,10 @@ impl KubeIdentityService {
                     | watcher::Error::WatchFailed(e) => is_reachable(e),
                     watcher::Error::WatchError(status) => {
                         if status.code == 410 {
-                            tracing::info!(kind = K::KIND.as_str(), "watch expired (410 Gone); relisting");
+                            tracing::info!(
+                                kind = K::KIND.as_str(),
+                                "watch expired (410 Gone); relisting"
+                            );
                         }
                         true
                     }

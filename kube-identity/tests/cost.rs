@@ -52,7 +52,15 @@ async fn heap_per_pod_and_lookup_cost() {
             let node = if i % 50 == 0 { "node-a" } else { "node-b" };
             api.apply(
                 Kind::Pods,
-                pod("shop", &format!("p{i}"), &format!("uid-{i}"), node, Some(&pod_ip(i).to_string()), "Running", "2026-11-23T10:00:00Z"),
+                pod(
+                    "shop",
+                    &format!("p{i}"),
+                    &format!("uid-{i}"),
+                    node,
+                    Some(&pod_ip(i).to_string()),
+                    "Running",
+                    "2026-11-23T10:00:00Z",
+                ),
             );
         }
     })
@@ -65,7 +73,15 @@ async fn heap_per_pod_and_lookup_cost() {
         for i in 0..PODS {
             api.apply(
                 Kind::Pods,
-                pod("shop", &format!("p{i}"), &format!("uid-{i}"), "node-b", Some(&pod_ip(i).to_string()), "Running", "2026-11-23T10:00:00Z"),
+                pod(
+                    "shop",
+                    &format!("p{i}"),
+                    &format!("uid-{i}"),
+                    "node-b",
+                    Some(&pod_ip(i).to_string()),
+                    "Running",
+                    "2026-11-23T10:00:00Z",
+                ),
             );
         }
         let used = LIVE.load(Ordering::Relaxed) - mark;
@@ -97,6 +113,8 @@ async fn heap_per_pod_and_lookup_cost() {
         let _ = id.pod_by_uid(&format!("uid-{}", i % PODS));
     }
     let per_uid = t.elapsed().as_nanos() / u128::from(n);
-    println!("pod_by_ip: {per} ns per lookup (half hits); pod_by_uid: {per_uid} ns incl. formatting the key");
+    println!(
+        "pod_by_ip: {per} ns per lookup (half hits); pod_by_uid: {per_uid} ns incl. formatting the key"
+    );
     h.shutdown().await;
 }

@@ -2,8 +2,15 @@
 //! and watch with resourceVersion, bookmarks, 410 Gone after compaction, `/version`, and stop and
 //! restart on the same port. Driven by the real kube client.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
-#![allow(clippy::unwrap_used, reason = "test harness: a panic here is a failed test")]
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "each test binary uses a different part of the harness"
+)]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test harness: a panic here is a failed test"
+)]
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -23,6 +30,9 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use dfdwatch_kube::{KubeIdentity, KubeIdentityService, Settings};
 
+mod objects;
+pub use objects::{endpoint_slice, namespace, pod, service};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Pods,
@@ -32,7 +42,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [Kind::Pods, Kind::Namespaces, Kind::Services, Kind::EndpointSlices];
+    const ALL: [Kind; 4] = [
+        Kind::Pods,
+        Kind::Namespaces,
+        Kind::Services,
+        Kind::EndpointSlices,
+    ];
     fn path(self) -> &'static str {
         match self {
             Kind::Pods => "/api/v1/pods",
@@ -93,7 +108,9 @@ impl State {
             stored.history.push((rv, line.clone()));
         }
         let bytes = Bytes::from(line);
-        stored.watchers.retain(|w| w.try_send(bytes.clone()).is_ok());
+        stored
+            .watchers
+            .retain(|w| w.try_send(bytes.clone()).is_ok());
     }
 }
 
@@ -164,7 +181,9 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Body> 
         kind,
         watch,
         resource_version: params.get("resourceVersion").cloned(),
-        bookmarks: params.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
+        bookmarks: params
+            .get("allowWatchBookmarks")
+            .is_some_and(|v| v == "true"),
     });
     if !watch {
         let items: Vec<Value> = st.kinds[kind.idx()].objects.values().cloned().collect();
@@ -194,7 +213,9 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Body> 
     }
     drop(st);
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
     r.headers_mut()
@@ -300,7 +321,10 @@ impl FakeApiServer {
         let mut st = self.state.lock().unwrap();
         st.rv += 1;
         let rv = st.rv;
-        let Some(mut obj) = st.kinds[kind.idx()].objects.remove(&format!("{namespace}/{name}")) else {
+        let Some(mut obj) = st.kinds[kind.idx()]
+            .objects
+            .remove(&format!("{namespace}/{name}"))
+        else {
             panic!("no {kind:?} {namespace}/{name} to delete");
         };
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -383,11 +407,17 @@ impl FakeApiServer {
     }
 
     pub fn lists(&self, kind: Kind) -> usize {
-        self.seen().iter().filter(|s| s.kind == kind && !s.watch).count()
+        self.seen()
+            .iter()
+            .filter(|s| s.kind == kind && !s.watch)
+            .count()
     }
 
     pub fn watches(&self, kind: Kind) -> Vec<Seen> {
-        self.seen().into_iter().filter(|s| s.kind == kind && s.watch).collect()
+        self.seen()
+            .into_iter()
+            .filter(|s| s.kind == kind && s.watch)
+            .collect()
     }
 
     pub fn open_watches(&self, kind: Kind) -> usize {
@@ -405,7 +435,10 @@ pub async fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> O
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -439,7 +472,10 @@ impl Harness {
             stop: Some(tx),
             task: Some(task),
         };
-        eventually("initial sync", WAIT, || h.identity.health().synced.then_some(())).await;
+        eventually("initial sync", WAIT, || {
+            h.identity.health().synced.then_some(())
+        })
+        .await;
         h
     }
 
@@ -451,53 +487,4 @@ impl Harness {
             tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
         }
     }
-}
-
-pub fn namespace(name: &str, labels: Value) -> Value {
-    json!({"metadata": {"name": name, "uid": format!("ns-{name}"), "labels": labels}})
-}
-
-/// A pod on `node` with one container `app` (`containerd://cid-UID`).
-pub fn pod(ns: &str, name: &str, uid: &str, node: &str, ip: Option<&str>, phase: &str, start: &str) -> Value {
-    let mut status = json!({"phase": phase, "startTime": start,
-        "containerStatuses": [{"name": "app", "image": "registry.example/app:1", "imageID": "",
-            "ready": true, "restartCount": 0, "containerID": format!("containerd://cid-{uid}")}]});
-    if let Some(ip) = ip {
-        status["podIP"] = json!(ip);
-        status["podIPs"] = json!([{"ip": ip}]);
-    }
-    json!({
-        "metadata": {"namespace": ns, "name": name, "uid": uid, "labels": {"app": name}},
-        "spec": {"nodeName": node, "serviceAccountName": format!("{name}-sa"),
-                 "containers": [{"name": "app", "image": "registry.example/app:1"}]},
-        "status": status
-    })
-}
-
-pub fn service(ns: &str, name: &str, cluster_ip: &str, ports: &[(&str, u16)]) -> Value {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(n, p)| json!({"name": n, "port": p, "protocol": "TCP", "targetPort": 8080}))
-        .collect();
-    json!({
-        "metadata": {"namespace": ns, "name": name, "uid": format!("svc-{name}"), "labels": {"tier": "backend"}},
-        "spec": {"clusterIP": cluster_ip, "clusterIPs": [cluster_ip], "selector": {"app": name}, "ports": ports}
-    })
-}
-
-/// An EndpointSlice of `svc` with one named port and endpoints `(ip, pod name, pod uid)`.
-pub fn endpoint_slice(ns: &str, name: &str, svc: &str, port: (&str, u16), endpoints: &[(&str, &str, &str)]) -> Value {
-    let eps: Vec<Value> = endpoints
-        .iter()
-        .map(|(ip, pod, uid)| {
-            json!({"addresses": [ip], "conditions": {"ready": true}, "nodeName": "node-b",
-                   "targetRef": {"kind": "Pod", "namespace": ns, "name": pod, "uid": uid}})
-        })
-        .collect();
-    json!({
-        "metadata": {"namespace": ns, "name": name, "labels": {"kubernetes.io/service-name": svc}},
-        "addressType": "IPv4",
-        "endpoints": eps,
-        "ports": [{"name": port.0, "port": port.1, "protocol": "TCP"}]
-    })
 }
