@@ -54,9 +54,14 @@ pub struct Lab {
 impl Lab {
     /// Builds an empty lab (a bridge and a cgroup directory). `tag` names its cgroup directory.
     pub fn new(tag: &str) -> Result<Self> {
-        sys::require_root()?;
         let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
         let subnet = u8::try_from((std::process::id() + n * 37) % 200 + 20).unwrap_or(20);
+        Self::with_subnet(tag, subnet)
+    }
+
+    /// As [`Lab::new`] on a chosen subnet (10.213.`subnet`.0/24), for a DFD with fixed CIDRs.
+    pub fn with_subnet(tag: &str, subnet: u8) -> Result<Self> {
+        sys::require_root()?;
         let bridge = format!("dwbr{subnet}");
         let cgroup_root = sys::cgroup2_mount()?.join(format!("dfdwatch-{tag}-{subnet}"));
         // Leftovers of an earlier run that was killed before it could clean up.
@@ -78,12 +83,30 @@ impl Lab {
     /// Adds a pod whose cgroup is `cgroup_path` (relative, may be nested, e.g. a path shaped
     /// like a container runtime's) under the lab's cgroup directory.
     pub fn add_pod_in(&mut self, name: &str, cgroup_path: &str) -> Result<Pod> {
+        self.add_pod_with(name, cgroup_path, None)
+    }
+
+    /// Adds a pod that stands for a host outside the cluster, at `ipv4` (a documentation range
+    /// such as 203.0.113.0/24) on the same bridge. Every pod gets an on-link route to the other
+    /// side; no pod gets a default route.
+    pub fn add_external_pod(&mut self, name: &str, ipv4: Ipv4Addr) -> Result<Pod> {
+        let pod = self.add_pod_with(name, name, Some(ipv4))?;
+        let lab_net = format!("10.213.{}.0/24", self.subnet);
+        let ext_net = format!("{}/24", Ipv4Addr::from(u32::from(ipv4) & 0xffff_ff00));
+        sys::run("ip", &["-n", &pod.netns, "route", "add", &lab_net, "dev", "eth0"])?;
+        for other in self.pods.iter().filter(|p| p.netns != pod.netns) {
+            sys::run_quiet("ip", &["-n", &other.netns, "route", "add", &ext_net, "dev", "eth0"]);
+        }
+        Ok(pod)
+    }
+
+    fn add_pod_with(&mut self, name: &str, cgroup_path: &str, external: Option<Ipv4Addr>) -> Result<Pod> {
         let host_index = u8::try_from(self.pods.len() + 2).context("too many pods")?;
         let netns = format!("dfdw{}-{name}", self.subnet);
         let host_if = format!("dwv{}p{host_index}", self.subnet);
         sys::run_quiet("ip", &["netns", "del", &netns]);
         sys::run("ip", &["netns", "add", &netns])?;
-        let ipv4 = Ipv4Addr::new(10, 213, self.subnet, host_index);
+        let ipv4 = external.unwrap_or(Ipv4Addr::new(10, 213, self.subnet, host_index));
         let ipv6 = Ipv6Addr::new(0xfd00, 0xdfd, 0, u16::from(self.subnet), 0, 0, 0, u16::from(host_index));
         let cgroup_dir = self.cgroup_root.join(cgroup_path);
         // Record the pod before the first step that can fail, so Drop removes what exists.

@@ -1,14 +1,23 @@
-//! `cargo xtask demo`: runs the real daemon over two scripted pods (a web server and a client,
-//! each in its own network namespace and cgroup), drives a few connections, and prints the events
-//! dfdwatch wrote. Everything it creates is removed at the end.
+//! `cargo xtask demo`: a small shop on this host, in network namespaces and cgroups (an nginx
+//! front, an api, PostgreSQL, Redis, and a simulated payment provider on a documentation-range
+//! address), watched by the real daemon with the approved DFD in `approved-dfd/demo/`. It drives
+//! the approved traffic, then an attacker's moves, prints the alerts and the metrics that changed,
+//! and removes everything it created.
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, servers, sys};
+use dfdwatch_tests::{Daemon, DaemonOptions, Lab, Pod, servers, sys};
 use serde_json::Value;
 
 use crate::{cmd, setup};
+
+/// The demo's subnet: 10.213.99.0/24, as in approved-dfd/demo/shop-demo.yaml.
+const SUBNET: u8 = 99;
+/// The simulated payment provider (documentation range), as in the DFD.
+const PAYMENTS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 
 pub fn run() -> Result<()> {
     if !cmd::is_root() {
@@ -18,64 +27,155 @@ pub fn run() -> Result<()> {
     cmd::build_daemon()?;
     // SAFETY: setting an environment variable before any thread starts.
     unsafe { std::env::set_var("DFDWATCH_BIN", cmd::daemon_binary()) };
+    let dfd_dir = cmd::root().join("approved-dfd/demo");
 
-    println!("\n== dfdwatch demo: two pods, one nginx, one client ==");
-    let mut lab = Lab::new("demo")?;
-    let web = lab.add_pod("web")?;
-    let client = lab.add_pod("client")?;
-    println!("pod web:    netns {} ({}), cgroup {} (id {}), {} / {}", web.netns, web.netns_inode, web.cgroup_dir.display(), web.cgroup_id, web.ipv4, web.ipv6);
-    println!("pod client: netns {} ({}), cgroup {} (id {}), {} / {}", client.netns, client.netns_inode, client.cgroup_dir.display(), client.cgroup_id, client.ipv4, client.ipv6);
-
-    let daemon = Daemon::start("demo", &DaemonOptions::default())?;
-    println!("dfdwatch running (pid {})", daemon.pid().unwrap_or(0));
-
-    let dir = sys::scratch_dir("demo-nginx")?;
-    let args = servers::nginx_args(&dir, 80)?;
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let nginx = lab.spawn(&web, "nginx", &args)?;
-    lab.wait_listening(&web, 80)?;
-    println!("nginx listening in pod web (pid {nginx})");
-
-    let steps = [
-        ("client -> web over IPv4", format!("http://{}:80/", web.ipv4)),
-        ("client -> web over IPv6", format!("http://[{}]:80/", web.ipv6)),
-        ("client -> web:5432, nothing listens (refused)", format!("http://{}:5432/", web.ipv4)),
-    ];
-    for (what, url) in &steps {
-        let (pid, out) = lab.run(&client, "curl", &["-s", "-g", "-m", "3", "-o", "/dev/null", url])?;
-        println!("{what}: curl pid {pid}, exit {}", out.status.code().unwrap_or(-1));
+    println!("\n== dfdwatch demo: a three-tier shop in namespaces, watched against approved-dfd/demo/ ==\n");
+    let mut lab = Lab::with_subnet("demo", SUBNET)?;
+    let front = lab.add_pod("front")?;
+    let api = lab.add_pod("api")?;
+    let postgres = lab.add_pod("postgres")?;
+    let redis = lab.add_pod("redis")?;
+    let payments = lab.add_external_pod("payments", PAYMENTS)?;
+    for (pod, role) in [(&front, "nginx front (edge, T1)"), (&api, "api (app, T2)"), (&postgres, "PostgreSQL (data, T3)"), (&redis, "Redis (data, T3)"), (&payments, "payment provider (external)")] {
+        println!("  {:<9} {:<15} {role}", pod.name, pod.ipv4);
     }
-    let pods = [web.netns_inode, client.netns_inode];
-    let ours = |e: &Value| e["local"]["netns"].as_u64().is_some_and(|n| pods.contains(&n));
-    daemon.wait_for(Duration::from_secs(5), |ev| ev.iter().filter(|e| ours(e)).count() >= 5)?;
+
+    let scratch = sys::scratch_dir("demo")?;
+    let alerts_path = scratch.join("alerts.jsonl");
+    let options = DaemonOptions {
+        extra_args: vec![
+            "--dfd".into(),
+            dfd_dir.display().to_string(),
+            "--alerts-file".into(),
+            alerts_path.display().to_string(),
+            "--alert-window-secs".into(),
+            "2".into(),
+        ],
+        ..Default::default()
+    };
+    let daemon = Daemon::start("demo", &options)?;
+    println!("\ndfdwatch is running (pid {}), metrics at {}/metrics", daemon.pid().unwrap_or(0), daemon.metrics_base()?);
+
+    start_servers(&mut lab, &scratch, &api, &postgres, &redis, &payments)?;
+    let before = scrape(&daemon)?;
+
+    println!("\n-- approved traffic --");
+    step(&lab, &front, "front -> api:8080 (front-to-api)", "curl", &["-s", "-m", "3", "-o", "/dev/null", &format!("http://{}:8080/", api.ipv4)])?;
+    step(&lab, &api, "api -> postgres:5432 (api-to-postgres)", "psql", &["-h", &postgres.ipv4.to_string(), "-U", "postgres", "-c", "select 1", "-qtA"])?;
+    step(&lab, &api, "api -> redis:6379 (api-to-redis)", "redis-cli", &["-h", &redis.ipv4.to_string(), "PING"])?;
+    step(&lab, &api, "api -> payments:443 (api-to-payments)", "curl", &["-s", "-m", "3", "-o", "/dev/null", &format!("http://{PAYMENTS}:443/")])?;
+
+    println!("\n-- the attacker's moves --");
+    step(&lab, &front, "front -> postgres:5432, skipping the api tier", "psql", &["-h", &postgres.ipv4.to_string(), "-U", "postgres", "-c", "select 1", "-qtA"])?;
+    for port in [22, 3306, 5432, 6379, 8080] {
+        step(&lab, &redis, &format!("port scan from redis -> postgres:{port}"), "curl", &["-s", "-m", "1", "-o", "/dev/null", &format!("http://{}:{port}/", postgres.ipv4)])?;
+    }
+    step(&lab, &postgres, "exfiltration: postgres -> payments host:443", "curl", &["-s", "-m", "3", "-o", "/dev/null", &format!("http://{PAYMENTS}:443/")])?;
+
+    // Let the alert windows close so repeat summaries are written too.
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = scrape(&daemon)?;
     let done = daemon.stop()?;
 
-    println!("\n== events from the two pods ({} in all on this node) ==", done.events.len());
-    for e in done.events.iter().filter(|e| ours(e)) {
-        println!("{}", serde_json::to_string(e).context("print event")?);
-    }
-    println!("\n== summary ==");
-    for e in done.events.iter().filter(|e| ours(e)) {
-        let l = &e["local"];
+    println!("\n== alerts ({}) ==", alerts_path.display());
+    let alerts = std::fs::read_to_string(&alerts_path).unwrap_or_default();
+    let mut others = 0;
+    for line in alerts.lines() {
+        let a: Value = serde_json::from_str(line).context("alert line")?;
+        let v = &a["verdict"];
+        let e = &a["event"];
+        let in_lab = |end: &Value| end["addr"].as_str().is_some_and(|ip| ip.starts_with("10.213.99.") || ip.starts_with("203.0.113."));
+        if !in_lab(&e["src"]) || !in_lab(&e["dst"]) {
+            others += 1;
+            continue;
+        }
+        let occurrence = match a["occurrence"].as_str() {
+            Some("repeats") => format!("+{} repeat(s)", a["count"]),
+            _ => "first".to_owned(),
+        };
         println!(
-            "{:<15} {:>28} -> {:<28} by {} (pid {}, cgroup {}, netns {}){}",
-            e["kind"].as_str().unwrap_or("?"),
+            "{:<8} {:<20} {:<8} {:>16} -> {:<17} {:<13} {} STRIDE {} CAPITALS {}",
+            v["severity"].as_str().unwrap_or("?"),
+            v["kind"].as_str().unwrap_or("?"),
+            if v["attempt"] == true { "attempt" } else { "" },
             endpoint(&e["src"]),
             endpoint(&e["dst"]),
-            l["comm"].as_str().unwrap_or("?"),
-            l["tgid"],
-            l["cgroup_id"],
-            l["netns"],
-            e["error"]["name"].as_str().map(|n| format!(" error {n}")).unwrap_or_default(),
+            occurrence,
+            v["tier_direction"].as_str().map(|d| format!("tier {d}")).unwrap_or_default(),
+            join(&v["stride"]),
+            join(&v["capitals"]),
         );
+    }
+    if others > 0 {
+        println!("({others} more from outside the shop: the demo's own scrapes of /metrics on 127.0.0.1, which this DFD does not model)");
+    }
+    println!("\n(full alert JSON: {})", alerts_path.display());
+
+    println!("\n== metrics that changed ==");
+    for (series, value) in &after {
+        let old = before.get(series).copied().unwrap_or(0.0);
+        if (value - old).abs() > f64::EPSILON && (series.starts_with("dfdwatch_flows_total") || series.starts_with("dfdwatch_violations_total") || series.starts_with("dfdwatch_alerts")) {
+            println!("  {series} {old} -> {value}");
+        }
     }
     println!("\nfinal counters: {}", done.counters);
     println!("(pods, bridge and cgroups are removed now)");
     drop(lab);
+    let _ = std::fs::remove_dir_all(pg_dir());
     Ok(())
 }
 
+fn start_servers(lab: &mut Lab, scratch: &std::path::Path, api: &Pod, postgres: &Pod, redis: &Pod, payments: &Pod) -> Result<()> {
+    let api_dir = scratch.join("api");
+    std::fs::create_dir_all(&api_dir)?;
+    let args = servers::nginx_args(&api_dir, 8080)?;
+    lab.spawn(api, "nginx", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let pay_dir = scratch.join("payments");
+    std::fs::create_dir_all(&pay_dir)?;
+    let args = servers::nginx_args(&pay_dir, 443)?;
+    lab.spawn(payments, "nginx", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let args = servers::redis_args(scratch, &redis.ipv4.to_string(), 6379);
+    lab.spawn(redis, "redis-server", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let pg_dir = pg_dir();
+    let _ = std::fs::remove_dir_all(&pg_dir);
+    let args = servers::postgres_command(&pg_dir, &postgres.ipv4.to_string())?;
+    lab.spawn(postgres, "setpriv", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    lab.wait_listening(api, 8080)?;
+    lab.wait_listening(payments, 443)?;
+    lab.wait_listening(redis, 6379)?;
+    lab.wait_listening(postgres, 5432)?;
+    println!("servers up: nginx as api on :8080, nginx as the payment provider on :443, redis :6379, postgres :5432");
+    Ok(())
+}
+
+/// PostgreSQL's data directory: outside the checkout, whose parents the `postgres` user may not
+/// be allowed to enter. Removed at the end.
+fn pg_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("dfdwatch-demo-pg-{}", std::process::id()))
+}
+
+fn step(lab: &Lab, pod: &Pod, what: &str, program: &str, args: &[&str]) -> Result<()> {
+    let (_, out) = lab.run(pod, program, args)?;
+    let status = if out.status.success() { "ok".to_owned() } else { format!("failed (exit {})", out.status.code().unwrap_or(-1)) };
+    println!("  {what:<48} {status}");
+    Ok(())
+}
+
+fn scrape(daemon: &Daemon) -> Result<BTreeMap<String, f64>> {
+    let out = std::process::Command::new("curl").args(["-sf", &format!("{}/metrics", daemon.metrics_base()?)]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| v.parse().ok().map(|v| (k.to_owned(), v))))
+        .collect())
+}
+
 fn endpoint(v: &Value) -> String {
-    let addr = v["addr"].as_str().unwrap_or("?");
-    if addr.contains(':') { format!("[{addr}]:{}", v["port"]) } else { format!("{addr}:{}", v["port"]) }
+    let who = v["dfd"]["node"].as_str().map(str::to_owned).unwrap_or_else(|| v["addr"].as_str().unwrap_or("?").to_owned());
+    format!("{who}:{}", v["port"])
+}
+
+fn join(v: &Value) -> String {
+    v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default()
 }

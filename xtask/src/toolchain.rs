@@ -26,6 +26,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "nginx-light",
     "redis-server",
     "redis-tools",
+    "postgresql",
     "curl",
     "bpftool",
     // DFD rendering tests
