@@ -13,9 +13,13 @@ fn dfdwatch(args: &[&str]) -> Result<std::process::Output> {
 
 #[test]
 fn check_shipped_broken_and_missing() -> Result<()> {
-    let shipped = sys::workspace_root().join("approved-dfd");
-    let out = dfdwatch(&["check", &shipped.display().to_string()])?;
-    ensure!(out.status.code() == Some(0), "shipped DFDs must check clean: {out:?}");
+    for dir in ["approved-dfd", "approved-dfd/demo"] {
+        let shipped = sys::workspace_root().join(dir);
+        let out = dfdwatch(&["check", "--format", "json", &shipped.display().to_string()])?;
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        ensure!(out.status.code() == Some(0), "{dir} must check clean: {report}");
+        ensure!(report["findings"].as_array().is_some_and(Vec::is_empty), "{dir} must have no findings at all: {report}");
+    }
 
     let dir = sys::scratch_dir("cli-check")?;
     let broken = dir.join("broken.yaml");
