@@ -372,3 +372,37 @@ async fn oversized_and_odd_objects_are_refused_and_counted_without_stopping_the_
     assert_eq!(odd.pod.spiffe_id, None);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_pods_resolve_by_both_ips_and_init_containers_by_id() {
+    let mut p = pod(
+        "shop",
+        "ds",
+        "uid-ds",
+        "node-a",
+        Some("10.1.0.30"),
+        "Running",
+        T1,
+    );
+    p["status"]["podIPs"] = json!([{"ip": "10.1.0.30"}, {"ip": "fd00::30"}]);
+    p["spec"]["initContainers"] = json!([{"name": "setup", "image": "registry.example/setup:1"}]);
+    p["status"]["initContainerStatuses"] = json!([{"name": "setup", "image": "registry.example/setup:1",
+        "imageID": "", "ready": false, "restartCount": 0, "containerID": "cri-o://init-ds"}]);
+    let h = Harness::start(move |api| {
+        api.apply(Kind::Pods, p);
+    })
+    .await;
+    let v4 = h.identity.pod_by_ip(ip("10.1.0.30")).unwrap();
+    let v6 = h.identity.pod_by_ip(ip("fd00::30")).unwrap();
+    assert_eq!(v4.pod, v6.pod);
+    assert_eq!(v4.pod.pod_ips, vec![ip("10.1.0.30"), ip("fd00::30")]);
+    let by_init = h.identity.pod_by_container_id("cri-o://init-ds").unwrap();
+    assert_eq!(by_init.pod.uid, "uid-ds");
+    let init = &by_init.pod.containers[0];
+    assert_eq!(
+        (init.name.as_str(), init.kind),
+        ("setup", dfdwatch_kube::ContainerKind::Init)
+    );
+    assert_eq!(init.runtime.as_deref(), Some("cri-o"));
+    h.shutdown().await;
+}
