@@ -187,26 +187,36 @@ impl HealthState {
         self.ip_conflicts.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn event(&self) {
-        let mut s = self.status();
+    /// Marks the API server as answering; returns true if this ends an outage.
+    fn mark_connected(s: &mut Status) -> bool {
+        let reconnected = !s.connected && s.last_error_at.is_some();
         s.connected = true;
-        s.last_event_at = Some(SystemTime::now());
+        reconnected
     }
 
-    pub(crate) fn listed(&self, kind: ResourceKind) {
+    /// An event was applied; returns true if this ends an outage.
+    pub(crate) fn event(&self) -> bool {
         let mut s = self.status();
-        s.connected = true;
+        s.last_event_at = Some(SystemTime::now());
+        Self::mark_connected(&mut s)
+    }
+
+    /// A list completed; returns true if this ends an outage.
+    pub(crate) fn listed(&self, kind: ResourceKind) -> bool {
+        let mut s = self.status();
         s.last_event_at = Some(SystemTime::now());
         s.synced[kind.index()] = true;
         s.lists[kind.index()] += 1;
+        Self::mark_connected(&mut s)
     }
 
     pub(crate) fn is_connected(&self) -> bool {
         self.status().connected
     }
 
-    pub(crate) fn reachable(&self) {
-        self.status().connected = true;
+    /// The probe got an answer; returns true if this ends an outage.
+    pub(crate) fn reachable(&self) -> bool {
+        Self::mark_connected(&mut self.status())
     }
 
     /// Records an error; `reachable` tells whether the API server did answer (an error status)

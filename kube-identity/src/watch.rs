@@ -289,12 +289,7 @@ impl KubeIdentityService {
             ticks.tick().await;
             let timeout = PROBE_TIMEOUT.min(self.settings.probe_interval);
             match tokio::time::timeout(timeout, self.client.apiserver_version()).await {
-                Ok(Ok(_)) => {
-                    if !self.shared.health.is_connected() {
-                        tracing::info!("Kubernetes API server reachable again");
-                    }
-                    self.shared.health.reachable();
-                }
+                Ok(Ok(_)) => reconnected(self.shared.health.reachable()),
                 Ok(Err(err)) => {
                     self.record_error(None, format!("probe: {err}"), is_reachable(&err))
                 }
@@ -347,7 +342,7 @@ impl KubeIdentityService {
             }
             Ok(Event::Init) => {
                 relist.0 = Some(Vec::new());
-                health.event();
+                reconnected(health.event());
             }
             Ok(Event::InitApply(obj)) => {
                 if let Some(buffer) = relist.0.as_mut() {
@@ -357,13 +352,13 @@ impl KubeIdentityService {
                         buffer.push(record);
                     }
                 }
-                health.event();
+                reconnected(health.event());
             }
             Ok(Event::InitDone) => {
                 let records = relist.0.take().unwrap_or_default();
                 let count = records.len();
                 K::replace(&self.shared, records, max);
-                health.listed(K::KIND);
+                reconnected(health.listed(K::KIND));
                 tracing::info!(kind = K::KIND.as_str(), objects = count, "list complete");
             }
             Ok(Event::Apply(obj)) => {
@@ -373,13 +368,19 @@ impl KubeIdentityService {
                     // A refused update must not leave the previous version answering lookups.
                     K::delete(&mut write(&self.shared), &obj);
                 }
-                health.event();
+                reconnected(health.event());
             }
             Ok(Event::Delete(obj)) => {
                 K::delete(&mut write(&self.shared), &obj);
-                health.event();
+                reconnected(health.event());
             }
         }
+    }
+}
+
+fn reconnected(ended_outage: bool) {
+    if ended_outage {
+        tracing::info!("Kubernetes API server reachable again; watches resumed");
     }
 }
 
