@@ -20,9 +20,10 @@ pub struct Counters {
     alerts_written: AtomicU64,
 }
 
-/// The closed set of identity miss labels: `exe` (the process was gone or unreadable) and
-/// `cgroup` (the cgroup id matched no directory).
-pub const IDENTITY_MISS_LABELS: [&str; 2] = ["exe", "cgroup"];
+/// The closed set of identity miss labels: `exe` (the process was gone or unreadable),
+/// `cgroup` (the cgroup id matched no directory) and `pod` (watching a cluster, the local end
+/// matched no pod: a host process, or a pod the watch has not delivered yet).
+pub const IDENTITY_MISS_LABELS: [&str; 3] = ["exe", "cgroup", "pod"];
 
 /// A point-in-time copy of [`Counters`].
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct CountersSnapshot {
     pub identity_exe_misses: u64,
     /// Local ends whose cgroup id matched no cgroup directory.
     pub identity_cgroup_misses: u64,
+    /// Local ends that matched no pod while watching a cluster.
+    pub identity_pod_misses: u64,
     /// Alert lines written.
     pub alerts_written: u64,
 }
@@ -90,6 +93,7 @@ impl Counters {
             write_errors: self.write_errors.load(Ordering::Relaxed),
             identity_exe_misses: self.identity_misses[0].load(Ordering::Relaxed),
             identity_cgroup_misses: self.identity_misses[1].load(Ordering::Relaxed),
+            identity_pod_misses: self.identity_misses[2].load(Ordering::Relaxed),
             alerts_written: self.alerts_written.load(Ordering::Relaxed),
         }
     }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use monitor_common::EventKind;
 use serde::Serialize;
 
-use crate::{clock::WallClock, escape::escape_bytes, identity::{Enriched, LocalIdentity}, policy::{Placement, verdict::Verdict}};
+use crate::{clock::WallClock, escape::escape_bytes, identity::{Enriched, LocalIdentity, kubernetes::K8sEnd}, policy::{Placement, verdict::Verdict}};
 
 /// Schema id written in every event.
 pub const SCHEMA: &str = "dfdwatch.connection.v1";
@@ -53,6 +53,10 @@ pub struct Address {
     /// Where this end sits in the approved DFD; present when a DFD is loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dfd: Option<Placement>,
+    /// Kubernetes identity (pod, namespace, service account, SPIFFE ID, or Service), when the
+    /// daemon watches a cluster and knows this address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<K8sEnd>,
 }
 
 /// The reason a connect failed.
@@ -106,12 +110,30 @@ pub fn errno_name(errno: i32) -> &'static str {
     }
 }
 
-fn address(a: SocketAddr, name: &Option<String>, dfd: &Option<Placement>) -> Address {
+fn address(a: SocketAddr, name: &Option<String>, dfd: &Option<Placement>, k8s: &Option<K8sEnd>) -> Address {
     Address {
         addr: a.ip().to_string(),
         port: a.port(),
         name: name.as_ref().map(|n| escape_bytes(n.as_bytes())),
         dfd: dfd.clone(),
+        k8s: k8s.as_ref().map(escape_k8s),
+    }
+}
+
+/// Names from the API server are untrusted: escape them like kernel strings.
+fn escape_k8s(k: &K8sEnd) -> K8sEnd {
+    let e = |s: &Option<String>| s.as_ref().map(|v| escape_bytes(v.as_bytes()));
+    K8sEnd {
+        namespace: e(&k.namespace),
+        pod: e(&k.pod),
+        pod_uid: e(&k.pod_uid),
+        service_account: e(&k.service_account),
+        spiffe_id: e(&k.spiffe_id),
+        node: e(&k.node),
+        image: e(&k.image),
+        service: e(&k.service),
+        labels: Default::default(),
+        namespace_labels: Default::default(),
     }
 }
 
@@ -136,8 +158,8 @@ impl ConnectionRecord {
             kind,
             error: c.error.map(|errno| ErrorInfo { errno, name: errno_name(errno) }),
             ip_version: if c.src.is_ipv4() { 4 } else { 6 },
-            src: address(c.src, &e.src_name, &e.src_dfd),
-            dst: address(c.dst, &e.dst_name, &e.dst_dfd),
+            src: address(c.src, &e.src_name, &e.src_dfd, &e.src_k8s),
+            dst: address(c.dst, &e.dst_name, &e.dst_dfd, &e.dst_k8s),
             local_side: if c.local_is_src() { "src" } else { "dst" },
             local: LocalEnd {
                 tgid: c.process.as_ref().map(|p| p.tgid),

@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Load the eBPF probes and write one JSON line per TCP connection (needs root or CAP_BPF,
     /// CAP_PERFMON).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check approved DFD files: strict parsing and lints, every problem at once as
     /// `file:line:col: severity: message`. Exit 0 clean, 1 on an error-level finding, 64 bad usage.
     Check(dfdwatch_dfd::cli::CheckArgs),
@@ -73,13 +73,13 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(dfdwatch::run::run(args)) {
+            match runtime.block_on(dfdwatch::run::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e @ RunError::Usage(_)) => {
                     tracing::error!("{e}");
                     ExitCode::from(EX_USAGE)
                 }
-                Err(e @ (RunError::Identity(_) | RunError::Policy(_))) => {
+                Err(e @ (RunError::Identity(_) | RunError::Policy(_) | RunError::Kube(_))) => {
                     tracing::error!("{e}");
                     ExitCode::from(EX_CONFIG)
                 }

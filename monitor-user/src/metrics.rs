@@ -179,6 +179,7 @@ impl Collector for PipelineCollector {
         }
         set(&self.identity_misses.with_label_values(&["exe"]), s.identity_exe_misses);
         set(&self.identity_misses.with_label_values(&["cgroup"]), s.identity_cgroup_misses);
+        set(&self.identity_misses.with_label_values(&["pod"]), s.identity_pod_misses);
         let mut out = Vec::new();
         out.extend(self.records.collect());
         out.extend(self.written.collect());

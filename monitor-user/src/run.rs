@@ -70,6 +70,16 @@ pub struct RunArgs {
     /// one summary line with their count.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub alert_window_secs: u64,
+    /// Watch a Kubernetes cluster through this kubeconfig file for pod, namespace, service
+    /// account, SPIFFE and Service identity (see docs/kubernetes-identity.md).
+    #[arg(long, value_name = "PATH", conflicts_with = "kube_in_cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch the cluster this daemon runs in (service account token; the DaemonSet case).
+    #[arg(long)]
+    pub kube_in_cluster: bool,
+    /// SPIFFE trust domain for derived SPIFFE IDs.
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    pub trust_domain: String,
     /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz. Loopback by default;
     /// port 0 picks a free port (logged).
     #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR:PORT")]
@@ -93,6 +103,8 @@ pub enum RunError {
     Identity(#[from] crate::identity::names::NamesError),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    #[error("kubernetes identity: {0}")]
+    Kube(String),
     #[error("cannot open events file {path}: {source}")]
     EventsFile { path: PathBuf, #[source] source: std::io::Error },
     #[error("cannot listen on {addr} for metrics: {source}")]
@@ -136,6 +148,27 @@ impl RunArgs {
     }
 }
 
+/// Logs every change of the Kubernetes watch's health: synced, connected, and the last error.
+/// The cache keeps answering while the API server is unreachable.
+async fn report_kube_health(identity: dfdwatch_kube::KubeIdentity) {
+    let mut last = (false, false);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let h = identity.health();
+        let now = (h.synced, h.connected);
+        if now != last {
+            match now {
+                (true, true) => tracing::info!("kubernetes identity synced and connected"),
+                (true, false) => tracing::warn!(last_error = ?h.last_error, "kubernetes API server unreachable; answering from the cached identities"),
+                (false, true) => tracing::info!("kubernetes API server reachable; first list not complete"),
+                (false, false) => tracing::warn!(last_error = ?h.last_error, "kubernetes API server unreachable; no identities yet"),
+            }
+            last = now;
+        }
+    }
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| crate::escape::escape_bytes(s.trim().as_bytes()))
@@ -150,6 +183,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let clock = WallClock::new();
     let node = args.node_name.clone().unwrap_or_else(host_name);
+    let kube_node = node.clone();
     let counters = Arc::new(Counters::default());
     let writer = match &args.events_file {
         Some(path) => EventWriter::file(path, clock, node, counters.clone())
@@ -210,7 +244,30 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         tracing::info!(%addr, "metrics listening on http://{addr}/metrics");
         Some(l)
     };
-    let resolver = Resolver::new(cgroups, Arc::new(names), dfd, counters.clone());
+    let mut resolver = Resolver::new(cgroups, Arc::new(names), dfd, counters.clone());
+    let (kube_stop_tx, kube_stop_rx) = watch::channel(false);
+    let kube_task = if args.kubeconfig.is_some() || args.kube_in_cluster {
+        let mut cfg = dfdwatch_kube::KubeConfig::for_node(kube_node.clone());
+        cfg.trust_domain = args.trust_domain.clone();
+        cfg.source = match &args.kubeconfig {
+            Some(path) => dfdwatch_kube::ClientSource::Kubeconfig { path: path.clone(), context: None },
+            None => dfdwatch_kube::ClientSource::InCluster,
+        };
+        let (identity, service) = dfdwatch_kube::start(cfg).await.map_err(|e| RunError::Kube(e.to_string()))?;
+        resolver = resolver.with_kubernetes(identity.clone());
+        let mut stop = kube_stop_rx;
+        let task = tokio::spawn(service.run(async move {
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+        }));
+        tokio::spawn(report_kube_health(identity));
+        Some(task)
+    } else {
+        None
+    };
 
     let mut probes = Probes::load(&config)?;
     let ring = probes.take_events()?;
@@ -270,6 +327,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     drop(probes);
     tracing::info!("probes detached");
     let _ = stop_tx.send(true);
+    let _ = kube_stop_tx.send(true);
+    if let Some(task) = kube_task
+        && let Err(e) = task.await
+    {
+        tracing::error!(error = %e, "kubernetes watch task failed");
+    }
     if let Err(e) = reader.await {
         tracing::error!(error = %e, "reader task failed");
     }

@@ -114,6 +114,11 @@ impl Daemon {
             .context("no `metrics listening` line in the daemon log")
     }
 
+    /// The daemon's log file (stderr), for tests that wait on a log line.
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log_path
+    }
+
     /// The daemon's pid.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -7,6 +7,7 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod kubernetes;
 pub mod names;
 pub mod process;
 
@@ -61,6 +62,10 @@ pub struct Enriched {
     pub dst_dfd: Option<Placement>,
     /// The verdict on the flow (when a DFD is loaded).
     pub verdict: Option<Verdict>,
+    /// Kubernetes identity of the source (when the daemon watches a cluster).
+    pub src_k8s: Option<kubernetes::K8sEnd>,
+    /// Kubernetes identity of the destination (when the daemon watches a cluster).
+    pub dst_k8s: Option<kubernetes::K8sEnd>,
 }
 
 /// Resolves identities; owned by the identity stage (no locks).
@@ -69,6 +74,7 @@ pub struct Resolver {
     processes: process::Processes,
     names: Arc<StaticNames>,
     dfd: Option<Arc<Compiled>>,
+    kube: Option<dfdwatch_kube::KubeIdentity>,
     counters: Arc<Counters>,
 }
 
@@ -81,7 +87,13 @@ impl Resolver {
         dfd: Option<Arc<Compiled>>,
         counters: Arc<Counters>,
     ) -> Self {
-        Self { cgroups, processes: process::Processes::default(), names, dfd, counters }
+        Self { cgroups, processes: process::Processes::default(), names, dfd, kube: None, counters }
+    }
+
+    /// Also resolves both ends through the Kubernetes identity cache.
+    pub fn with_kubernetes(mut self, kube: dfdwatch_kube::KubeIdentity) -> Self {
+        self.kube = Some(kube);
+        self
     }
 
     /// The identities of one connection.
@@ -105,13 +117,26 @@ impl Resolver {
             }
             None => self.counters.record_identity_miss("cgroup"),
         }
+        let local_is_src = conn.local_is_src();
+        let (local_addr, remote_addr) = if local_is_src { (conn.src, conn.dst) } else { (conn.dst, conn.src) };
+        let (local_k8s, remote_k8s) = match &self.kube {
+            Some(kube) => {
+                let l = kubernetes::local(kube, local.container.as_ref().map(|c| c.id.as_str()), local.pod_uid.as_deref(), local_addr.ip());
+                let r = kubernetes::remote(kube, remote_addr.ip(), remote_addr.port());
+                if l.is_none() {
+                    self.counters.record_identity_miss("pod");
+                }
+                (l, r)
+            }
+            None => (None, None),
+        };
+        let (src_k8s, dst_k8s) = if local_is_src { (local_k8s, remote_k8s) } else { (remote_k8s, local_k8s) };
         let src_name = self.names.name(conn.src.ip()).map(str::to_owned);
         let dst_name = self.names.name(conn.dst.ip()).map(str::to_owned);
         let (src_dfd, dst_dfd, verdict) = match &self.dfd {
             Some(dfd) => {
-                let local_is_src = conn.local_is_src();
-                let src = place(dfd, conn.src.ip(), local_is_src.then_some(&local));
-                let dst = place(dfd, conn.dst.ip(), (!local_is_src).then_some(&local));
+                let src = place(dfd, conn.src.ip(), local_is_src.then_some(&local), src_k8s.as_ref());
+                let dst = place(dfd, conn.dst.ip(), (!local_is_src).then_some(&local), dst_k8s.as_ref());
                 let flow = ObservedFlow {
                     src: &src,
                     dst: &dst,
@@ -123,7 +148,7 @@ impl Resolver {
             }
             None => (None, None, None),
         };
-        Enriched { conn, local, src_name, dst_name, src_dfd, dst_dfd, verdict }
+        Enriched { conn, local, src_name, dst_name, src_dfd, dst_dfd, verdict, src_k8s, dst_k8s }
     }
 }
 

@@ -9,6 +9,7 @@ use dfdwatch_dfd::compile::Identity;
 use serde::Serialize;
 
 use crate::identity::LocalIdentity;
+use crate::identity::kubernetes::K8sEnd;
 
 /// Where one end sits in the DFD. Absent fields: not resolved.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -34,13 +35,23 @@ pub struct Placement {
 }
 
 /// Places an endpoint: `local` is the identity stage's view for the local end, `None` for the
-/// remote end.
-pub fn place(dfd: &Compiled, ip: IpAddr, local: Option<&LocalIdentity>) -> Placement {
+/// remote end; `k8s` its Kubernetes identity, when known.
+pub fn place(dfd: &Compiled, ip: IpAddr, local: Option<&LocalIdentity>, k8s: Option<&K8sEnd>) -> Placement {
     let mut id = Identity { ip: Some(ip), ..Identity::default() };
     if let Some(l) = local {
         id.exe = l.exe.clone();
         id.cgroup_path = l.cgroup_path.clone();
         id.systemd_unit = l.systemd_unit.clone();
+    }
+    if let Some(k) = k8s {
+        id.namespace = k.namespace.clone();
+        id.labels = k.labels.clone();
+        id.namespace_labels = k.namespace_labels.clone();
+        id.service_account = k.service_account.clone();
+        id.spiffe_id = k.spiffe_id.clone();
+        if local.is_some() {
+            id.image = k.image.clone();
+        }
     }
     let r = dfd.matcher.resolve(&id);
     let zone = r.zone.and_then(|z| dfd.dfd.zones.get(z));

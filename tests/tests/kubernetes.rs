@@ -1,0 +1,114 @@
+//! Kubernetes identity in the real daemon: a stand-in API server over real HTTP (the one
+//! kube-identity's tests use), the daemon watching it through a kubeconfig with the real kube
+//! client, and real connections between lab pods whose addresses the API server assigns to
+//! pods. Both ends get namespace, pod, service account and SPIFFE ID; the DFD matches them by
+//! Kubernetes selectors; the cache keeps answering while the API server is down.
+
+#[path = "../../kube-identity/tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, servers, sys};
+use serde_json::{Value, json};
+use support::{FakeApiServer, Kind};
+
+const DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
+kind: ApprovedDataFlowDiagram
+metadata:
+  name: kube-test
+spec:
+  tiers:
+    - {id: T1, name: Public, level: 1}
+  dataClasses:
+    - {id: public, level: 0}
+  zones:
+    - {id: shop, name: Shop, tier: T1, match: {k8s: {namespace: shop}}}
+    - {id: batch, name: Batch, tier: T1, match: {k8s: {namespace: batch}}}
+  nodes:
+    - {id: web, name: Web, kind: process, zone: shop, match: {k8s: {namespace: shop, serviceAccount: web-sa, labels: {app: web}}}}
+    - {id: worker, name: Worker, kind: process, zone: batch, match: {k8s: {namespace: batch, serviceAccount: worker-sa}}}
+  flows:
+    - id: worker-to-web
+      from: worker
+      to: web
+      ports: [{port: 80, protocol: TCP}]
+      appProtocol: http
+      encryption: {required: none}
+      data: [public]
+"#;
+
+fn wait_log(daemon_log: &std::path::Path, needle: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if std::fs::read_to_string(daemon_log).unwrap_or_default().contains(needle) {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "no {needle:?} in the daemon log");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()> {
+    let _serial = lab::exclusive();
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut api = rt.block_on(FakeApiServer::start());
+    let mut lab = Lab::new("kube")?;
+    let client = lab.add_pod("client")?;
+    let server = lab.add_pod("server")?;
+    let start = "2026-11-23T00:00:00Z";
+    api.apply(Kind::Namespaces, support::namespace("shop", json!({"team": "shop"})));
+    api.apply(Kind::Namespaces, support::namespace("batch", json!({})));
+    api.apply(Kind::Pods, support::pod("shop", "web", "uid-web", "test-node", Some(&server.ipv4.to_string()), "Running", start));
+    api.apply(Kind::Pods, support::pod("batch", "worker", "uid-worker", "test-node", Some(&client.ipv4.to_string()), "Running", start));
+
+    let dir = sys::scratch_dir("kube")?;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster: {{server: \"{}\"}}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context: {{cluster: stand-in, user: u}}\ncurrent-context: c\n",
+        api.url()
+    ))?;
+    std::fs::write(dir.join("dfd.yaml"), DFD)?;
+    let options = DaemonOptions {
+        extra_args: vec!["--kubeconfig".into(), kubeconfig.display().to_string(), "--dfd".into(), dir.join("dfd.yaml").display().to_string()],
+        ..Default::default()
+    };
+    let daemon = Daemon::start("kube", &options)?;
+    let log = daemon.log_path().to_owned();
+    wait_log(&log, "kubernetes identity synced and connected")?;
+
+    let args = servers::nginx_args(&dir, 80)?;
+    lab.spawn(&server, "nginx", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    lab.wait_listening(&server, 80)?;
+    let url = format!("http://{}/", server.ipv4);
+    let (first, _) = lab.run(&client, "curl", &["-s", "-m", "3", "-o", "/dev/null", &url])?;
+
+    // The API server goes away: the daemon says so and keeps answering from its cache.
+    rt.block_on(api.stop());
+    wait_log(&log, "answering from the cached identities")?;
+    let (second, _) = lab.run(&client, "curl", &["-s", "-m", "3", "-o", "/dev/null", &url])?;
+
+    daemon.wait_for(Duration::from_secs(5), |ev| {
+        [first, second].iter().all(|p| ev.iter().any(|e| e["local"]["tgid"].as_u64() == Some(u64::from(*p))))
+    })?;
+    let done = daemon.stop()?;
+    let connect_of = |pid: u32| -> Result<&Value> {
+        done.events.iter().find(|e| e["kind"] == "connect" && e["local"]["tgid"].as_u64() == Some(u64::from(pid))).context("connect event")
+    };
+    for pid in [first, second] {
+        let c = connect_of(pid)?;
+        ensure!(
+            c["src"]["k8s"] == json!({"namespace": "batch", "pod": "worker", "pod_uid": "uid-worker", "service_account": "worker-sa", "spiffe_id": "spiffe://cluster.local/ns/batch/sa/worker-sa", "node": "test-node"}),
+            "client identity: {c}"
+        );
+        ensure!(c["dst"]["k8s"]["pod"] == "web" && c["dst"]["k8s"]["spiffe_id"] == "spiffe://cluster.local/ns/shop/sa/web-sa", "server identity: {c}");
+        ensure!(c["src"]["dfd"]["node"] == "worker" && c["dst"]["dfd"]["node"] == "web", "placed by k8s selectors: {c}");
+        ensure!(c["verdict"]["kind"] == "approved", "verdict: {c}");
+    }
+    let accept = done.events.iter().find(|e| e["kind"] == "accept" && e["local"]["netns"].as_u64() == Some(server.netns_inode)).context("accept")?;
+    ensure!(accept["dst"]["k8s"]["pod"] == "web" && accept["src"]["k8s"]["pod"] == "worker", "accept side: {accept}");
+    drop(rt);
+    Ok(())
+}
