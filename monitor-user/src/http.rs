@@ -16,12 +16,30 @@ use tokio::sync::watch;
 use crate::metrics::Metrics;
 
 /// Readiness shared with the server.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
+    kube: std::sync::OnceLock<dfdwatch_kube::KubeIdentity>,
 }
 
 impl Health {
+    /// Reports the Kubernetes watch's state on /readyz too.
+    pub fn watch_kubernetes(&self, kube: dfdwatch_kube::KubeIdentity) {
+        let _ = self.kube.set(kube);
+    }
+
+    /// The body of /readyz after its first line: the Kubernetes watch's state, if any.
+    fn kube_status(&self) -> String {
+        let Some(kube) = self.kube.get() else { return String::new() };
+        let h = kube.health();
+        match (h.synced, h.connected) {
+            (true, true) => "kubernetes: synced, connected\n".into(),
+            (true, false) => format!("kubernetes: API server unreachable, answering from cache (last error: {})\n", h.last_error.unwrap_or_default()),
+            (false, true) => "kubernetes: connected, first list not complete\n".into(),
+            (false, false) => format!("kubernetes: API server unreachable, no identities yet (last error: {})\n", h.last_error.unwrap_or_default()),
+        }
+    }
+
     /// Marks the daemon ready (or not).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
@@ -68,9 +86,12 @@ async fn metrics_page(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    // Ready means events flow. A Kubernetes outage does not make the node unready: identities
+    // come from the cache meanwhile, and the body says so.
+    let kube = s.health.kube_status();
     if s.health.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, format!("ready\n{kube}"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{kube}"))
     }
 }

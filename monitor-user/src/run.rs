@@ -263,6 +263,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 }
             }
         }));
+        health.watch_kubernetes(identity.clone());
         tokio::spawn(report_kube_health(identity));
         Some(task)
     } else {

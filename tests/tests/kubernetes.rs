@@ -88,6 +88,9 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
     // The API server goes away: the daemon says so and keeps answering from its cache.
     rt.block_on(api.stop());
     wait_log(&log, "answering from the cached identities")?;
+    let readyz = std::process::Command::new("curl").args(["-s", &format!("{}/readyz", daemon.metrics_base()?)]).output()?;
+    let body = String::from_utf8_lossy(&readyz.stdout);
+    ensure!(body.starts_with("ready\n") && body.contains("API server unreachable, answering from cache"), "/readyz during the outage: {body}");
     let (second, _) = lab.run(&client, "curl", &["-s", "-m", "3", "-o", "/dev/null", &url])?;
 
     daemon.wait_for(Duration::from_secs(5), |ev| {
