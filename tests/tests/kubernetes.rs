@@ -96,7 +96,18 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
     daemon.wait_for(Duration::from_secs(5), |ev| {
         [first, second].iter().all(|p| ev.iter().any(|e| e["local"]["tgid"].as_u64() == Some(u64::from(*p))))
     })?;
+    let daemon_pid = daemon.pid().context("daemon pid")?;
+    let api_port: u64 = api.url().rsplit(':').next().and_then(|p| p.parse().ok()).context("API port")?;
     let done = daemon.stop()?;
+    // The daemon's own connections to the API server are dropped in the kernel.
+    ensure!(
+        !done.events.iter().any(|e| e["local"]["tgid"].as_u64() == Some(u64::from(daemon_pid))),
+        "the daemon's own connections must not be reported"
+    );
+    ensure!(
+        !done.events.iter().any(|e| e["dst"]["port"].as_u64() == Some(api_port) && e["kind"] == "connect"),
+        "no connect to the API server may appear"
+    );
     let connect_of = |pid: u32| -> Result<&Value> {
         done.events.iter().find(|e| e["kind"] == "connect" && e["local"]["tgid"].as_u64() == Some(u64::from(pid))).context("connect event")
     };
