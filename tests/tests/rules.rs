@@ -1,0 +1,46 @@
+//! The alerting rules in deploy/prometheus: Prometheus's own promtool accepts them and their unit
+//! tests pass, and every dfdwatch metric they query is one the daemon defines.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use anyhow::{Context, Result, ensure};
+use dfdwatch_tests::sys;
+
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("dfdwatch_") {
+        let tail = &rest[i..];
+        let end = tail.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).unwrap_or(tail.len());
+        names.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn rules_check_and_unit_tests_pass_with_promtool() -> Result<()> {
+    let dir = sys::workspace_root().join("deploy/prometheus");
+    for args in [vec!["check", "rules", "dfdwatch-rules.yaml"], vec!["test", "rules", "dfdwatch-rules.test.yaml"]] {
+        let out = Command::new("promtool").args(&args).current_dir(&dir).output().context("run promtool (Debian package prometheus)")?;
+        ensure!(out.status.success(), "promtool {}: {}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+#[test]
+fn rules_query_only_metrics_the_daemon_exports() -> Result<()> {
+    let rules = std::fs::read_to_string(sys::workspace_root().join("deploy/prometheus/dfdwatch-rules.yaml"))?;
+    let defined = std::fs::read_to_string(sys::workspace_root().join("monitor-user/src/metrics.rs"))?;
+    let defined = metric_names(&defined);
+    let used: BTreeSet<String> = metric_names(&rules)
+        .into_iter()
+        .filter(|n| n.ends_with("_total") || n.ends_with("_info") || n.ends_with("_seconds"))
+        .collect();
+    ensure!(!used.is_empty(), "no dfdwatch metric found in the rules");
+    for name in &used {
+        ensure!(defined.contains(name), "the rules query {name}, which monitor-user/src/metrics.rs does not define");
+    }
+    Ok(())
+}
