@@ -175,21 +175,13 @@ impl AlertWriter {
             .and_then(|()| self.out.write_all(b"\n"));
         match result {
             Ok(()) => self.counters.record_alert_written(),
-            Err(e) => {
-                let n = self.counters.record_write_error();
-                if n.is_power_of_two() {
-                    tracing::error!(error = %e, total = n, "writing an alert failed");
-                }
-            }
+            Err(e) => self.counters.report_write_error("writing an alert", &e),
         }
     }
 
     fn flush(&mut self) {
         if let Err(e) = self.out.flush() {
-            let n = self.counters.record_write_error();
-            if n.is_power_of_two() {
-                tracing::error!(error = %e, total = n, "flushing alerts failed");
-            }
+            self.counters.report_write_error("flushing alerts", &e);
         }
     }
 }

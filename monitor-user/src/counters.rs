@@ -64,8 +64,17 @@ impl Counters {
     }
 
     /// One write error; returns the new total.
-    pub fn record_write_error(&self) -> u64 {
+    fn record_write_error(&self) -> u64 {
         self.write_errors.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Counts a failed write or flush of the sinks and logs it, at the 1st, 2nd, 4th, 8th, ...
+    /// failure, so a broken disk cannot flood the log.
+    pub fn report_write_error(&self, what: &str, error: &std::io::Error) {
+        let n = self.record_write_error();
+        if n.is_power_of_two() {
+            tracing::error!(%error, total = n, "{what} failed");
+        }
     }
 
     /// One identity lookup that found nothing, of kind `label` (see [`IDENTITY_MISS_LABELS`]).

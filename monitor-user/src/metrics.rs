@@ -11,7 +11,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVe
 
 use crate::counters::{Counters, DECODE_ERROR_LABELS};
 use crate::identity::Enriched;
-use crate::policy::verdict::{Severity, VerdictKind};
+use crate::policy::verdict::VerdictKind;
 
 /// Flows judged, by verdict kind.
 pub const FLOWS: &str = "dfdwatch_flows_total";
@@ -104,7 +104,7 @@ impl Metrics {
                     .to_owned()
             };
             let (src, dst) = (zone(&e.src_dfd), zone(&e.dst_dfd));
-            self.violations.with_label_values(&[src.as_str(), dst.as_str(), severity_label(v.severity)]).inc();
+            self.violations.with_label_values(&[src.as_str(), dst.as_str(), v.severity.as_str()]).inc();
         }
     }
 
@@ -117,16 +117,6 @@ impl Metrics {
     pub fn render(&self) -> String {
         let families = self.registry.gather();
         prometheus::TextEncoder::new().encode_to_string(&families).unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
-    }
-}
-
-fn severity_label(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "info",
-        Severity::Low => "low",
-        Severity::Medium => "medium",
-        Severity::High => "high",
-        Severity::Critical => "critical",
     }
 }
 

@@ -213,20 +213,23 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         tracing::info!(nodes = dfd.dfd.nodes.len(), zones = dfd.dfd.zones.len(), flows = dfd.dfd.flows.len(), "approved DFD loaded");
         Some(dfd)
     };
+    // The DFD's identity (document names and content hash), computed once for metrics and alerts.
+    let dfd_ref = match &dfd {
+        Some(d) => crate::alerts::DfdRef {
+            name: d.dfd.documents.iter().map(|d| d.metadata.name.as_str()).collect::<Vec<_>>().join(","),
+            sha256: crate::policy::content_hash(&args.dfd),
+        },
+        None => crate::alerts::DfdRef::default(),
+    };
     let mut metrics = Metrics::new(counters.clone()).map_err(|e| RunError::Usage(e.to_string()))?;
     if let Some(dfd) = &dfd {
-        let name: Vec<&str> = dfd.dfd.documents.iter().map(|d| d.metadata.name.as_str()).collect();
         let zones = dfd.dfd.zones.iter().map(|z| z.id.clone()).collect();
         let loaded = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        metrics.set_dfd(&name.join(","), &crate::policy::content_hash(&args.dfd), zones, loaded);
+        metrics.set_dfd(&dfd_ref.name, &dfd_ref.sha256, zones, loaded);
     }
-    let dfd_ref = crate::alerts::DfdRef {
-        name: dfd.as_ref().map(|d| d.dfd.documents.iter().map(|d| d.metadata.name.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
-        sha256: if args.dfd.is_empty() { String::new() } else { crate::policy::content_hash(&args.dfd) },
-    };
     let alert_writer = match &args.alerts_file {
         Some(path) => Some(
             crate::alerts::AlertWriter::open(path, Duration::from_secs(args.alert_window_secs), dfd_ref, counters.clone())

@@ -87,21 +87,13 @@ impl EventWriter {
                     m.observe(c, now.saturating_sub(c.conn.monotonic_ns) as f64 / 1e9);
                 }
             }
-            Err(e) => {
-                let n = self.counters.record_write_error();
-                if n.is_power_of_two() {
-                    tracing::error!(error = %e, total = n, "writing an event failed");
-                }
-            }
+            Err(e) => self.counters.report_write_error("writing an event", &e),
         }
     }
 
     fn flush(&mut self) {
         if let Err(e) = self.out.flush() {
-            let n = self.counters.record_write_error();
-            if n.is_power_of_two() {
-                tracing::error!(error = %e, total = n, "flushing events failed");
-            }
+            self.counters.report_write_error("flushing events", &e);
         }
     }
 }

@@ -55,6 +55,12 @@ pub fn binary() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Runs the dfdwatch binary to completion, for commands that exit by themselves (`check`,
+/// `render`, a `run` that must refuse to start).
+pub fn run_to_exit<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<std::process::Output> {
+    Command::new(binary()?).args(args).env_remove("RUST_BACKTRACE").output().context("run dfdwatch")
+}
+
 impl Daemon {
     /// Starts `dfdwatch run` writing events into a scratch file and waits for "dfdwatch ready".
     pub fn start(tag: &str, options: &DaemonOptions) -> Result<Self> {

@@ -4,7 +4,8 @@
 //! leaves what the lab built. Dropping the lab ends its processes and removes everything.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -139,7 +140,7 @@ impl Lab {
 
     /// The command that runs `program args` inside `pod`: it joins the pod's cgroup, then its
     /// network namespace, and execs, so the pid of the spawned child is the program's pid.
-    fn command(pod: &Pod, program: &str, args: &[&str]) -> Command {
+    fn command<S: AsRef<OsStr>>(pod: &Pod, program: &str, args: &[S]) -> Command {
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(r#"cg=$1; ns=$2; shift 2; echo $$ > "$cg/cgroup.procs" && exec ip netns exec "$ns" "$@""#)
@@ -152,7 +153,7 @@ impl Lab {
     }
 
     /// Starts a long-running program in `pod`; the lab ends it on drop. Returns its pid.
-    pub fn spawn(&mut self, pod: &Pod, program: &str, args: &[&str]) -> Result<u32> {
+    pub fn spawn<S: AsRef<OsStr>>(&mut self, pod: &Pod, program: &str, args: &[S]) -> Result<u32> {
         let child = Self::command(pod, program, args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -165,7 +166,7 @@ impl Lab {
     }
 
     /// Runs a program in `pod` to completion. Returns its pid and output.
-    pub fn run(&self, pod: &Pod, program: &str, args: &[&str]) -> Result<(u32, Output)> {
+    pub fn run<S: AsRef<OsStr>>(&self, pod: &Pod, program: &str, args: &[S]) -> Result<(u32, Output)> {
         let child = Self::command(pod, program, args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -175,6 +176,17 @@ impl Lab {
         let pid = child.id();
         let out = child.wait_with_output().context("wait for client")?;
         Ok((pid, out))
+    }
+
+    /// Starts a real nginx in `pod` listening on `ports` (IPv4 and IPv6; configuration and logs
+    /// in `dir`) and waits until every port listens. Returns its pid.
+    pub fn start_nginx(&mut self, pod: &Pod, dir: &Path, ports: &[u16]) -> Result<u32> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let pid = self.spawn(pod, "nginx", &crate::servers::nginx_args_ports(dir, ports)?)?;
+        for port in ports {
+            self.wait_listening(pod, *port)?;
+        }
+        Ok(pid)
     }
 
     /// Waits until a TCP socket listens on `port` inside `pod`.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, servers, sys};
+use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, sys};
 use serde_json::Value;
 
 const DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
@@ -59,10 +59,7 @@ fn repeated_unapproved_flow_gives_one_alert_then_one_count() -> Result<()> {
         ..Default::default()
     };
     let daemon = Daemon::start("alerts", &options)?;
-    let args = servers::nginx_args(&dir, 80)?;
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    lab.spawn(&server, "nginx", &args)?;
-    lab.wait_listening(&server, 80)?;
+    lab.start_nginx(&server, &dir, &[80])?;
 
     let ok = format!("http://{}/", server.ipv4);
     let (_, out) = lab.run(&client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &ok])?;

@@ -5,10 +5,10 @@
 use std::process::{Command, Stdio};
 
 use anyhow::{Result, ensure};
-use dfdwatch_tests::{daemon::binary, sys};
+use dfdwatch_tests::{daemon::run_to_exit, sys};
 
 fn dfdwatch(args: &[&str]) -> Result<std::process::Output> {
-    Ok(Command::new(binary()?).args(args).env_remove("RUST_BACKTRACE").output()?)
+    run_to_exit(args)
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use dfdwatch_tests::daemon::counter;
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, sys};
+use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, servers, sys};
 use serde_json::Value;
 
 const CONTAINER_ID: &str = "4f8e2a9b1c3d5e7f4f8e2a9b1c3d5e7f4f8e2a9b1c3d5e7f4f8e2a9b1c3d5e7f";
@@ -40,7 +40,7 @@ fn local_and_remote_identity_from_cgroups_proc_and_the_identity_file() -> Result
 
     let port = REDIS_PORT.to_string();
     let bind = server.ipv4.to_string();
-    let redis = lab.spawn(&server, "redis-server", &["--port", &port, "--bind", &bind, "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", &dir.display().to_string()])?;
+    let redis = lab.spawn(&server, "redis-server", &servers::redis_args(&dir, &bind, REDIS_PORT))?;
     lab.wait_listening(&server, REDIS_PORT)?;
     // BLPOP keeps redis-cli alive for a second, so its /proc entry is there when the event is
     // enriched (a process that is already gone keeps the kernel's fields only: see the miss test).
@@ -112,11 +112,7 @@ fn broken_identity_file_is_refused() -> Result<()> {
     let dir = sys::scratch_dir("identity-bad")?;
     let path = dir.join("bad.toml");
     std::fs::write(&path, "[[host]]\nname = \"x\"\ncidrs = [\"10.0.0.0/33\"]\n")?;
-    let out = std::process::Command::new(dfdwatch_tests::daemon::binary()?)
-        .args(["run", "--identity-file"])
-        .arg(&path)
-        .env_remove("RUST_BACKTRACE")
-        .output()?;
+    let out = dfdwatch_tests::daemon::run_to_exit(&["run".as_ref(), "--identity-file".as_ref(), path.as_os_str()])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.code() == Some(78), "exit status {:?}: {stderr}", out.status.code());
     ensure!(stderr.contains("bad.toml") && stderr.contains("10.0.0.0/33"), "message: {stderr}");

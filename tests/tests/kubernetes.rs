@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, servers, sys};
+use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, sys};
 use serde_json::{Value, json};
 use support::{FakeApiServer, Kind};
 
@@ -79,9 +79,7 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
     let log = daemon.log_path().to_owned();
     wait_log(&log, "kubernetes identity synced and connected")?;
 
-    let args = servers::nginx_args(&dir, 80)?;
-    lab.spawn(&server, "nginx", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
-    lab.wait_listening(&server, 80)?;
+    lab.start_nginx(&server, &dir, &[80])?;
     let url = format!("http://{}/", server.ipv4);
     let (first, _) = lab.run(&client, "curl", &["-s", "-m", "3", "-o", "/dev/null", &url])?;
 

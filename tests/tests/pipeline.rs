@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use dfdwatch_tests::daemon::{Finished, counter};
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, Pod, lab, servers, sys};
+use dfdwatch_tests::{Daemon, DaemonOptions, Lab, Pod, lab, sys};
 use serde_json::Value;
 
 const HTTP_PORT: u16 = 80;
@@ -33,10 +33,7 @@ fn scene(tag: &str) -> Result<Scene> {
     let client = lab.add_pod("client")?;
     let server = lab.add_pod("server")?;
     let dir = sys::scratch_dir(&format!("nginx-{tag}"))?;
-    let args = servers::nginx_args(&dir, HTTP_PORT)?;
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let nginx_pid = lab.spawn(&server, "nginx", &args)?;
-    lab.wait_listening(&server, HTTP_PORT)?;
+    let nginx_pid = lab.start_nginx(&server, &dir, &[HTTP_PORT])?;
     Ok(Scene { lab, client, server, nginx_pid })
 }
 
@@ -210,11 +207,7 @@ fn full_listener_table_is_logged_counted_and_attributed_from_the_socket() -> Res
     let client = lab.add_pod("client")?;
     let server = lab.add_pod("server")?;
     let dir = sys::scratch_dir("nginx-full-listeners")?;
-    let args = servers::nginx_args_ports(&dir, &[8081, 8082])?;
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    lab.spawn(&server, "nginx", &args)?;
-    lab.wait_listening(&server, 8081)?;
-    lab.wait_listening(&server, 8082)?;
+    lab.start_nginx(&server, &dir, &[8081, 8082])?;
     for port in [8081, 8082] {
         let url = format!("http://{}:{port}/", server.ipv4);
         let (_, out) = lab.run(&client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &url])?;

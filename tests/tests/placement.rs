@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, servers, sys};
+use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, sys};
 use serde_json::{Value, json};
 
 const DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
@@ -55,10 +55,7 @@ fn both_ends_are_placed_on_nodes_zones_and_tiers() -> Result<()> {
     std::fs::write(dir.join("dfd.yaml"), DFD.replace("SERVER", &server.ipv4.to_string()))?;
     let options = DaemonOptions { extra_args: vec!["--dfd".into(), dir.display().to_string()], ..Default::default() };
     let daemon = Daemon::start("placement", &options)?;
-    let args = servers::nginx_args(&dir, 80)?;
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    lab.spawn(&server, "nginx", &args)?;
-    lab.wait_listening(&server, 80)?;
+    lab.start_nginx(&server, &dir, &[80])?;
     let url = format!("http://{}/", server.ipv4);
     let (_, out) = lab.run(&client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &url])?;
     ensure!(out.status.success(), "curl: {out:?}");
@@ -140,11 +137,7 @@ fn metric(text: &str, series: &str) -> f64 {
 fn dfd_with_errors_is_refused_at_start() -> Result<()> {
     let dir = sys::scratch_dir("placement-bad")?;
     std::fs::write(dir.join("dfd.yaml"), DFD.replace("zone: partner\n", "zone: nowhere\n").replace("SERVER", "192.0.2.1"))?;
-    let out = std::process::Command::new(dfdwatch_tests::daemon::binary()?)
-        .args(["run", "--dfd"])
-        .arg(&dir)
-        .env_remove("RUST_BACKTRACE")
-        .output()?;
+    let out = dfdwatch_tests::daemon::run_to_exit(&["run".as_ref(), "--dfd".as_ref(), dir.as_os_str()])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.code() == Some(78), "exit {:?}: {stderr}", out.status.code());
     ensure!(stderr.contains("dfd.yaml:") && stderr.contains("nowhere"), "message: {stderr}");

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, Pod, lab, servers, sys};
+use dfdwatch_tests::{Daemon, DaemonOptions, Lab, Pod, lab, sys};
 use serde_json::Value;
 
 fn connect(lab: &Lab, from: &Pod, to: Ipv4Addr, port: u16) -> Result<u32> {
@@ -29,11 +29,7 @@ fn verdicts_for_real_connections() -> Result<()> {
     let daemon = Daemon::start("verdicts", &DaemonOptions { extra_args: vec!["--dfd".into(), dfd.display().to_string()], ..Default::default() })?;
     let scratch = sys::scratch_dir("verdicts")?;
     for (pod, port) in [(&api, 8080), (&postgres, 5432), (&payments, 443)] {
-        let dir = scratch.join(&pod.name);
-        std::fs::create_dir_all(&dir)?;
-        let args = servers::nginx_args(&dir, port)?;
-        lab.spawn(pod, "nginx", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
-        lab.wait_listening(pod, port)?;
+        lab.start_nginx(pod, &scratch.join(&pod.name), &[port])?;
     }
 
     // (client pid, expected verdict kind, attempt)

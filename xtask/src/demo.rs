@@ -126,22 +126,13 @@ pub fn run() -> Result<()> {
 }
 
 fn start_servers(lab: &mut Lab, scratch: &std::path::Path, api: &Pod, postgres: &Pod, redis: &Pod, payments: &Pod) -> Result<()> {
-    let api_dir = scratch.join("api");
-    std::fs::create_dir_all(&api_dir)?;
-    let args = servers::nginx_args(&api_dir, 8080)?;
-    lab.spawn(api, "nginx", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let pay_dir = scratch.join("payments");
-    std::fs::create_dir_all(&pay_dir)?;
-    let args = servers::nginx_args(&pay_dir, 443)?;
-    lab.spawn(payments, "nginx", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let args = servers::redis_args(scratch, &redis.ipv4.to_string(), 6379);
-    lab.spawn(redis, "redis-server", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    lab.start_nginx(api, &scratch.join("api"), &[8080])?;
+    lab.start_nginx(payments, &scratch.join("payments"), &[443])?;
+    lab.spawn(redis, "redis-server", &servers::redis_args(scratch, &redis.ipv4.to_string(), 6379))?;
     let pg_dir = pg_dir();
     let _ = std::fs::remove_dir_all(&pg_dir);
     let args = servers::postgres_command(&pg_dir, &postgres.ipv4.to_string())?;
-    lab.spawn(postgres, "setpriv", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
-    lab.wait_listening(api, 8080)?;
-    lab.wait_listening(payments, 443)?;
+    lab.spawn(postgres, "setpriv", &args)?;
     lab.wait_listening(redis, 6379)?;
     lab.wait_listening(postgres, 5432)?;
     println!("servers up: nginx as api on :8080, nginx as the payment provider on :443, redis :6379, postgres :5432");

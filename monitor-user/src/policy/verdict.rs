@@ -103,6 +103,17 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// The snake_case name used in events and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
     fn raised(self) -> Severity {
         match self {
             Severity::Info => Severity::Low,
@@ -244,26 +255,36 @@ fn direction(dfd: &Compiled, src_zone: Option<usize>, dst_zone: Option<usize>) -
     })
 }
 
+/// Approved flows between the same nodes, then from the source or into the destination, in DFD
+/// order, at most three. Walks only the two nodes' edges in the graph, so its cost does not grow
+/// with the size of the DFD.
 fn nearest(dfd: &Compiled, src: Option<usize>, dst: Option<usize>) -> Vec<String> {
-    let id = |n: Option<usize>| n.and_then(|n| dfd.dfd.nodes.get(n)).map(|n| n.id.as_str());
-    let (s, d) = (id(src), id(dst));
-    let mut out: Vec<String> = Vec::new();
-    let mut push = |f: &str| {
-        if out.len() < 3 && !out.iter().any(|o| o == f) {
-            out.push(f.to_owned());
-        }
-    };
-    for f in &dfd.dfd.flows {
-        if Some(f.from.id.as_str()) == s && Some(f.to.id.as_str()) == d {
-            push(&f.id);
+    use petgraph::Direction;
+    let graph_node = |n: Option<usize>| n.and_then(|n| dfd.dfd.nodes.get(n)).and_then(|n| dfd.node_index.get(&n.id)).copied();
+    let (s, d) = (graph_node(src), graph_node(dst));
+    let mut same: Vec<usize> = Vec::new();
+    let mut near: Vec<usize> = Vec::new();
+    if let Some(s) = s {
+        for e in dfd.graph.edges_directed(s, Direction::Outgoing) {
+            let target = petgraph::visit::EdgeRef::target(&e);
+            if Some(target) == d { same.push(*e.weight()) } else { near.push(*e.weight()) }
         }
     }
-    for f in &dfd.dfd.flows {
-        if Some(f.from.id.as_str()) == s || Some(f.to.id.as_str()) == d {
-            push(&f.id);
+    if let Some(d) = d {
+        for e in dfd.graph.edges_directed(d, Direction::Incoming) {
+            if Some(petgraph::visit::EdgeRef::source(&e)) != s {
+                near.push(*e.weight());
+            }
         }
     }
-    out
+    same.sort_unstable();
+    near.sort_unstable();
+    near.dedup();
+    same.into_iter()
+        .chain(near)
+        .take(3)
+        .filter_map(|f| dfd.dfd.flows.get(f).map(|f| f.id.clone()))
+        .collect()
 }
 
 #[cfg(test)]
