@@ -233,7 +233,10 @@ mod tests {
         let out = lines(&buf);
         assert_eq!(out.len(), 3);
         let summary = &out[2];
-        assert_eq!((summary["flow_key"].as_str(), summary["occurrence"].as_str(), summary["count"].as_u64()), (Some("a"), Some("repeats"), Some(99)));
+        assert_eq!(
+            (summary["flow_key"].as_str(), summary["occurrence"].as_str(), summary["count"].as_u64()),
+            (Some("a"), Some("repeats"), Some(99))
+        );
         assert_eq!((summary["first_seen"].as_str(), summary["last_seen"].as_str()), (Some("t0"), Some("t99")));
         assert_eq!(summary["verdict"]["kind"], "lateral_movement");
         // A new occurrence after the window opens a new one.

@@ -123,10 +123,8 @@ mod tests {
 
     fn raw(ev: &ConnEvent) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain repr(C) value with no padding.
-        unsafe {
-            std::slice::from_raw_parts((ev as *const ConnEvent).cast::<u8>(), std::mem::size_of::<ConnEvent>())
-        }
-        .to_vec()
+        unsafe { std::slice::from_raw_parts((ev as *const ConnEvent).cast::<u8>(), std::mem::size_of::<ConnEvent>()) }
+            .to_vec()
     }
 
     fn sample() -> ConnEvent {

@@ -6,7 +6,12 @@ use std::net::SocketAddr;
 use monitor_common::EventKind;
 use serde::Serialize;
 
-use crate::{clock::WallClock, escape::escape_bytes, identity::{Enriched, LocalIdentity, kubernetes::K8sEnd}, policy::{Placement, verdict::Verdict}};
+use crate::{
+    clock::WallClock,
+    escape::escape_bytes,
+    identity::{Enriched, LocalIdentity, kubernetes::K8sEnd},
+    policy::{Placement, verdict::Verdict},
+};
 
 /// Schema id written in every event.
 pub const SCHEMA: &str = "dfdwatch.connection.v1";

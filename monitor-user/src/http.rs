@@ -34,9 +34,15 @@ impl Health {
         let h = kube.health();
         match (h.synced, h.connected) {
             (true, true) => "kubernetes: synced, connected\n".into(),
-            (true, false) => format!("kubernetes: API server unreachable, answering from cache (last error: {})\n", h.last_error.unwrap_or_default()),
+            (true, false) => format!(
+                "kubernetes: API server unreachable, answering from cache (last error: {})\n",
+                h.last_error.unwrap_or_default()
+            ),
             (false, true) => "kubernetes: connected, first list not complete\n".into(),
-            (false, false) => format!("kubernetes: API server unreachable, no identities yet (last error: {})\n", h.last_error.unwrap_or_default()),
+            (false, false) => format!(
+                "kubernetes: API server unreachable, no identities yet (last error: {})\n",
+                h.last_error.unwrap_or_default()
+            ),
         }
     }
 

@@ -49,12 +49,14 @@ impl KernelStats {
             metrics.add_kernel(s.name(), delta);
             match s {
                 Stat::LostConnect | Stat::LostConnectFailed | Stat::LostAccept => tracing::warn!(
-                    counter = s.name(), lost = delta, total = now,
+                    counter = s.name(),
+                    lost = delta,
+                    total = now,
                     "events lost in the kernel: ring buffer full (raise --ring-buffer-mib)"
                 ),
-                Stat::ConnectingMapFull | Stat::ListenerMapFull | Stat::ReadFailed => tracing::warn!(
-                    counter = s.name(), delta, total = now, "kernel-side anomaly"
-                ),
+                Stat::ConnectingMapFull | Stat::ListenerMapFull | Stat::ReadFailed => {
+                    tracing::warn!(counter = s.name(), delta, total = now, "kernel-side anomaly")
+                }
                 _ => tracing::debug!(counter = s.name(), delta, total = now, "kernel counter"),
             }
         }

@@ -51,7 +51,8 @@ impl Metrics {
     /// Builds the registry; `counters` are exported at scrape time.
     pub fn new(counters: Arc<Counters>) -> Result<Self, MetricsError> {
         let registry = Registry::new();
-        let flows = IntCounterVec::new(Opts::new(FLOWS, "Flows judged against the approved DFD, by verdict."), &["verdict"])?;
+        let flows =
+            IntCounterVec::new(Opts::new(FLOWS, "Flows judged against the approved DFD, by verdict."), &["verdict"])?;
         let violations = IntCounterVec::new(
             Opts::new(VIOLATIONS, "Flows that call for an alert, by source zone, destination zone and severity."),
             &["src_zone", "dst_zone", "severity"],
@@ -116,7 +117,9 @@ impl Metrics {
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let families = self.registry.gather();
-        prometheus::TextEncoder::new().encode_to_string(&families).unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
     }
 }
 
@@ -137,10 +140,25 @@ impl PipelineCollector {
             counters,
             records: IntCounter::new("dfdwatch_records_read_total", "Records taken from the kernel ring buffer.")?,
             written: IntCounter::new("dfdwatch_events_written_total", "Events written to the events sink.")?,
-            write_errors: IntCounter::new("dfdwatch_write_errors_total", "Events or alerts that could not be written.")?,
-            alerts: IntCounter::new("dfdwatch_alerts_written_total", "Alert lines written (first occurrences and repeat summaries).")?,
-            decode_errors: IntCounterVec::new(Opts::new("dfdwatch_decode_errors_total", "Records dropped because they could not be decoded, by reason."), &["reason"])?,
-            identity_misses: IntCounterVec::new(Opts::new("dfdwatch_identity_misses_total", "Identity lookups that found nothing, by kind."), &["kind"])?,
+            write_errors: IntCounter::new(
+                "dfdwatch_write_errors_total",
+                "Events or alerts that could not be written.",
+            )?,
+            alerts: IntCounter::new(
+                "dfdwatch_alerts_written_total",
+                "Alert lines written (first occurrences and repeat summaries).",
+            )?,
+            decode_errors: IntCounterVec::new(
+                Opts::new(
+                    "dfdwatch_decode_errors_total",
+                    "Records dropped because they could not be decoded, by reason.",
+                ),
+                &["reason"],
+            )?,
+            identity_misses: IntCounterVec::new(
+                Opts::new("dfdwatch_identity_misses_total", "Identity lookups that found nothing, by kind."),
+                &["kind"],
+            )?,
         })
     }
 }

@@ -15,8 +15,8 @@ use crate::{
     counters::Counters,
     http::{self, Health},
     identity::{IdentityStage, Resolver, StaticNames, cgroup::CgroupPaths},
-    metrics::Metrics,
     kernel_stats::KernelStats,
+    metrics::Metrics,
     probes::{self, AttachPoint, ProbeConfig, Probes},
     reader::RingReader,
     sink::EventWriter,
@@ -106,9 +106,17 @@ pub enum RunError {
     #[error("kubernetes identity: {0}")]
     Kube(String),
     #[error("cannot open events file {path}: {source}")]
-    EventsFile { path: PathBuf, #[source] source: std::io::Error },
+    EventsFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} for metrics: {source}")]
-    Listen { addr: std::net::SocketAddr, #[source] source: std::io::Error },
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot watch the ring buffer: {0}")]
     Poll(#[source] std::io::Error),
     #[error("cannot install a signal handler: {0}")]
@@ -128,7 +136,9 @@ impl RunArgs {
             return Err(RunError::Usage("--stats-interval-ms: use at least 100".into()));
         }
         if self.alerts_file.is_some() && self.dfd.is_empty() {
-            return Err(RunError::Usage("--alerts-file needs --dfd: alerts are verdicts against the approved DFD".into()));
+            return Err(RunError::Usage(
+                "--alerts-file needs --dfd: alerts are verdicts against the approved DFD".into(),
+            ));
         }
         if self.alert_window_secs == 0 || self.alert_window_secs > 86_400 {
             return Err(RunError::Usage("--alert-window-secs: use 1 to 86400".into()));
@@ -160,9 +170,13 @@ async fn report_kube_health(identity: dfdwatch_kube::KubeIdentity) {
         if now != last {
             match now {
                 (true, true) => tracing::info!("kubernetes identity synced and connected"),
-                (true, false) => tracing::warn!(last_error = ?h.last_error, "kubernetes API server unreachable; answering from the cached identities"),
+                (true, false) => {
+                    tracing::warn!(last_error = ?h.last_error, "kubernetes API server unreachable; answering from the cached identities")
+                }
                 (false, true) => tracing::info!("kubernetes API server reachable; first list not complete"),
-                (false, false) => tracing::warn!(last_error = ?h.last_error, "kubernetes API server unreachable; no identities yet"),
+                (false, false) => {
+                    tracing::warn!(last_error = ?h.last_error, "kubernetes API server unreachable; no identities yet")
+                }
             }
             last = now;
         }
@@ -210,7 +224,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         None
     } else {
         let dfd = crate::policy::load(&args.dfd)?;
-        tracing::info!(nodes = dfd.dfd.nodes.len(), zones = dfd.dfd.zones.len(), flows = dfd.dfd.flows.len(), "approved DFD loaded");
+        tracing::info!(
+            nodes = dfd.dfd.nodes.len(),
+            zones = dfd.dfd.zones.len(),
+            flows = dfd.dfd.flows.len(),
+            "approved DFD loaded"
+        );
         Some(dfd)
     };
     // The DFD's identity (document names and content hash), computed once for metrics and alerts.
@@ -224,16 +243,19 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut metrics = Metrics::new(counters.clone()).map_err(|e| RunError::Usage(e.to_string()))?;
     if let Some(dfd) = &dfd {
         let zones = dfd.dfd.zones.iter().map(|z| z.id.clone()).collect();
-        let loaded = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let loaded =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         metrics.set_dfd(&dfd_ref.name, &dfd_ref.sha256, zones, loaded);
     }
     let alert_writer = match &args.alerts_file {
         Some(path) => Some(
-            crate::alerts::AlertWriter::open(path, Duration::from_secs(args.alert_window_secs), dfd_ref, counters.clone())
-                .map_err(|source| RunError::EventsFile { path: path.clone(), source })?,
+            crate::alerts::AlertWriter::open(
+                path,
+                Duration::from_secs(args.alert_window_secs),
+                dfd_ref,
+                counters.clone(),
+            )
+            .map_err(|source| RunError::EventsFile { path: path.clone(), source })?,
         ),
         None => None,
     };
@@ -242,7 +264,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let listener = if args.no_metrics {
         None
     } else {
-        let l = http::bind(args.metrics_addr).await.map_err(|source| RunError::Listen { addr: args.metrics_addr, source })?;
+        let l = http::bind(args.metrics_addr)
+            .await
+            .map_err(|source| RunError::Listen { addr: args.metrics_addr, source })?;
         let addr = l.local_addr().map_err(|source| RunError::Listen { addr: args.metrics_addr, source })?;
         tracing::info!(%addr, "metrics listening on http://{addr}/metrics");
         Some(l)
@@ -298,10 +322,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .spawn(move || writer.run(enriched_rx))
         .map_err(RunError::Poll)?;
     let stage = IdentityStage::new(resolver, rx, enriched_tx);
-    let identity = std::thread::Builder::new()
-        .name("identity".into())
-        .spawn(move || stage.run())
-        .map_err(RunError::Poll)?;
+    let identity =
+        std::thread::Builder::new().name("identity".into()).spawn(move || stage.run()).map_err(RunError::Poll)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_http = stop_rx.clone();
     let reader = RingReader::new(ring, tx, Duration::from_millis(args.flush_interval_ms), counters.clone())

@@ -28,7 +28,8 @@ pub struct CgroupWorkload {
 /// `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<UID>.slice/cri-containerd-<ID>.scope`.
 pub fn parse(path: &str) -> CgroupWorkload {
     let mut out = CgroupWorkload::default();
-    let in_kubepods = path.split('/').any(|c| c == "kubepods" || c.starts_with("kubepods.") || c.starts_with("kubepods-"));
+    let in_kubepods =
+        path.split('/').any(|c| c == "kubepods" || c.starts_with("kubepods.") || c.starts_with("kubepods-"));
     for component in path.split('/').filter(|c| !c.is_empty()) {
         if in_kubepods && let Some(uid) = pod_uid(component) {
             out.pod_uid = Some(uid);
@@ -99,7 +100,9 @@ mod tests {
     fn kubernetes_systemd_driver() {
         let uid_ = UID.replace('-', "_");
         for (scope, runtime) in [("cri-containerd", "containerd"), ("crio", "cri-o"), ("docker", "docker")] {
-            let p = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/{scope}-{ID}.scope");
+            let p = format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/{scope}-{ID}.scope"
+            );
             let w = parse(&p);
             assert_eq!(w.pod_uid.as_deref(), Some(UID), "{p}");
             assert_eq!(w.container, Some(ContainerRef { runtime, id: ID.into() }), "{p}");

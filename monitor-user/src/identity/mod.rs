@@ -21,8 +21,8 @@ use crate::decode::Connection;
 use crate::escape::escape_bytes;
 use crate::policy::verdict::{ObservedFlow, Verdict, verdict};
 use crate::policy::{Placement, place};
-use dfdwatch_dfd::compile::Compiled;
 pub use container::ContainerRef;
+use dfdwatch_dfd::compile::Compiled;
 pub use names::StaticNames;
 
 /// What the identity stage learned about the local end, beyond the kernel's fields.
@@ -121,7 +121,12 @@ impl Resolver {
         let (local_addr, remote_addr) = if local_is_src { (conn.src, conn.dst) } else { (conn.dst, conn.src) };
         let (local_k8s, remote_k8s) = match &self.kube {
             Some(kube) => {
-                let l = kubernetes::local(kube, local.container.as_ref().map(|c| c.id.as_str()), local.pod_uid.as_deref(), local_addr.ip());
+                let l = kubernetes::local(
+                    kube,
+                    local.container.as_ref().map(|c| c.id.as_str()),
+                    local.pod_uid.as_deref(),
+                    local_addr.ip(),
+                );
                 let r = kubernetes::remote(kube, remote_addr.ip(), remote_addr.port());
                 if l.is_none() {
                     self.counters.record_identity_miss("pod");

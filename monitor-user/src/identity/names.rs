@@ -38,7 +38,11 @@ struct Entry {
 #[derive(Debug, thiserror::Error)]
 pub enum NamesError {
     #[error("cannot read identity file {path}: {source}")]
-    Read { path: PathBuf, #[source] source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("identity file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("identity file {path}: host {name:?}: {message}")]
@@ -62,25 +66,29 @@ pub struct StaticNames {
 impl StaticNames {
     /// Loads and validates the file; every hostname is resolved once, now.
     pub fn load(path: &Path) -> Result<Self, NamesError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| NamesError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| NamesError::Read { path: path.to_owned(), source })?;
         Self::parse(&text, path)
     }
 
     /// Parses the text of an identity file (`path` is for messages only).
     pub fn parse(text: &str, path: &Path) -> Result<Self, NamesError> {
-        let file: File = toml::from_str(text)
-            .map_err(|e| NamesError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let file: File =
+            toml::from_str(text).map_err(|e| NamesError::Parse { path: path.to_owned(), message: e.to_string() })?;
         let mut names = StaticNames::default();
         let mut tables: HashMap<(bool, u8), HashMap<u128, usize>> = HashMap::new();
         for entry in file.host {
-            let invalid = |message: String| NamesError::Invalid { path: path.to_owned(), name: entry.name.clone(), message };
+            let invalid =
+                |message: String| NamesError::Invalid { path: path.to_owned(), name: entry.name.clone(), message };
             if entry.name.is_empty() || entry.name.len() > MAX_NAME || entry.name.chars().any(char::is_control) {
                 return Err(invalid(format!("a name is 1 to {MAX_NAME} printable characters")));
             }
             let mut nets = Vec::new();
             for c in &entry.cidrs {
-                nets.push(c.parse::<IpNet>().map_err(|e| invalid(format!("cidr {c:?}: {e} (write it like 10.0.0.0/8 or 2001:db8::/32)")))?);
+                nets.push(
+                    c.parse::<IpNet>()
+                        .map_err(|e| invalid(format!("cidr {c:?}: {e} (write it like 10.0.0.0/8 or 2001:db8::/32)")))?,
+                );
             }
             for h in &entry.hostnames {
                 let addrs = (h.as_str(), 0)
@@ -191,7 +199,10 @@ mod tests {
             ("[[host]]\nname = \"x\"\n", "at least one"),
             ("[[host]]\nname = \"x\"\ncidrs = [\"10.0.0.0/8\"]\ncolour = 1\n", "unknown field"),
             ("[[host]]\nname = \"\"\ncidrs = [\"10.0.0.0/8\"]\n", "printable"),
-            ("[[host]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\n[[host]]\nname = \"b\"\ncidrs = [\"10.0.0.0/8\"]\n", "also named"),
+            (
+                "[[host]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\n[[host]]\nname = \"b\"\ncidrs = [\"10.0.0.0/8\"]\n",
+                "also named",
+            ),
             ("[[host]\n", "test.toml"),
         ];
         for (text, want) in cases {

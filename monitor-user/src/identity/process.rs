@@ -22,9 +22,7 @@ impl Processes {
         {
             return exe.clone();
         }
-        let exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned());
+        let exe = std::fs::read_link(format!("/proc/{tgid}/exe")).ok().map(|p| p.to_string_lossy().into_owned());
         if self.by_tgid.len() >= MAX_ENTRIES {
             self.by_tgid.clear();
         }

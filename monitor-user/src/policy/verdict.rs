@@ -188,7 +188,9 @@ pub fn verdict(dfd: &Compiled, flow: &ObservedFlow<'_>) -> Verdict {
     let between = dfd.flows_between(&src_node.id, &dst_node.id);
     if let Some(f) = between.iter().find(|f| {
         f.ports.is_empty()
-            || f.ports.iter().any(|p| p.protocol == Protocol::Tcp && (p.port..=p.end_port.max(p.port)).contains(&flow.dst_port))
+            || f.ports
+                .iter()
+                .any(|p| p.protocol == Protocol::Tcp && (p.port..=p.end_port.max(p.port)).contains(&flow.dst_port))
     }) {
         let mut v = base(VerdictKind::Approved, Severity::Info, NONE, NONE);
         v.flow = Some(f.id.clone());
@@ -231,8 +233,7 @@ pub fn verdict(dfd: &Compiled, flow: &ObservedFlow<'_>) -> Verdict {
 }
 
 fn is_platform(dfd: &Compiled, port: u16) -> bool {
-    port == 53
-        && dfd.dfd.defaults.platform_flows.iter().any(|p| matches!(p, PlatformFlow::Dns | PlatformFlow::KubeDns))
+    port == 53 && dfd.dfd.defaults.platform_flows.iter().any(|p| matches!(p, PlatformFlow::Dns | PlatformFlow::KubeDns))
 }
 
 fn level(dfd: &Compiled, zone: Option<usize>) -> Option<i64> {
@@ -260,7 +261,8 @@ fn direction(dfd: &Compiled, src_zone: Option<usize>, dst_zone: Option<usize>) -
 /// with the size of the DFD.
 fn nearest(dfd: &Compiled, src: Option<usize>, dst: Option<usize>) -> Vec<String> {
     use petgraph::Direction;
-    let graph_node = |n: Option<usize>| n.and_then(|n| dfd.dfd.nodes.get(n)).and_then(|n| dfd.node_index.get(&n.id)).copied();
+    let graph_node =
+        |n: Option<usize>| n.and_then(|n| dfd.dfd.nodes.get(n)).and_then(|n| dfd.node_index.get(&n.id)).copied();
     let (s, d) = (graph_node(src), graph_node(dst));
     let mut same: Vec<usize> = Vec::new();
     let mut near: Vec<usize> = Vec::new();
@@ -280,11 +282,7 @@ fn nearest(dfd: &Compiled, src: Option<usize>, dst: Option<usize>) -> Vec<String
     same.sort_unstable();
     near.sort_unstable();
     near.dedup();
-    same.into_iter()
-        .chain(near)
-        .take(3)
-        .filter_map(|f| dfd.dfd.flows.get(f).map(|f| f.id.clone()))
-        .collect()
+    same.into_iter().chain(near).take(3).filter_map(|f| dfd.dfd.flows.get(f).map(|f| f.id.clone())).collect()
 }
 
 #[cfg(test)]
@@ -301,7 +299,12 @@ mod tests {
 
     fn at(dfd: &Compiled, node: &str) -> Placement {
         let ix = dfd.dfd.nodes.iter().position(|n| n.id == node).unwrap();
-        Placement { node: Some(node.into()), node_ix: Some(ix), zone_ix: dfd.node_zone.get(ix).copied(), ..Placement::default() }
+        Placement {
+            node: Some(node.into()),
+            node_ix: Some(ix),
+            zone_ix: dfd.node_zone.get(ix).copied(),
+            ..Placement::default()
+        }
     }
 
     fn judge(dfd: &Compiled, src: &Placement, dst: &Placement, port: u16) -> Verdict {
@@ -322,7 +325,10 @@ mod tests {
     fn crossings_by_tier_direction() {
         let d = shipped();
         let v = judge(&d, &at(&d, "nginx"), &at(&d, "postgres"), 5432);
-        assert_eq!((v.kind, v.tier_direction, v.severity), (VerdictKind::UnapprovedCrossing, Some(TierDirection::SkippingUp), Severity::Critical));
+        assert_eq!(
+            (v.kind, v.tier_direction, v.severity),
+            (VerdictKind::UnapprovedCrossing, Some(TierDirection::SkippingUp), Severity::Critical)
+        );
         assert_eq!(v.capitals, &["S", "A"]);
         let v = judge(&d, &at(&d, "api"), &at(&d, "nginx"), 80);
         assert_eq!((v.kind, v.tier_direction), (VerdictKind::UnapprovedCrossing, Some(TierDirection::Down)));
@@ -348,7 +354,10 @@ mod tests {
         let app = d.dfd.zones.iter().position(|z| z.id == "app").unwrap();
         let stranger = Placement { zone: Some("app".into()), zone_ix: Some(app), ..Placement::default() };
         let v = judge(&d, &stranger, &at(&d, "postgres"), 5432);
-        assert_eq!((v.kind, v.alert, v.tier_direction), (VerdictKind::UnmodelledEndpoint, true, Some(TierDirection::Up)));
+        assert_eq!(
+            (v.kind, v.alert, v.tier_direction),
+            (VerdictKind::UnmodelledEndpoint, true, Some(TierDirection::Up))
+        );
         let nothing = Placement::default();
         assert_eq!(judge(&d, &nothing, &nothing, 8080).kind, VerdictKind::UnmodelledEndpoint);
         assert_eq!(judge(&d, &nothing, &nothing, 53).kind, VerdictKind::PlatformFlow, "kube-dns is a platform flow");

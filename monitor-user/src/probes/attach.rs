@@ -57,7 +57,12 @@ fn try_attach(ebpf: &mut Ebpf, point: AttachPoint) -> Result<(), String> {
     match point {
         AttachPoint::Tracepoint => {
             let fs = tracefs::find().ok_or("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)")?;
-            tracefs::check_layout(&fs, "sock", "inet_sock_set_state", &[("skaddr", 8), ("oldstate", 16), ("newstate", 20)])?;
+            tracefs::check_layout(
+                &fs,
+                "sock",
+                "inet_sock_set_state",
+                &[("skaddr", 8), ("oldstate", 16), ("newstate", 20)],
+            )?;
             let prog: &mut TracePoint = ebpf
                 .program_mut("dfdw_tp_state")
                 .ok_or("program dfdw_tp_state missing")?

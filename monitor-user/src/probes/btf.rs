@@ -32,7 +32,11 @@ const MAX_DEPTH: usize = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, #[source] source: std::io::Error },
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("malformed BTF: {0}")]
     Malformed(&'static str),
     #[error("struct {0} not found in the kernel's BTF")]
@@ -70,26 +74,17 @@ pub struct Btf {
 }
 
 fn u16_at(b: &[u8], at: usize) -> Result<u16, BtfError> {
-    b.get(at..at + 2)
-        .and_then(|s| s.try_into().ok())
-        .map(u16::from_le_bytes)
-        .ok_or(BtfError::Malformed("truncated"))
+    b.get(at..at + 2).and_then(|s| s.try_into().ok()).map(u16::from_le_bytes).ok_or(BtfError::Malformed("truncated"))
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, BtfError> {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_le_bytes)
-        .ok_or(BtfError::Malformed("truncated"))
+    b.get(at..at + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes).ok_or(BtfError::Malformed("truncated"))
 }
 
 impl Btf {
     /// Reads and parses the BTF file at `path`.
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
-        let data = std::fs::read(path).map_err(|source| BtfError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let data = std::fs::read(path).map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
         Self::parse(&data)
     }
 
@@ -133,11 +128,8 @@ impl Btf {
                     for i in 0..vlen {
                         let m = at + i * 12;
                         let raw = u32_at(types_bytes, m + 8)?;
-                        let (bit_offset, bitfield) = if kind_flag {
-                            (raw & 0xff_ffff, raw >> 24 != 0)
-                        } else {
-                            (raw, false)
-                        };
+                        let (bit_offset, bitfield) =
+                            if kind_flag { (raw & 0xff_ffff, raw >> 24 != 0) } else { (raw, false) };
                         t.members.push(Member {
                             name: u32_at(types_bytes, m)?,
                             ty: u32_at(types_bytes, m + 4)?,
@@ -149,8 +141,8 @@ impl Btf {
                 }
                 KIND_ENUM | KIND_FUNC_PROTO => at += vlen * 8,
                 KIND_DATASEC | KIND_ENUM64 => at += vlen * 12,
-                KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12
-                | KIND_FLOAT | KIND_TYPE_TAG => {}
+                KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12 | KIND_FLOAT
+                | KIND_TYPE_TAG => {}
                 _ => return Err(BtfError::Malformed("unknown type kind")),
             }
             types.push(t);
@@ -182,10 +174,7 @@ impl Btf {
         for _ in 0..MAX_DEPTH {
             match self.ty(id) {
                 Some(t)
-                    if matches!(
-                        t.kind,
-                        KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
-                    ) =>
+                    if matches!(t.kind, KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG) =>
                 {
                     id = t.size_or_type
                 }
@@ -228,10 +217,7 @@ impl Btf {
     /// Byte offset of `path` (dot separated, anonymous members skipped) inside struct `strukt`,
     /// checking that the member has `size` bytes.
     pub fn member_offset(&self, strukt: &str, path: &str, size: u32) -> Result<u32, BtfError> {
-        let root = *self
-            .structs_by_name
-            .get(strukt)
-            .ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))?;
+        let root = *self.structs_by_name.get(strukt).ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))?;
         let no_member = || BtfError::NoMember { strukt: strukt.to_owned(), path: path.to_owned() };
         let (mut bits, mut ty) = (0u32, root);
         for part in path.split('.') {
@@ -244,12 +230,7 @@ impl Btf {
         }
         let actual = self.size_of(ty);
         if actual != size {
-            return Err(BtfError::Size {
-                strukt: strukt.to_owned(),
-                path: path.to_owned(),
-                actual,
-                expected: size,
-            });
+            return Err(BtfError::Size { strukt: strukt.to_owned(), path: path.to_owned(), actual, expected: size });
         }
         Ok(bits / 8)
     }

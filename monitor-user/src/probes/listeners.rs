@@ -115,9 +115,7 @@ fn proc_ctx(dir: &Path, tgid: u32, self_tgid: u32, cgroup_root: Option<&Path>) -
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|u| u.parse().ok()))
         })
         .unwrap_or(0);
-    let cgroup_id = cgroup_root
-        .and_then(|root| cgroupfs::process_cgroup_id(root, tgid))
-        .unwrap_or(0);
+    let cgroup_id = cgroup_root.and_then(|root| cgroupfs::process_cgroup_id(root, tgid)).unwrap_or(0);
     ProcCtx { tgid, pid: tgid, uid, ignore: u32::from(tgid == self_tgid), cgroup_id, sk: 0, comm }
 }
 

@@ -13,8 +13,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    EVENTS_MAP, LISTENERS_MAP, OFFSETS_GLOBAL, SELF_TGID_GLOBAL, STATS_MAP, WAKEUP_BYTES_GLOBAL,
-    WAKEUP_NS_GLOBAL,
+    EVENTS_MAP, LISTENERS_MAP, OFFSETS_GLOBAL, SELF_TGID_GLOBAL, STATS_MAP, WAKEUP_BYTES_GLOBAL, WAKEUP_NS_GLOBAL,
 };
 
 pub use attach::AttachPoint;
@@ -32,7 +31,11 @@ pub enum ProbeError {
     #[error("eBPF map {0} missing from the object")]
     MissingMap(&'static str),
     #[error("eBPF map {name} has an unexpected type: {source}")]
-    MapType { name: &'static str, #[source] source: aya::maps::MapError },
+    MapType {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
     #[error("no attach point worked on this kernel: {0}")]
     Attach(String),
 }
@@ -105,8 +108,7 @@ impl Probes {
 /// Forwards aya-log records from the probes into the daemon's log, woken on readiness.
 fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     // SAFETY: the logger owns its ring-buffer fd for its whole life and always returns that fd.
-    let registered =
-        unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+    let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
     let fd = match registered.map_err(std::io::Error::from) {
         Ok(fd) => fd,
         Err(e) => {

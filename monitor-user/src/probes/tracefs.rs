@@ -7,11 +7,7 @@ const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing
 
 /// The mounted tracefs directory, if any.
 pub fn find() -> Option<PathBuf> {
-    CANDIDATES
-        .iter()
-        .map(Path::new)
-        .find(|p| p.join("events").is_dir())
-        .map(Path::to_path_buf)
+    CANDIDATES.iter().map(Path::new).find(|p| p.join("events").is_dir()).map(Path::to_path_buf)
 }
 
 /// Checks that the tracepoint's format file places each `(field, offset)` as expected.
@@ -22,7 +18,9 @@ pub fn check_layout(tracefs: &Path, category: &str, name: &str, fields: &[(&str,
         let found = text.lines().find_map(|line| parse_field(line).filter(|(n, _)| n == field));
         match found {
             Some((_, off)) if off == *want => {}
-            Some((_, off)) => return Err(format!("{category}/{name}: field {field} at offset {off}, probe expects {want}")),
+            Some((_, off)) => {
+                return Err(format!("{category}/{name}: field {field} at offset {off}, probe expects {want}"));
+            }
             None => return Err(format!("{category}/{name}: no field {field}")),
         }
     }
