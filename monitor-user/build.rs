@@ -12,15 +12,9 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = root.join("monitor-ebpf");
     let common_dir = root.join("monitor-common");
     println!("cargo:rerun-if-changed={}", common_dir.display());
-    let ebpf_dir = ebpf_dir
-        .to_str()
-        .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
+    let ebpf_dir = ebpf_dir.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "monitor-ebpf",
-            root_dir: ebpf_dir,
-            ..Default::default()
-        }],
+        [aya_build::Package { name: "monitor-ebpf", root_dir: ebpf_dir, ..Default::default() }],
         aya_build::Toolchain::Custom(EBPF_TOOLCHAIN),
     )
 }

@@ -2,12 +2,12 @@
 //! alert, de-duplicated by a stable flow key. The first occurrence of a key is written at once;
 //! repeats inside `--alert-window-secs` are counted, and when the window closes one summary line
 //! carries their count, so a port scan or a retry loop gives a few alerts, never a storm.
-//! Runs on its own thread, fed by the event writer through a bounded channel.
+//! Runs on its own thread, fed by the event writer through a bounded channel. Lines go to stdout
+//! or to a rotating file ([`crate::rotate`]), and, with `--alertmanager-url`, to Alertmanager
+//! ([`crate::alertmanager`]).
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -17,8 +17,11 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::alertmanager::AlertmanagerQueue;
 use crate::counters::Counters;
 use crate::identity::Enriched;
+use crate::policy::DfdRef;
+use crate::rotate::{FsyncPolicy, RotatingFile};
 
 /// Schema id written in every alert.
 pub const SCHEMA: &str = "dfdwatch.alert.v1";
@@ -32,6 +35,8 @@ pub struct Candidate {
     pub event: Value,
     /// When it was seen (RFC 3339).
     pub time: String,
+    /// The DFD revision that judged it.
+    pub dfd: DfdRef,
 }
 
 /// The stable key of a flow: who (DFD node, else zone and address, else address) talks to whom,
@@ -39,7 +44,9 @@ pub struct Candidate {
 pub fn flow_key(e: &Enriched) -> String {
     let end = |p: &Option<crate::policy::Placement>, ip: std::net::IpAddr| match p.as_ref() {
         Some(p) if p.node.is_some() => format!("node={}", p.node.as_deref().unwrap_or_default()),
-        Some(p) if p.zone.is_some() => format!("zone={}/{ip}", p.zone.as_deref().unwrap_or_default()),
+        Some(p) if p.zone.is_some() => {
+            format!("zone={}/{ip}", p.zone.as_deref().unwrap_or_default())
+        }
         _ => format!("ip={ip}"),
     };
     let kind = e.verdict.as_ref().map(|v| v.kind.as_str()).unwrap_or("none");
@@ -70,13 +77,17 @@ struct AlertRecord<'a> {
     event: &'a Value,
 }
 
-/// The DFD revision alerts are judged against.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct DfdRef {
-    /// Names of its documents.
-    pub name: String,
-    /// SHA-256 over its files.
-    pub sha256: String,
+/// Where alert lines go to, and how the alert file rotates and syncs.
+#[derive(Clone, Debug)]
+pub struct AlertFile {
+    /// A file path, or `-` for stdout.
+    pub path: std::path::PathBuf,
+    /// Rotate the file once it holds this many bytes (0: never).
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: u32,
+    /// When lines are forced to disk.
+    pub fsync: FsyncPolicy,
 }
 
 struct Window {
@@ -85,26 +96,38 @@ struct Window {
     last_seen: String,
     repeats: u64,
     last_event: Value,
+    dfd: DfdRef,
 }
 
 /// De-duplicates candidates by key over a window and writes alert lines.
 pub struct AlertWriter {
     out: Box<dyn Write + Send>,
     window: Duration,
-    dfd: DfdRef,
     open: HashMap<String, Window>,
     counters: Arc<Counters>,
+    alertmanager: Option<AlertmanagerQueue>,
 }
 
 impl AlertWriter {
-    /// Alerts appended to `path` (created 0600), or to stdout for `-`.
-    pub fn open(path: &Path, window: Duration, dfd: DfdRef, counters: Arc<Counters>) -> std::io::Result<Self> {
-        let out: Box<dyn Write + Send> = if path == Path::new("-") {
+    /// Alerts appended to the file (created 0600), or to stdout for `-`.
+    pub fn open(file: &AlertFile, window: Duration, counters: Arc<Counters>) -> std::io::Result<Self> {
+        let out: Box<dyn Write + Send> = if file.path == Path::new("-") {
             Box::new(BufWriter::new(std::io::stdout()))
         } else {
-            Box::new(BufWriter::new(OpenOptions::new().create(true).append(true).mode(0o600).open(path)?))
+            Box::new(RotatingFile::open(&file.path, file.max_bytes, file.keep, file.fsync)?)
         };
-        Ok(Self { out, window, dfd, open: HashMap::new(), counters })
+        Ok(Self { out, window, open: HashMap::new(), counters, alertmanager: None })
+    }
+
+    /// A writer that keeps no lines itself (when alerts only go to Alertmanager).
+    pub fn discarding(window: Duration, counters: Arc<Counters>) -> Self {
+        Self { out: Box::new(std::io::sink()), window, open: HashMap::new(), counters, alertmanager: None }
+    }
+
+    /// Also hands every alert line to Alertmanager.
+    pub fn with_alertmanager(mut self, queue: AlertmanagerQueue) -> Self {
+        self.alertmanager = Some(queue);
+        self
     }
 
     /// Runs until the sender side closes, then closes every window.
@@ -129,12 +152,20 @@ impl AlertWriter {
             w.repeats += 1;
             w.last_seen = c.time;
             w.last_event = c.event;
+            w.dfd = c.dfd;
             return;
         }
-        self.write(&c.key, "first", 1, &c.time, &c.time, &c.event);
+        self.write(&c.key, "first", 1, (&c.time, &c.time), &c.event, &c.dfd);
         self.open.insert(
             c.key,
-            Window { opened: now, first_seen: c.time.clone(), last_seen: c.time, repeats: 0, last_event: c.event },
+            Window {
+                opened: now,
+                first_seen: c.time.clone(),
+                last_seen: c.time,
+                repeats: 0,
+                last_event: c.event,
+                dfd: c.dfd,
+            },
         );
     }
 
@@ -151,12 +182,20 @@ impl AlertWriter {
             if let Some(w) = self.open.remove(&key)
                 && w.repeats > 0
             {
-                self.write(&key, "repeats", w.repeats, &w.first_seen, &w.last_seen, &w.last_event);
+                self.write(&key, "repeats", w.repeats, (&w.first_seen, &w.last_seen), &w.last_event, &w.dfd);
             }
         }
     }
 
-    fn write(&mut self, key: &str, occurrence: &'static str, count: u64, first: &str, last: &str, event: &Value) {
+    fn write(
+        &mut self,
+        key: &str,
+        occurrence: &'static str,
+        count: u64,
+        (first, last): (&str, &str),
+        event: &Value,
+        dfd: &DfdRef,
+    ) {
         let record = AlertRecord {
             schema: SCHEMA,
             time: last,
@@ -166,10 +205,13 @@ impl AlertWriter {
             first_seen: first,
             last_seen: last,
             window_seconds: self.window.as_secs(),
-            dfd: &self.dfd,
+            dfd,
             verdict: &event["verdict"],
             event,
         };
+        if let Some(am) = &self.alertmanager {
+            am.offer(&serde_json::to_value(&record).unwrap_or_default(), self.window);
+        }
         let result = serde_json::to_writer(&mut self.out, &record)
             .map_err(std::io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"));
@@ -213,15 +255,16 @@ mod tests {
         let mut w = AlertWriter {
             out: Box::new(buf.clone()),
             window: Duration::from_secs(10),
-            dfd: DfdRef::default(),
             open: HashMap::new(),
             counters: Arc::new(Counters::default()),
+            alertmanager: None,
         };
         let t0 = Instant::now();
         let cand = |key: &str, n: u32| Candidate {
             key: key.into(),
             event: serde_json::json!({"n": n, "verdict": {"kind": "lateral_movement"}}),
             time: format!("t{n}"),
+            dfd: DfdRef::default(),
         };
         for n in 0..100 {
             w.offer(cand("a", n), t0);

@@ -1,5 +1,5 @@
 //! Counters of the daemon's own pipeline (records read, decode errors by kind, events written,
-//! write errors), shared by the stages and reported in the log. Kernel-side losses live in the
+//! write errors, identity misses, alerts written and delivered), shared by the stages and reported in the log. Kernel-side losses live in the
 //! probes' per-CPU map (see [`crate::kernel_stats`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +18,10 @@ pub struct Counters {
     write_errors: AtomicU64,
     identity_misses: [AtomicU64; IDENTITY_MISS_LABELS.len()],
     alerts_written: AtomicU64,
+    pair_table_full: AtomicU64,
+    alertmanager_sent: AtomicU64,
+    alertmanager_dropped: AtomicU64,
+    alertmanager_post_errors: AtomicU64,
 }
 
 /// The closed set of identity miss labels: `exe` (the process was gone or unreadable),
@@ -44,6 +48,14 @@ pub struct CountersSnapshot {
     pub identity_pod_misses: u64,
     /// Alert lines written.
     pub alerts_written: u64,
+    /// Same-node connections that may be counted twice (pairing table full).
+    pub pair_table_full: u64,
+    /// Alerts Alertmanager accepted.
+    pub alertmanager_sent: u64,
+    /// Alerts never delivered to Alertmanager (queue full, or retries exhausted).
+    pub alertmanager_dropped: u64,
+    /// Failed POSTs to Alertmanager (each retry counts).
+    pub alertmanager_post_errors: u64,
 }
 
 impl Counters {
@@ -88,6 +100,26 @@ impl Counters {
         self.alerts_written.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One same-node connection whose first sighting could not be remembered.
+    pub fn record_pair_table_full(&self) {
+        self.pair_table_full.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` alerts accepted by Alertmanager.
+    pub fn record_alertmanager_sent(&self, n: u64) {
+        self.alertmanager_sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` alerts that will never reach Alertmanager; returns the new total.
+    pub fn record_alertmanager_dropped(&self, n: u64) -> u64 {
+        self.alertmanager_dropped.fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    /// One failed POST to Alertmanager; returns the new total.
+    pub fn record_alertmanager_post_error(&self) -> u64 {
+        self.alertmanager_post_errors.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     /// Decode errors by label, in the order of [`DECODE_ERROR_LABELS`].
     pub fn decode_errors_by_label(&self) -> [u64; DECODE_ERROR_LABELS.len()] {
         std::array::from_fn(|i| self.decode_errors[i].load(Ordering::Relaxed))
@@ -104,6 +136,10 @@ impl Counters {
             identity_cgroup_misses: self.identity_misses[1].load(Ordering::Relaxed),
             identity_pod_misses: self.identity_misses[2].load(Ordering::Relaxed),
             alerts_written: self.alerts_written.load(Ordering::Relaxed),
+            pair_table_full: self.pair_table_full.load(Ordering::Relaxed),
+            alertmanager_sent: self.alertmanager_sent.load(Ordering::Relaxed),
+            alertmanager_dropped: self.alertmanager_dropped.load(Ordering::Relaxed),
+            alertmanager_post_errors: self.alertmanager_post_errors.load(Ordering::Relaxed),
         }
     }
 }

@@ -43,6 +43,10 @@ pub struct ConnectionRecord {
     /// The verdict against the approved DFD; present when a DFD is loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+    /// Present (true) when this connection was already reported from its other end on this node
+    /// (a connect and an accept of two local workloads): metrics and alerts count it once.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub other_end_seen: bool,
 }
 
 /// An address and port.
@@ -177,6 +181,7 @@ impl ConnectionRecord {
                 identity: e.local.clone(),
             },
             verdict: e.verdict.clone(),
+            other_end_seen: e.other_end_seen,
         }
     }
 }

@@ -30,7 +30,9 @@ impl Health {
 
     /// The body of /readyz after its first line: the Kubernetes watch's state, if any.
     fn kube_status(&self) -> String {
-        let Some(kube) = self.kube.get() else { return String::new() };
+        let Some(kube) = self.kube.get() else {
+            return String::new();
+        };
         let h = kube.health();
         match (h.synced, h.connected) {
             (true, true) => "kubernetes: synced, connected\n".into(),

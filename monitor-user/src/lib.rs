@@ -1,6 +1,7 @@
 //! dfdwatch's daemon and CLI as a library: the stages of the pipeline and the probes' loader,
 //! used by the `dfdwatch` binary and by tests and benchmarks.
 
+pub mod alertmanager;
 pub mod alerts;
 pub mod cgroupfs;
 pub mod clock;
@@ -15,5 +16,6 @@ pub mod metrics;
 pub mod policy;
 pub mod probes;
 pub mod reader;
+pub mod rotate;
 pub mod run;
 pub mod sink;

@@ -11,6 +11,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVe
 
 use crate::counters::{Counters, DECODE_ERROR_LABELS};
 use crate::identity::Enriched;
+use crate::policy::Policy;
 use crate::policy::verdict::VerdictKind;
 
 /// Flows judged, by verdict kind.
@@ -26,6 +27,9 @@ pub const DFD_INFO: &str = "dfdwatch_dfd_info";
 /// Unix time the approved DFD was loaded.
 pub const DFD_LOADED: &str = "dfdwatch_dfd_loaded_timestamp_seconds";
 
+/// DFD reloads, by result (`applied`, `refused`).
+pub const DFD_RELOADS: &str = "dfdwatch_dfd_reloads_total";
+
 /// Zone label for an end that is in no zone.
 pub const NO_ZONE: &str = "none";
 
@@ -38,8 +42,7 @@ pub struct Metrics {
     latency: Histogram,
     dfd_info: IntGaugeVec,
     dfd_loaded: IntGaugeVec,
-    /// Zone ids of the loaded DFD: the closed set of zone labels (plus [`NO_ZONE`]).
-    zones: Vec<String>,
+    dfd_reloads: IntCounterVec,
 }
 
 /// Why the metrics could not be set up (a programming error in names or labels).
@@ -67,6 +70,16 @@ impl Metrics {
         )?;
         let dfd_info = IntGaugeVec::new(Opts::new(DFD_INFO, "The approved DFD in use (1)."), &["name", "sha256"])?;
         let dfd_loaded = IntGaugeVec::new(Opts::new(DFD_LOADED, "Unix time the approved DFD was loaded."), &["name"])?;
+        let dfd_reloads = IntCounterVec::new(
+            Opts::new(
+                DFD_RELOADS,
+                "Reloads of the approved DFD (SIGHUP or file change), by result: applied, or refused (the running DFD stays).",
+            ),
+            &["result"],
+        )?;
+        for result in ["applied", "refused"] {
+            dfd_reloads.with_label_values(&[result]);
+        }
         for kind in VerdictKind::ALL {
             flows.with_label_values(&[kind.as_str()]);
         }
@@ -79,28 +92,41 @@ impl Metrics {
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(dfd_info.clone()))?;
         registry.register(Box::new(dfd_loaded.clone()))?;
+        registry.register(Box::new(dfd_reloads.clone()))?;
         registry.register(Box::new(PipelineCollector::new(counters)?))?;
-        Ok(Self { registry, flows, violations, kernel, latency, dfd_info, dfd_loaded, zones: Vec::new() })
+        Ok(Self { registry, flows, violations, kernel, latency, dfd_info, dfd_loaded, dfd_reloads })
     }
 
-    /// Records the DFD in use: its zone ids become the closed set of zone labels.
-    pub fn set_dfd(&mut self, name: &str, sha256: &str, zones: Vec<String>, loaded_unix: i64) {
+    /// Records the DFD in use (at start-up and after each applied reload).
+    pub fn set_dfd(&self, policy: &Policy) {
+        let r = &policy.revision;
         self.dfd_info.reset();
-        self.dfd_info.with_label_values(&[name, sha256]).set(1);
-        self.dfd_loaded.with_label_values(&[name]).set(loaded_unix);
-        self.zones = zones;
+        self.dfd_info.with_label_values(&[r.name.as_str(), r.sha256.as_str()]).set(1);
+        self.dfd_loaded.reset();
+        self.dfd_loaded.with_label_values(&[r.name.as_str()]).set(policy.loaded_unix);
     }
 
-    /// Counts one written event: its verdict, its violation, its latency.
+    /// Counts one reload, applied or refused.
+    pub fn record_reload(&self, applied: bool) {
+        self.dfd_reloads.with_label_values(&[if applied { "applied" } else { "refused" }]).inc();
+    }
+
+    /// Counts one written event: its latency and, unless its connection was already counted from
+    /// its other end, its verdict and violation. Zone labels come from the judging policy's zones.
     pub fn observe(&self, e: &Enriched, latency_seconds: f64) {
         self.latency.observe(latency_seconds);
-        let Some(v) = &e.verdict else { return };
+        let (Some(v), Some(policy)) = (&e.verdict, &e.policy) else {
+            return;
+        };
+        if e.other_end_seen {
+            return;
+        }
         self.flows.with_label_values(&[v.kind.as_str()]).inc();
         if v.alert {
             let zone = |p: &Option<crate::policy::Placement>| {
                 p.as_ref()
                     .and_then(|p| p.zone.as_deref())
-                    .filter(|z| self.zones.iter().any(|known| known == z))
+                    .filter(|z| policy.zones.iter().any(|known| known == z))
                     .unwrap_or(NO_ZONE)
                     .to_owned()
             };
@@ -132,6 +158,9 @@ struct PipelineCollector {
     alerts: IntCounter,
     decode_errors: IntCounterVec,
     identity_misses: IntCounterVec,
+    pair_table_full: IntCounter,
+    alertmanager: IntCounterVec,
+    alertmanager_errors: IntCounter,
 }
 
 impl PipelineCollector {
@@ -159,6 +188,21 @@ impl PipelineCollector {
                 Opts::new("dfdwatch_identity_misses_total", "Identity lookups that found nothing, by kind."),
                 &["kind"],
             )?,
+            alertmanager: IntCounterVec::new(
+                Opts::new(
+                    "dfdwatch_alertmanager_alerts_total",
+                    "Alerts for Alertmanager, by result: sent (accepted), dropped (queue full or retries exhausted).",
+                ),
+                &["result"],
+            )?,
+            alertmanager_errors: IntCounter::new(
+                "dfdwatch_alertmanager_post_errors_total",
+                "Failed POSTs to Alertmanager's API (each retry counts).",
+            )?,
+            pair_table_full: IntCounter::new(
+                "dfdwatch_pair_table_full_total",
+                "Same-node connections that may be counted twice because the table pairing their two ends was full.",
+            )?,
         })
     }
 }
@@ -172,6 +216,9 @@ impl Collector for PipelineCollector {
         d.extend(self.alerts.desc());
         d.extend(self.decode_errors.desc());
         d.extend(self.identity_misses.desc());
+        d.extend(self.pair_table_full.desc());
+        d.extend(self.alertmanager.desc());
+        d.extend(self.alertmanager_errors.desc());
         d
     }
 
@@ -188,6 +235,10 @@ impl Collector for PipelineCollector {
         set(&self.identity_misses.with_label_values(&["exe"]), s.identity_exe_misses);
         set(&self.identity_misses.with_label_values(&["cgroup"]), s.identity_cgroup_misses);
         set(&self.identity_misses.with_label_values(&["pod"]), s.identity_pod_misses);
+        set(&self.pair_table_full, s.pair_table_full);
+        set(&self.alertmanager.with_label_values(&["sent"]), s.alertmanager_sent);
+        set(&self.alertmanager.with_label_values(&["dropped"]), s.alertmanager_dropped);
+        set(&self.alertmanager_errors, s.alertmanager_post_errors);
         let mut out = Vec::new();
         out.extend(self.records.collect());
         out.extend(self.written.collect());
@@ -195,6 +246,9 @@ impl Collector for PipelineCollector {
         out.extend(self.alerts.collect());
         out.extend(self.decode_errors.collect());
         out.extend(self.identity_misses.collect());
+        out.extend(self.pair_table_full.collect());
+        out.extend(self.alertmanager.collect());
+        out.extend(self.alertmanager_errors.collect());
         out
     }
 }

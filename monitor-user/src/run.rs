@@ -1,6 +1,7 @@
-//! `dfdwatch run`: load and attach the probes, then run the pipeline
-//! (ring-buffer reader -> bounded queue -> identity stage -> bounded queue -> event writer) until
-//! SIGINT or SIGTERM, detach, drain and report the final counters.
+//! `dfdwatch run`: load and attach the probes, then run the pipeline (ring-buffer reader ->
+//! identity stage -> verdict stage, when a DFD is loaded -> event writer -> alert writer ->
+//! Alertmanager, every hop a bounded queue) until SIGINT or SIGTERM, detach, drain and report the
+//! final counters. SIGHUP and changes to the DFD files reload the DFD.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -17,6 +18,7 @@ use crate::{
     identity::{IdentityStage, Resolver, StaticNames, cgroup::CgroupPaths},
     kernel_stats::KernelStats,
     metrics::Metrics,
+    policy::{Policy, reload::Reloader, stage::VerdictStage},
     probes::{self, AttachPoint, ProbeConfig, Probes},
     reader::RingReader,
     sink::EventWriter,
@@ -66,10 +68,27 @@ pub struct RunArgs {
     /// Needs --dfd.
     #[arg(long, value_name = "PATH")]
     pub alerts_file: Option<PathBuf>,
+    /// Rotate the alerts file once it holds this many bytes (0: never rotate).
+    #[arg(long, default_value_t = 100 << 20, value_name = "BYTES")]
+    pub alerts_max_bytes: u64,
+    /// Rotated alert files kept (alerts.jsonl.1 is the newest).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub alerts_keep: u32,
+    /// When alert lines are forced to disk: after every batch, at most once a second, or never.
+    #[arg(long, value_enum, default_value = "interval")]
+    pub alerts_fsync: crate::rotate::FsyncPolicy,
+    /// Also post every alert to this Alertmanager (base URL, http://; the daemon uses
+    /// /api/v2/alerts). Needs --dfd.
+    #[arg(long, value_name = "URL")]
+    pub alertmanager_url: Option<String>,
     /// Repeats of one flow inside this many seconds give one alert and, when the window closes,
     /// one summary line with their count.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub alert_window_secs: u64,
+    /// How often the DFD files are checked for changes (a changed, valid DFD replaces the running
+    /// one; SIGHUP reloads at once).
+    #[arg(long, default_value_t = 2, value_name = "SECONDS")]
+    pub dfd_watch_interval_secs: u64,
     /// Watch a Kubernetes cluster through this kubeconfig file for pod, namespace, service
     /// account, SPIFFE and Service identity (see docs/kubernetes-identity.md).
     #[arg(long, value_name = "PATH", conflicts_with = "kube_in_cluster")]
@@ -135,10 +154,19 @@ impl RunArgs {
         if self.stats_interval_ms < 100 {
             return Err(RunError::Usage("--stats-interval-ms: use at least 100".into()));
         }
-        if self.alerts_file.is_some() && self.dfd.is_empty() {
+        if (self.alerts_file.is_some() || self.alertmanager_url.is_some()) && self.dfd.is_empty() {
             return Err(RunError::Usage(
-                "--alerts-file needs --dfd: alerts are verdicts against the approved DFD".into(),
+                "--alerts-file and --alertmanager-url need --dfd: alerts are verdicts against the approved DFD".into(),
             ));
+        }
+        if self.dfd_watch_interval_secs == 0 || self.dfd_watch_interval_secs > 3600 {
+            return Err(RunError::Usage("--dfd-watch-interval-secs: use 1 to 3600".into()));
+        }
+        if self.alerts_keep > 1000 {
+            return Err(RunError::Usage("--alerts-keep: use 0 to 1000".into()));
+        }
+        if let Some(url) = &self.alertmanager_url {
+            crate::alertmanager::alerts_uri(url).map_err(|e| RunError::Usage(e.to_string()))?;
         }
         if self.alert_window_secs == 0 || self.alert_window_secs > 86_400 {
             return Err(RunError::Usage("--alert-window-secs: use 1 to 86400".into()));
@@ -173,7 +201,9 @@ async fn report_kube_health(identity: dfdwatch_kube::KubeIdentity) {
                 (true, false) => {
                     tracing::warn!(last_error = ?h.last_error, "kubernetes API server unreachable; answering from the cached identities")
                 }
-                (false, true) => tracing::info!("kubernetes API server reachable; first list not complete"),
+                (false, true) => {
+                    tracing::info!("kubernetes API server reachable; first list not complete")
+                }
                 (false, false) => {
                     tracing::warn!(last_error = ?h.last_error, "kubernetes API server unreachable; no identities yet")
                 }
@@ -220,44 +250,44 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             None
         }
     };
-    let dfd = if args.dfd.is_empty() {
+    let policy = if args.dfd.is_empty() {
         None
     } else {
-        let dfd = crate::policy::load(&args.dfd)?;
-        tracing::info!(
-            nodes = dfd.dfd.nodes.len(),
-            zones = dfd.dfd.zones.len(),
-            flows = dfd.dfd.flows.len(),
-            "approved DFD loaded"
-        );
-        Some(dfd)
+        let policy = Policy::load(&args.dfd)?;
+        let dfd = &policy.compiled.dfd;
+        tracing::info!(nodes = dfd.nodes.len(), zones = dfd.zones.len(), flows = dfd.flows.len(), sha256 = %policy.revision.sha256, "approved DFD loaded");
+        Some(policy)
     };
-    // The DFD's identity (document names and content hash), computed once for metrics and alerts.
-    let dfd_ref = match &dfd {
-        Some(d) => crate::alerts::DfdRef {
-            name: d.dfd.documents.iter().map(|d| d.metadata.name.as_str()).collect::<Vec<_>>().join(","),
-            sha256: crate::policy::content_hash(&args.dfd),
-        },
-        None => crate::alerts::DfdRef::default(),
-    };
-    let mut metrics = Metrics::new(counters.clone()).map_err(|e| RunError::Usage(e.to_string()))?;
-    if let Some(dfd) = &dfd {
-        let zones = dfd.dfd.zones.iter().map(|z| z.id.clone()).collect();
-        let loaded =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        metrics.set_dfd(&dfd_ref.name, &dfd_ref.sha256, zones, loaded);
+    let metrics = Metrics::new(counters.clone()).map_err(|e| RunError::Usage(e.to_string()))?;
+    if let Some(policy) = &policy {
+        metrics.set_dfd(policy);
     }
-    let alert_writer = match &args.alerts_file {
-        Some(path) => Some(
-            crate::alerts::AlertWriter::open(
-                path,
-                Duration::from_secs(args.alert_window_secs),
-                dfd_ref,
-                counters.clone(),
-            )
-            .map_err(|source| RunError::EventsFile { path: path.clone(), source })?,
-        ),
-        None => None,
+    let mut alertmanager_task = None;
+    let alert_writer = if args.alerts_file.is_some() || args.alertmanager_url.is_some() {
+        let window = Duration::from_secs(args.alert_window_secs);
+        let mut writer = match &args.alerts_file {
+            Some(path) => {
+                let file = crate::alerts::AlertFile {
+                    path: path.clone(),
+                    max_bytes: args.alerts_max_bytes,
+                    keep: args.alerts_keep,
+                    fsync: args.alerts_fsync,
+                };
+                crate::alerts::AlertWriter::open(&file, window, counters.clone())
+                    .map_err(|source| RunError::EventsFile { path: path.clone(), source })?
+            }
+            None => crate::alerts::AlertWriter::discarding(window, counters.clone()),
+        };
+        if let Some(url) = &args.alertmanager_url {
+            let uri = crate::alertmanager::alerts_uri(url).map_err(|e| RunError::Usage(e.to_string()))?;
+            tracing::info!(%uri, "alerts are also posted to Alertmanager");
+            let (queue, task) = crate::alertmanager::start(uri, counters.clone());
+            writer = writer.with_alertmanager(queue);
+            alertmanager_task = Some(tokio::spawn(task));
+        }
+        Some(writer)
+    } else {
+        None
     };
     let metrics = Arc::new(metrics);
     let health = Arc::new(Health::default());
@@ -271,7 +301,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         tracing::info!(%addr, "metrics listening on http://{addr}/metrics");
         Some(l)
     };
-    let mut resolver = Resolver::new(cgroups, Arc::new(names), dfd, counters.clone());
+    let mut resolver = Resolver::new(cgroups, Arc::new(names), counters.clone());
     let (kube_stop_tx, kube_stop_rx) = watch::channel(false);
     let kube_task = if args.kubeconfig.is_some() || args.kube_in_cluster {
         let mut cfg = dfdwatch_kube::KubeConfig::for_node(kube_node.clone());
@@ -302,7 +332,30 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut kernel_stats = KernelStats::new(probes.take_stats()?);
 
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-    let (enriched_tx, enriched_rx) = mpsc::channel(EVENT_QUEUE);
+    let (identified_tx, identified_rx) = mpsc::channel(EVENT_QUEUE);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // With a DFD, the verdict stage sits between identity and the writer; without, identity feeds
+    // the writer directly.
+    let (enriched_rx, judging, reloader) = match policy {
+        Some(policy) => {
+            let (enriched_tx, enriched_rx) = mpsc::channel(EVENT_QUEUE);
+            let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+            let stage = VerdictStage::new(policy_rx, identified_rx, enriched_tx, counters.clone());
+            let thread = std::thread::Builder::new()
+                .name("verdict".into())
+                .spawn(move || stage.run())
+                .map_err(RunError::Poll)?;
+            let reloader = Reloader::new(
+                args.dfd.clone(),
+                Duration::from_secs(args.dfd_watch_interval_secs),
+                policy_tx,
+                metrics.clone(),
+            )
+            .map_err(RunError::Signal)?;
+            (enriched_rx, Some(thread), Some(tokio::spawn(reloader.run(stop_rx.clone()))))
+        }
+        None => (identified_rx, None, None),
+    };
     let mut writer = writer.with_metrics(metrics.clone());
     let alerts = match alert_writer {
         Some(alert_writer) => {
@@ -321,10 +374,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .name("event-writer".into())
         .spawn(move || writer.run(enriched_rx))
         .map_err(RunError::Poll)?;
-    let stage = IdentityStage::new(resolver, rx, enriched_tx);
+    let stage = IdentityStage::new(resolver, rx, identified_tx);
     let identity =
         std::thread::Builder::new().name("identity".into()).spawn(move || stage.run()).map_err(RunError::Poll)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_http = stop_rx.clone();
     let reader = RingReader::new(ring, tx, Duration::from_millis(args.flush_interval_ms), counters.clone())
         .map_err(RunError::Poll)?;
@@ -365,6 +417,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     if identity.join().is_err() {
         tracing::error!("identity thread panicked");
     }
+    if let Some(judging) = judging
+        && judging.join().is_err()
+    {
+        tracing::error!("verdict thread panicked");
+    }
+    if let Some(reloader) = reloader
+        && let Err(e) = reloader.await
+    {
+        tracing::error!(error = %e, "DFD reload task failed");
+    }
     if sink.join().is_err() {
         tracing::error!("event writer thread panicked");
     }
@@ -372,6 +434,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         && alerts.join().is_err()
     {
         tracing::error!("alert writer thread panicked");
+    }
+    // The alert writer dropped its queue handle: delivery ends once the queue is posted.
+    if let Some(task) = alertmanager_task
+        && tokio::time::timeout(Duration::from_secs(30), task).await.is_err()
+    {
+        tracing::error!(
+            "Alertmanager delivery did not finish within 30 s of shutdown; undelivered alerts are in the alert file"
+        );
     }
     kernel_stats.report_increases(&metrics);
     if let Some(server) = server

@@ -65,11 +65,13 @@ impl EventWriter {
         let record = ConnectionRecord::new(c, &self.clock, &self.node);
         if let Some(alerts) = &self.alerts
             && c.verdict.as_ref().is_some_and(|v| v.alert)
+            && !c.other_end_seen
         {
             let candidate = crate::alerts::Candidate {
                 key: crate::alerts::flow_key(c),
                 time: record.time.clone(),
                 event: serde_json::to_value(&record).unwrap_or_default(),
+                dfd: c.policy.as_ref().map(|p| p.revision.clone()).unwrap_or_default(),
             };
             if alerts.send(candidate).is_err() {
                 tracing::error!("the alert writer stopped; alerts are no longer written");

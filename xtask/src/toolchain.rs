@@ -33,4 +33,5 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "graphviz",
     // metrics: promtool checks the exposition format and the alerting rules
     "prometheus",
+    "prometheus-alertmanager",
 ];

@@ -69,7 +69,9 @@ fn walk(mount: &Path, dir: &Path, depth: usize, out: &mut HashMap<u64, String>) 
     if depth >= MAX_DEPTH {
         return;
     }
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             walk(mount, &entry.path(), depth + 1, out);

@@ -1,9 +1,9 @@
 //! Workload identity of both ends of a connection, from what this node knows without blocking:
 //! the local end's executable (/proc), cgroup path, container, pod UID and systemd unit; names
-//! for addresses from the static identity file; with an approved DFD loaded, the placement of both
-//! ends and the verdict (a pure function, see [`crate::policy::verdict`]). Runs as one pipeline
-//! stage between the reader and the sinks, owning its caches; a miss is answered with what is
-//! known now and counted.
+//! for addresses from the static identity file; Kubernetes identity of both ends when the daemon
+//! watches a cluster. Runs as one pipeline stage between the reader and the verdict stage
+//! ([`crate::policy::stage`]), owning its caches; a miss is answered with what is known now and
+//! counted.
 
 pub mod cgroup;
 pub mod container;
@@ -19,10 +19,9 @@ use tokio::sync::mpsc;
 use crate::counters::Counters;
 use crate::decode::Connection;
 use crate::escape::escape_bytes;
-use crate::policy::verdict::{ObservedFlow, Verdict, verdict};
-use crate::policy::{Placement, place};
+use crate::policy::verdict::Verdict;
+use crate::policy::{Placement, Policy};
 pub use container::ContainerRef;
-use dfdwatch_dfd::compile::Compiled;
 pub use names::StaticNames;
 
 /// What the identity stage learned about the local end, beyond the kernel's fields.
@@ -66,6 +65,11 @@ pub struct Enriched {
     pub src_k8s: Option<kubernetes::K8sEnd>,
     /// Kubernetes identity of the destination (when the daemon watches a cluster).
     pub dst_k8s: Option<kubernetes::K8sEnd>,
+    /// The DFD revision that judged the flow (set by the verdict stage).
+    pub policy: Option<Arc<Policy>>,
+    /// The same connection was already seen from its other end on this node (a connect and an
+    /// accept of two local workloads); metrics and alerts count it once.
+    pub other_end_seen: bool,
 }
 
 /// Resolves identities; owned by the identity stage (no locks).
@@ -73,21 +77,14 @@ pub struct Resolver {
     cgroups: Option<cgroup::CgroupPaths>,
     processes: process::Processes,
     names: Arc<StaticNames>,
-    dfd: Option<Arc<Compiled>>,
     kube: Option<dfdwatch_kube::KubeIdentity>,
     counters: Arc<Counters>,
 }
 
 impl Resolver {
-    /// A resolver over the cgroup v2 hierarchy (if mounted), the static names and the approved
-    /// DFD (if loaded).
-    pub fn new(
-        cgroups: Option<cgroup::CgroupPaths>,
-        names: Arc<StaticNames>,
-        dfd: Option<Arc<Compiled>>,
-        counters: Arc<Counters>,
-    ) -> Self {
-        Self { cgroups, processes: process::Processes::default(), names, dfd, kube: None, counters }
+    /// A resolver over the cgroup v2 hierarchy (if mounted) and the static names.
+    pub fn new(cgroups: Option<cgroup::CgroupPaths>, names: Arc<StaticNames>, counters: Arc<Counters>) -> Self {
+        Self { cgroups, processes: process::Processes::default(), names, kube: None, counters }
     }
 
     /// Also resolves both ends through the Kubernetes identity cache.
@@ -138,22 +135,19 @@ impl Resolver {
         let (src_k8s, dst_k8s) = if local_is_src { (local_k8s, remote_k8s) } else { (remote_k8s, local_k8s) };
         let src_name = self.names.name(conn.src.ip()).map(str::to_owned);
         let dst_name = self.names.name(conn.dst.ip()).map(str::to_owned);
-        let (src_dfd, dst_dfd, verdict) = match &self.dfd {
-            Some(dfd) => {
-                let src = place(dfd, conn.src.ip(), local_is_src.then_some(&local), src_k8s.as_ref());
-                let dst = place(dfd, conn.dst.ip(), (!local_is_src).then_some(&local), dst_k8s.as_ref());
-                let flow = ObservedFlow {
-                    src: &src,
-                    dst: &dst,
-                    dst_port: conn.dst.port(),
-                    attempt: conn.kind == monitor_common::EventKind::ConnectFailed,
-                };
-                let v = verdict(dfd, &flow);
-                (Some(src), Some(dst), Some(v))
-            }
-            None => (None, None, None),
-        };
-        Enriched { conn, local, src_name, dst_name, src_dfd, dst_dfd, verdict, src_k8s, dst_k8s }
+        Enriched {
+            conn,
+            local,
+            src_name,
+            dst_name,
+            src_dfd: None,
+            dst_dfd: None,
+            verdict: None,
+            src_k8s,
+            dst_k8s,
+            policy: None,
+            other_end_seen: false,
+        }
     }
 }
 

@@ -1,8 +1,11 @@
 //! The approved DFD as the daemon holds it: loaded and checked like `dfdwatch check` (a DFD with
-//! an error-level finding is refused), compiled once, and used to place each end of a flow on a
-//! DFD node, zone and tier. The verdict on a flow builds on these placements.
+//! an error-level finding is refused), compiled once into a [`Policy`], and used to place each end
+//! of a flow on a DFD node, zone and tier. The verdict on a flow builds on these placements; the
+//! verdict stage judges each flow against one whole policy, which the reloader swaps atomically.
 
 pub mod placement;
+pub mod reload;
+pub mod stage;
 pub mod verdict;
 
 use std::path::PathBuf;
@@ -24,6 +27,60 @@ pub enum PolicyError {
     Findings(String),
     #[error("the approved DFD does not compile: {0}")]
     Compile(String),
+    #[error("the approved DFD's files changed while they were read; try again")]
+    Changed,
+}
+
+/// Which DFD revision judged a flow: written in alerts and in `dfdwatch_dfd_info`.
+#[derive(Clone, Debug, Default, serde::Serialize, PartialEq, Eq)]
+pub struct DfdRef {
+    /// Names of its documents, comma-separated.
+    pub name: String,
+    /// SHA-256 over its files (see [`content_hash`]).
+    pub sha256: String,
+}
+
+/// One loaded, checked and compiled revision of the approved DFD.
+pub struct Policy {
+    /// The compiled DFD.
+    pub compiled: Arc<Compiled>,
+    /// Its names and content hash.
+    pub revision: DfdRef,
+    /// Its zone ids: the closed set of zone labels in metrics.
+    pub zones: Vec<String>,
+    /// Unix time it was loaded.
+    pub loaded_unix: i64,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("revision", &self.revision)
+            .field("loaded_unix", &self.loaded_unix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Policy {
+    /// Loads, checks and compiles the DFD files under `paths`. The content hash is taken before
+    /// and after reading; if they differ, a writer was busy and the load is refused as
+    /// [`PolicyError::Changed`], so a half-written file is never taken for the whole DFD.
+    pub fn load(paths: &[PathBuf]) -> Result<Self, PolicyError> {
+        let before = content_hash(paths);
+        let compiled = load(paths)?;
+        if content_hash(paths) != before {
+            return Err(PolicyError::Changed);
+        }
+        let documents = compiled.dfd.documents.iter().map(|d| d.metadata.name.as_str()).collect::<Vec<_>>();
+        let loaded_unix =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        Ok(Self {
+            revision: DfdRef { name: documents.join(","), sha256: before },
+            zones: compiled.dfd.zones.iter().map(|z| z.id.clone()).collect(),
+            compiled,
+            loaded_unix,
+        })
+    }
 }
 
 /// SHA-256 (hex) over the DFD files under `paths`, in load order: identifies the revision in

@@ -62,29 +62,43 @@ pub fn seed(ebpf: &mut Ebpf, self_tgid: u32) -> usize {
         }
     };
     let cgroup_root = cgroupfs::v2_mount();
-    let Ok(proc_dir) = fs::read_dir("/proc") else { return 0 };
+    let Ok(proc_dir) = fs::read_dir("/proc") else {
+        return 0;
+    };
     // socket inode -> (netns, port), filled once per network namespace.
     let mut listening: HashMap<u64, ListenKey> = HashMap::new();
     let mut seen_netns: HashSet<u64> = HashSet::new();
     let mut added = 0;
     let mut failed = 0usize;
     for entry in proc_dir.flatten() {
-        let Some(tgid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(tgid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         let dir = entry.path();
-        let Some(netns) = link_number(&dir.join("ns/net"), "net:[") else { continue };
+        let Some(netns) = link_number(&dir.join("ns/net"), "net:[") else {
+            continue;
+        };
         if seen_netns.insert(netns) {
             for file in ["net/tcp", "net/tcp6"] {
-                let Ok(text) = fs::read_to_string(dir.join(file)) else { continue };
+                let Ok(text) = fs::read_to_string(dir.join(file)) else {
+                    continue;
+                };
                 for s in parse_proc_net_tcp(&text) {
                     let key = ListenKey { netns: netns as u32, port: s.port, _pad: 0 };
                     listening.insert(s.inode, key);
                 }
             }
         }
-        let Ok(fds) = fs::read_dir(dir.join("fd")) else { continue };
+        let Ok(fds) = fs::read_dir(dir.join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
-            let Some(inode) = link_number(&fd.path(), "socket:[") else { continue };
-            let Some(key) = listening.remove(&inode) else { continue };
+            let Some(inode) = link_number(&fd.path(), "socket:[") else {
+                continue;
+            };
+            let Some(key) = listening.remove(&inode) else {
+                continue;
+            };
             let ctx = proc_ctx(&dir, tgid, self_tgid, cgroup_root.as_deref());
             match map.insert(&key, &ctx, 0) {
                 Ok(()) => added += 1,

@@ -119,7 +119,9 @@ fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     tokio::spawn(async move {
         let mut fd = fd;
         loop {
-            let Ok(mut guard) = fd.readable_mut().await else { return };
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
             guard.get_inner_mut().flush();
             guard.clear_ready();
         }
