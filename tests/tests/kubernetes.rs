@@ -2,7 +2,9 @@
 //! kube-identity's tests use), the daemon watching it through a kubeconfig with the real kube
 //! client, and real connections between lab pods whose addresses the API server assigns to
 //! pods. Both ends get namespace, pod, service account and SPIFFE ID; the DFD matches them by
-//! Kubernetes selectors; the cache keeps answering while the API server is down.
+//! Kubernetes selectors; the cache keeps answering while the API server is down. A pod that two
+//! nodes claim (one by labels, one by SPIFFE ID: kinds of identity `check` cannot compare) gets
+//! the `ambiguous_endpoint` verdict.
 
 #[path = "../../kube-identity/tests/support/mod.rs"]
 mod support;
@@ -26,10 +28,28 @@ spec:
   zones:
     - {id: shop, name: Shop, tier: T1, match: {k8s: {namespace: shop}}}
     - {id: batch, name: Batch, tier: T1, match: {k8s: {namespace: batch}}}
+    - {id: ops, name: Ops, tier: T1, match: {anyOf: [{k8s: {namespace: ops}}, {spiffe: ["spiffe://cluster.local/ns/ops/*"]}]}}
   nodes:
     - {id: web, name: Web, kind: process, zone: shop, match: {k8s: {namespace: shop, serviceAccount: web-sa, labels: {app: web}}}}
     - {id: worker, name: Worker, kind: process, zone: batch, match: {k8s: {namespace: batch, serviceAccount: worker-sa}}}
+    # Both claim the pod `prober` in namespace ops: by its labels, and by its SPIFFE ID.
+    - {id: prober, name: Prober, kind: process, zone: ops, match: {k8s: {namespace: ops, labels: {app: prober}}}}
+    - {id: ops-tools, name: Ops tools, kind: process, zone: ops, match: {spiffe: ["spiffe://cluster.local/ns/ops/*"]}}
   flows:
+    - id: prober-to-web
+      from: prober
+      to: web
+      ports: [{port: 80, protocol: TCP}]
+      appProtocol: http
+      encryption: {required: none}
+      data: [public]
+    - id: tools-to-web
+      from: ops-tools
+      to: web
+      ports: [{port: 80, protocol: TCP}]
+      appProtocol: http
+      encryption: {required: none}
+      data: [public]
     - id: worker-to-web
       from: worker
       to: web
@@ -58,11 +78,14 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
     let mut lab = Lab::new("kube")?;
     let client = lab.add_pod("client")?;
     let server = lab.add_pod("server")?;
+    let prober = lab.add_pod("prober")?;
     let start = "2026-11-23T00:00:00Z";
     api.apply(Kind::Namespaces, support::namespace("shop", json!({"team": "shop"})));
     api.apply(Kind::Namespaces, support::namespace("batch", json!({})));
     api.apply(Kind::Pods, support::pod("shop", "web", "uid-web", "test-node", Some(&server.ipv4.to_string()), "Running", start));
     api.apply(Kind::Pods, support::pod("batch", "worker", "uid-worker", "test-node", Some(&client.ipv4.to_string()), "Running", start));
+    api.apply(Kind::Namespaces, support::namespace("ops", json!({})));
+    api.apply(Kind::Pods, support::pod("ops", "prober", "uid-prober", "test-node", Some(&prober.ipv4.to_string()), "Running", start));
 
     let dir = sys::scratch_dir("kube")?;
     let kubeconfig = dir.join("kubeconfig");
@@ -82,6 +105,7 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
     lab.start_nginx(&server, &dir, &[80])?;
     let url = format!("http://{}/", server.ipv4);
     let (first, _) = lab.run(&client, "curl", &["-s", "-m", "3", "-o", "/dev/null", &url])?;
+    let (ambiguous, _) = lab.run(&prober, "curl", &["-s", "-m", "3", "-o", "/dev/null", &url])?;
 
     // The API server goes away: the daemon says so and keeps answering from its cache.
     rt.block_on(api.stop());
@@ -92,7 +116,7 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
     let (second, _) = lab.run(&client, "curl", &["-s", "-m", "3", "-o", "/dev/null", &url])?;
 
     daemon.wait_for(Duration::from_secs(5), |ev| {
-        [first, second].iter().all(|p| ev.iter().any(|e| e["local"]["tgid"].as_u64() == Some(u64::from(*p))))
+        [first, second, ambiguous].iter().all(|p| ev.iter().any(|e| e["local"]["tgid"].as_u64() == Some(u64::from(*p))))
     })?;
     let daemon_pid = daemon.pid().context("daemon pid")?;
     let api_port: u64 = api.url().rsplit(':').next().and_then(|p| p.parse().ok()).context("API port")?;
@@ -119,6 +143,10 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
         ensure!(c["src"]["dfd"]["node"] == "worker" && c["dst"]["dfd"]["node"] == "web", "placed by k8s selectors: {c}");
         ensure!(c["verdict"]["kind"] == "approved", "verdict: {c}");
     }
+    let a = connect_of(ambiguous)?;
+    ensure!(a["src"]["k8s"]["pod"] == "prober", "prober identity: {a}");
+    ensure!(a["src"]["dfd"]["ambiguous"] == json!(["prober", "ops-tools"]) || a["src"]["dfd"]["ambiguous"] == json!(["ops-tools", "prober"]), "both claimants named: {a}");
+    ensure!(a["verdict"]["kind"] == "ambiguous_endpoint" && a["verdict"]["alert"] == true && a["verdict"]["severity"] == "medium", "verdict: {a}");
     let accept = done.events.iter().find(|e| e["kind"] == "accept" && e["local"]["netns"].as_u64() == Some(server.netns_inode)).context("accept")?;
     ensure!(accept["dst"]["k8s"]["pod"] == "web" && accept["src"]["k8s"]["pod"] == "worker", "accept side: {accept}");
     drop(rt);
