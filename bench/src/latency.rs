@@ -1,0 +1,100 @@
+//! Detection latency: from just before connect() to the alert line arriving on the daemon's
+//! stdout, one connection at a time (no queueing), each to a port whose flow has no open
+//! de-duplication window, so each gives a `first` alert at once. Reports p50, p99 and max.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::stats::percentile;
+
+/// Runs `rounds` rounds of one connection to each of `ports` listeners; returns the results.
+pub fn run(dir: &Path, dfd: &Path, ports: usize, rounds: usize) -> Result<Value> {
+    std::fs::create_dir_all(dir)?;
+    // Listeners that never accept: the kernel completes the handshake, which is what the probe
+    // reports; the backlog holds the few connections each gets.
+    let listeners: Vec<TcpListener> =
+        (0..ports).map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0))).collect::<Result<_, _>>()?;
+    let addrs: Vec<SocketAddr> = listeners.iter().map(TcpListener::local_addr).collect::<Result<_, _>>()?;
+    let log = dir.join("dfdwatch.log");
+    let mut child = Command::new(crate::monitor::dfdwatch_bin()?)
+        .args(["run", "--events-file", "/dev/null", "--alerts-file", "-", "--alert-window-secs", "1", "--no-metrics"])
+        .arg("--dfd")
+        .arg(dfd)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("start dfdwatch")?;
+    let stdout = child.stdout.take().context("dfdwatch stdout")?;
+    let (tx, rx) = mpsc::channel::<(Instant, u64)>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let at = Instant::now();
+            let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+            if v["occurrence"] == "first"
+                && let Some(port) = v["event"]["dst"]["port"].as_u64()
+                && tx.send((at, port)).is_err()
+            {
+                return;
+            }
+        }
+    });
+    let result = (|| -> Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("dfdwatch ready") {
+            if Instant::now() > deadline {
+                bail!("dfdwatch not ready after 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut samples = Vec::new();
+        let mut missing = 0u64;
+        for round in 0..rounds {
+            if round > 0 {
+                // Let every window (1 s, closed on a 250 ms tick) close.
+                std::thread::sleep(Duration::from_millis(1600));
+            }
+            while rx.try_recv().is_ok() {}
+            for addr in &addrs {
+                let started = Instant::now();
+                let stream = TcpStream::connect(addr)?;
+                drop(stream);
+                let port = u64::from(addr.port());
+                let wait_until = Instant::now() + Duration::from_secs(2);
+                loop {
+                    match rx.recv_timeout(wait_until.saturating_duration_since(Instant::now())) {
+                        Ok((at, p)) if p == port => {
+                            samples.push(at.duration_since(started).as_secs_f64() * 1e3);
+                            break;
+                        }
+                        Ok(_) => continue,
+                        Err(_) => {
+                            missing += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(json!({
+            "samples": samples.len(),
+            "missing": missing,
+            "p50_ms": percentile(&samples, 50.0),
+            "p99_ms": percentile(&samples, 99.0),
+            "max_ms": percentile(&samples, 100.0),
+        }))
+    })();
+    dfdwatch_tests::sys::signal(child.id(), libc::SIGTERM);
+    let _ = child.wait();
+    let _ = reader.join();
+    drop(listeners);
+    result
+}

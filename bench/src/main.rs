@@ -1,0 +1,101 @@
+//! `dfdwatch-bench`: the benchmark runner behind `cargo xtask bench` (overhead, latency, memory;
+//! the pipeline's throughput is the criterion benchmark in benches/pipeline.rs), and the storm
+//! client and sink it runs inside network namespaces.
+
+#[path = "../../kube-identity/tests/support/mod.rs"]
+mod kube_standin;
+mod latency;
+mod memory;
+mod monitor;
+mod overhead;
+mod stats;
+mod storm;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "dfdwatch's benchmarks (run them through `cargo xtask bench`)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Open and reset connections as fast as possible; print the time as JSON.
+    Storm {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 100_000)]
+        connections: u64,
+        #[arg(long, default_value_t = 4)]
+        parallel: u64,
+    },
+    /// Accept and drop connections until killed.
+    Sink {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Connection overhead: none vs dfdwatch vs bpftrace, interleaved.
+    Overhead {
+        #[arg(long, default_value_t = 100_000)]
+        connections: u64,
+        #[arg(long, default_value_t = 4)]
+        parallel: u64,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+    /// Detection latency, connect() to alert line.
+    Latency {
+        #[arg(long, default_value_t = 200)]
+        ports: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+    /// Resident memory: bare, 10,000-node DFD, and 100,000 pods.
+    Memory {
+        #[arg(long, default_value_t = 100_000)]
+        pods: usize,
+    },
+}
+
+fn out_dir() -> PathBuf {
+    dfdwatch_tests::sys::workspace_root().join("target/bench")
+}
+
+fn report(name: &str, value: &serde_json::Value) -> Result<()> {
+    let path = out_dir().join(format!("{name}.json"));
+    std::fs::create_dir_all(out_dir())?;
+    std::fs::write(&path, serde_json::to_string_pretty(value)?)?;
+    println!("{}", serde_json::to_string_pretty(value)?);
+    eprintln!("bench: results in {}", path.display());
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let dir = out_dir();
+    match cli.command {
+        Cmd::Storm { to, connections, parallel } => storm::storm(to, connections, parallel.max(1)),
+        Cmd::Sink { listen } => storm::sink(listen),
+        Cmd::Overhead { connections, parallel, rounds } => {
+            let dfd = dfdwatch_tests::sys::workspace_root().join("approved-dfd/demo");
+            let v = overhead::run(&dir.join("overhead"), connections, parallel.max(1), rounds.max(1), &dfd)?;
+            report("overhead", &v)
+        }
+        Cmd::Latency { ports, rounds } => {
+            let dfd = dfdwatch_bench::synth::write_dfd(&dir.join("dfd"), 10)?;
+            let v = latency::run(&dir.join("latency"), &dfd, ports.max(1), rounds.max(1))?;
+            report("latency", &v)
+        }
+        Cmd::Memory { pods } => {
+            let dfd = dfdwatch_bench::synth::write_dfd(&dir.join("dfd"), 10_000)?;
+            let v = memory::run(&dir.join("memory"), &dfd, pods)?;
+            report("memory", &v)
+        }
+    }
+}
