@@ -1,17 +1,21 @@
 """Renders and checks the dfdwatch Helm chart with the real Helm library; run by tests/tests/deploy.rs.
 
 Commands (each exits non-zero with a message on stderr when something is wrong):
-  render CHART --out FILE [--monitoring-out FILE] [--values FILE]... [--set-file KEY=PATH]...
+  render CHART --out FILE [--monitoring-out FILE] [--json-out FILE] [--values FILE]...
+         [--set KEY=STRING]... [--set-file KEY=PATH]...
       `helm template` through helm-python-sdk (Helm's Go SDK): writes the manifests in Helm's
-      install order; with --monitoring-out, the Prometheus Operator and Grafana objects go there.
+      install order; with --monitoring-out, the Prometheus Operator and Grafana objects go there;
+      --json-out writes every object as one JSON array.
   lint CHART      `helm lint`; any warning or error fails.
-  crds FILE --rules-out FILE
+  crds FILE --rules-out FILE --expect-rules FILE
       Checks every ServiceMonitor and PrometheusRule in FILE against the prometheus-operator CRD
-      models, refusing unknown fields, and writes the PrometheusRule's spec (a Prometheus rules
-      file) for promtool.
+      models, refusing unknown fields; the PrometheusRule's spec must equal the rules file
+      --expect-rules, and is written to --rules-out for promtool.
 """
 
 import argparse
+import json
+import os
 import sys
 
 import yaml
@@ -55,6 +59,9 @@ def render(args):
     for path in args.values:
         with open(path, encoding="utf-8") as f:
             merge(values, yaml.safe_load(f) or {})
+    for item in args.set:
+        key, _, value = item.partition("=")
+        set_path(values, key, value)
     for item in args.set_file:
         key, _, path = item.partition("=")
         with open(path, encoding="utf-8") as f:
@@ -74,11 +81,15 @@ def render(args):
             entry = (order, kind, obj["metadata"]["name"], f"---\n# Source: {source}\n{doc.strip()}\n")
             to_monitoring = args.monitoring_out and source.endswith(MONITORING_TEMPLATES)
             (monitoring if to_monitoring else main).append(entry)
-    header = HEADER.format(values=" and ".join(args.values) or "its default values") if args.values else ""
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    header = HEADER.format(values=" and ".join(os.path.relpath(v, root) for v in args.values)) if args.values else ""
     for path, docs in ((args.out, main), (args.monitoring_out, monitoring)):
         if path:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(header + "".join(d[3] for d in sorted(docs)))
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as f:
+            json.dump([yaml.safe_load(d[3]) for d in sorted(main + monitoring)], f)
 
 
 def lint(args):
@@ -125,7 +136,10 @@ def crds(args):
         extra = unknown_fields(doc, parsed.model_dump(mode="json", by_alias=True, exclude_none=True), doc["kind"])
         if extra:
             fail(f"fields the prometheus-operator CRD does not define: {', '.join(extra)}")
-        if doc["kind"] == "PrometheusRule" and args.rules_out:
+        if doc["kind"] == "PrometheusRule":
+            with open(args.expect_rules, encoding="utf-8") as f:
+                if doc["spec"] != yaml.safe_load(f):
+                    fail(f"the PrometheusRule's spec differs from {args.expect_rules}")
             with open(args.rules_out, "w", encoding="utf-8") as f:
                 yaml.safe_dump(doc["spec"], f, sort_keys=False)
     missing = set(models) - seen
@@ -140,7 +154,9 @@ def main():
     p.add_argument("chart")
     p.add_argument("--out", required=True)
     p.add_argument("--monitoring-out")
+    p.add_argument("--json-out")
     p.add_argument("--values", action="append", default=[])
+    p.add_argument("--set", action="append", default=[], help="KEY=STRING")
     p.add_argument("--set-file", action="append", default=[])
     p.add_argument("--release", default="dfdwatch")
     p.add_argument("--namespace", default="dfdwatch")
@@ -150,7 +166,8 @@ def main():
     p.set_defaults(run=lint)
     p = sub.add_parser("crds")
     p.add_argument("file")
-    p.add_argument("--rules-out")
+    p.add_argument("--rules-out", required=True)
+    p.add_argument("--expect-rules", required=True)
     p.set_defaults(run=crds)
     args = parser.parse_args()
     args.run(args)
