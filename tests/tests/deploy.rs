@@ -221,3 +221,17 @@ fn dfd_configmap_holds_the_files_verbatim_and_they_pass_check() -> Result<()> {
     ensure!(out.status.success(), "dfdwatch check on the ConfigMap's files: {}", String::from_utf8_lossy(&out.stdout));
     Ok(())
 }
+
+#[test]
+fn daemon_accepts_every_flag_the_chart_passes() -> Result<()> {
+    let scratch = Scratch::new("deploy-flags")?;
+    let out = daemon::run_to_exit(&["run", "--help"])?;
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (name, r) in scenarios(&scratch.0)? {
+        for arg in args_of(&r)?.iter().filter(|a| a.starts_with("--")) {
+            let flag = arg.split('=').next().unwrap_or(arg);
+            ensure!(help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")), "{name}: the chart passes {flag}, which `dfdwatch run` does not know");
+        }
+    }
+    Ok(())
+}
