@@ -5,6 +5,7 @@
 //! Everything a lab creates is removed when it is dropped, also when a test fails, and only the
 //! processes it started are ended, by pid.
 
+pub mod chart;
 pub mod daemon;
 pub mod lab;
 pub mod servers;

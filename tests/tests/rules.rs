@@ -5,19 +5,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
-use dfdwatch_tests::sys;
-
-fn metric_names(text: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("dfdwatch_") {
-        let tail = &rest[i..];
-        let end = tail.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).unwrap_or(tail.len());
-        names.insert(tail[..end].to_owned());
-        rest = &tail[end..];
-    }
-    names
-}
+use dfdwatch_tests::{chart::metric_names, sys};
 
 #[test]
 fn rules_check_and_unit_tests_pass_with_promtool() -> Result<()> {

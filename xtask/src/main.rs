@@ -4,6 +4,7 @@
 
 mod cmd;
 mod demo;
+mod deploy_tools;
 mod setup;
 mod test;
 mod toolchain;

@@ -20,6 +20,7 @@ pub fn run() -> Result<()> {
     bpf_linker()?;
     tracefs()?;
     mermaid_checker()?;
+    crate::deploy_tools::install()?;
     eprintln!("xtask: setup complete in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
