@@ -1,6 +1,7 @@
 //! Pipeline throughput on synthetic kernel records, for approved DFDs of 10, 1,000 and 10,000
 //! nodes: (a) the whole per-event path (decode, identity, verdict with the same-node pairing,
-//! the JSON event line) and (b) the verdict alone (placement of both ends and the judgement).
+//! the JSON event line), (b) the verdict alone (placement of both ends and the judgement), over
+//! flows spread across the whole DFD, and (c) the verdict over flows among 16 source nodes.
 //! Half the flows are approved, half on a wrong port. One thread, as in the daemon's stages.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark set-up: a panic is a failed run")]
@@ -20,11 +21,15 @@ use dfdwatch_bench::synth;
 
 const BATCH: usize = 4096;
 
-fn records(nodes: usize) -> Vec<Vec<u8>> {
+/// Records spread over up to `spread` source nodes (with their next node as destination).
+fn records(nodes: usize, spread: usize) -> Vec<Vec<u8>> {
     let me = std::process::id();
     (0..BATCH)
         .map(|k| {
-            let from = (k * 7919) % nodes.saturating_sub(1).max(1);
+            let mut from = (k * 7919) % nodes.saturating_sub(1).max(1).min(spread);
+            if !synth::approved_from(from) {
+                from -= 1;
+            }
             let port = if k % 2 == 0 { 8080 } else { 9090 };
             synth::record(from, from + 1, port, me, k as u64)
         })
@@ -40,7 +45,7 @@ fn pipeline(c: &mut Criterion) {
         let policy = Arc::new(Policy::load(&[path]).unwrap());
         let counters = Arc::new(Counters::default());
         let mut resolver = Resolver::new(None, Arc::new(StaticNames::default()), counters.clone());
-        let recs = records(nodes);
+        let recs = records(nodes, usize::MAX);
         let clock = WallClock::new();
         let mut pairs = Pairs::default();
         let mut sink = std::io::sink();
@@ -60,6 +65,20 @@ fn pipeline(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("verdict", nodes), &enriched, |b, enriched| {
             b.iter_batched_ref(
                 || enriched.clone(),
+                |batch| {
+                    for e in batch.iter_mut() {
+                        judge(&policy, e);
+                    }
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
+        // The same, with the flows among 16 source nodes only: what a node sees in practice (a
+        // working set that stays in the CPU caches whatever the DFD's size).
+        let hot: Vec<_> = records(nodes, 16).iter().map(|r| resolver.enrich(decode(r).unwrap())).collect();
+        group.bench_with_input(BenchmarkId::new("verdict-16-sources", nodes), &hot, |b, hot| {
+            b.iter_batched_ref(
+                || hot.clone(),
                 |batch| {
                     for e in batch.iter_mut() {
                         judge(&policy, e);

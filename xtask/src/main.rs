@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's tasks. `setup` installs what a fresh Debian machine lacks;
-//! `build`, `test` and `demo` run it first, so a newcomer only ever types `cargo xtask demo` and
+//! `build`, `test`, `demo` and `bench` run it first, so a newcomer only ever types `cargo xtask demo` and
 //! `cargo xtask test`.
 
+mod bench;
 mod cmd;
 mod demo;
 mod deploy_tools;
@@ -29,6 +30,9 @@ enum Task {
     Test,
     /// Set up, build, then run dfdwatch over two scripted pods and print their events.
     Demo,
+    /// Set up, build in release, and run the benchmarks (all, or those named: pipeline, latency,
+    /// memory, overhead); see BENCHMARKS.md.
+    Bench { which: Vec<String> },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test => test::run(),
         Task::Demo => demo::run(),
+        Task::Bench { which } => bench::run(&which),
     }
 }

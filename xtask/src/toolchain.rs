@@ -34,4 +34,6 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // metrics: promtool checks the exposition format and the alerting rules
     "prometheus",
     "prometheus-alertmanager",
+    // benchmarks: the peer monitor in the overhead benchmark
+    "bpftrace",
 ];

@@ -132,6 +132,18 @@ impl Compiled {
             .and_then(|z| self.dfd.zones.get(*z))
     }
 
+    /// The flows approved from node `from` to node `to` (indices into `dfd.nodes`, which are also
+    /// their graph indices): no id lookups, for the per-flow verdict.
+    pub fn flows_between_ix(&self, from: usize, to: usize) -> impl Iterator<Item = &Flow> {
+        let (a, b) = (NodeIndex::new(from), NodeIndex::new(to));
+        let valid = from < self.graph.node_count() && to < self.graph.node_count();
+        valid
+            .then(|| self.graph.edges_connecting(a, b))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| self.dfd.flows.get(*e.weight()))
+    }
+
     /// The flows approved from node id `from` to node id `to`.
     pub fn flows_between(&self, from: &str, to: &str) -> Vec<&Flow> {
         let (Some(a), Some(b)) = (self.node_index.get(from), self.node_index.get(to)) else {

@@ -184,9 +184,9 @@ pub fn verdict(dfd: &Compiled, flow: &ObservedFlow<'_>) -> Verdict {
         v.nearest_flows = nearest(dfd, flow.src.node_ix, flow.dst.node_ix);
         return v;
     };
-    let (src_node, dst_node) = (&dfd.dfd.nodes[src], &dfd.dfd.nodes[dst]);
-    let between = dfd.flows_between(&src_node.id, &dst_node.id);
-    if let Some(f) = between.iter().find(|f| {
+    let mut between = dfd.flows_between_ix(src, dst).peekable();
+    let any_between = between.peek().is_some();
+    if let Some(f) = between.find(|f| {
         f.ports.is_empty()
             || f.ports
                 .iter()
@@ -205,7 +205,7 @@ pub fn verdict(dfd: &Compiled, flow: &ObservedFlow<'_>) -> Verdict {
         .and_then(|z| z.max_data.as_ref())
         .and_then(|d| dfd.dfd.data_class(&d.id))
         .is_some_and(|d| d.level >= 3 || d.personal);
-    let mut v = if !between.is_empty() {
+    let mut v = if any_between {
         base(VerdictKind::WrongPort, Severity::Medium, &["elevation_of_privilege"], &["A"])
     } else if dfd.node_zone.get(src) == dfd.node_zone.get(dst) {
         base(VerdictKind::LateralMovement, Severity::Medium, &["elevation_of_privilege"], &["A", "S"])
@@ -261,8 +261,8 @@ fn direction(dfd: &Compiled, src_zone: Option<usize>, dst_zone: Option<usize>) -
 /// with the size of the DFD.
 fn nearest(dfd: &Compiled, src: Option<usize>, dst: Option<usize>) -> Vec<String> {
     use petgraph::Direction;
-    let graph_node =
-        |n: Option<usize>| n.and_then(|n| dfd.dfd.nodes.get(n)).and_then(|n| dfd.node_index.get(&n.id)).copied();
+    // Graph node i is DFD node i (the compiler adds them in order).
+    let graph_node = |n: Option<usize>| n.filter(|n| *n < dfd.graph.node_count()).map(petgraph::graph::NodeIndex::new);
     let (s, d) = (graph_node(src), graph_node(dst));
     let mut same: Vec<usize> = Vec::new();
     let mut near: Vec<usize> = Vec::new();
