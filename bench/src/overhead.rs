@@ -111,6 +111,7 @@ fn run_scenario(
         .iter()
         .map(|c| ["lost_connect", "lost_accept", "lost_connect_failed"].iter().map(|k| c["kernel"][k].as_u64().unwrap_or(0)).sum::<u64>())
         .sum();
+    let skipped: u64 = dfdwatch_runs.iter().map(|c| c["kernel"]["skipped_recursion"].as_u64().unwrap_or(0)).sum();
     let min_written = dfdwatch_runs.iter().map(|c| c["pipeline"]["events_written"].as_u64().unwrap_or(0)).min().unwrap_or(0);
     Ok(json!({
         "scenario": name,
@@ -120,6 +121,7 @@ fn run_scenario(
         "ratio_bpftrace": medians[2] / medians[0],
         "connections_per_second_unmonitored": connections as f64 / medians[0],
         "dfdwatch_kernel_lost": lost,
+        "dfdwatch_skipped_recursion": skipped,
         "dfdwatch_min_events_written": min_written,
         "dfdwatch_expected_events": 2 * connections,
     }))

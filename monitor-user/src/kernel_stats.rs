@@ -1,26 +1,43 @@
-//! Reads the probes' per-CPU loss and anomaly counters, logs every increase of a loss counter
-//! with its count, and reports totals at shutdown.
+//! Reads the probes' per-CPU loss and anomaly counters, and the kernel's own count of probe runs
+//! it skipped (`skipped_recursion`, see [`crate::probes::prog_info`]); logs every increase of a
+//! loss counter with its count, and reports totals at shutdown.
 
 use std::collections::BTreeMap;
 
 use aya::maps::{MapData, PerCpuArray};
 use monitor_common::Stat;
 
+use crate::probes::prog_info::ProgInfo;
+
+/// Name of the kernel's count of state changes the probe never ran for. Most are transitions the
+/// probe would have ignored (closes, FIN states); some may be connects or accepts, so it is an
+/// upper bound on events lost that way, not a count of them.
+pub const SKIPPED_RECURSION: &str = "skipped_recursion";
+
 /// Sums the per-CPU counters the probes keep.
 pub struct KernelStats {
     map: PerCpuArray<MapData, u64>,
+    prog: ProgInfo,
     last: [u64; Stat::ALL.len()],
+    last_recursion: u64,
 }
 
 impl KernelStats {
-    /// Wraps the probes' stats map.
-    pub fn new(map: PerCpuArray<MapData, u64>) -> Self {
-        Self { map, last: [0; Stat::ALL.len()] }
+    /// Wraps the probes' stats map and the attached program.
+    pub fn new(map: PerCpuArray<MapData, u64>, prog: ProgInfo) -> Self {
+        Self { map, prog, last: [0; Stat::ALL.len()], last_recursion: 0 }
+    }
+
+    fn recursion_misses(&self) -> u64 {
+        self.prog.recursion_misses().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the probe's recursion_misses failed");
+            self.last_recursion
+        })
     }
 
     /// Current totals by counter name.
     pub fn totals(&self) -> BTreeMap<&'static str, u64> {
-        Stat::ALL
+        let mut totals: BTreeMap<&'static str, u64> = Stat::ALL
             .iter()
             .map(|&s| {
                 let total = match self.map.get(&(s as u32), 0) {
@@ -32,7 +49,9 @@ impl KernelStats {
                 };
                 (s.name(), total)
             })
-            .collect()
+            .collect();
+        totals.insert(SKIPPED_RECURSION, self.recursion_misses());
+        totals
     }
 
     /// Logs the counters that grew since the last call (losses as warnings, the rest at debug)
@@ -59,6 +78,18 @@ impl KernelStats {
                 }
                 _ => tracing::debug!(counter = s.name(), delta, total = now, "kernel counter"),
             }
+        }
+        let now = totals.get(SKIPPED_RECURSION).copied().unwrap_or(0);
+        let delta = now.saturating_sub(self.last_recursion);
+        if delta > 0 {
+            self.last_recursion = now;
+            metrics.add_kernel(SKIPPED_RECURSION, delta);
+            tracing::warn!(
+                counter = SKIPPED_RECURSION,
+                lost = delta,
+                total = now,
+                "the kernel skipped the probe for state changes while it was already running on that CPU (a softirq interrupting it); some may have been connects or accepts"
+            );
         }
     }
 }

@@ -86,6 +86,7 @@ impl Metrics {
         for s in monitor_common::Stat::ALL {
             kernel.with_label_values(&[s.name()]);
         }
+        kernel.with_label_values(&[crate::kernel_stats::SKIPPED_RECURSION]);
         registry.register(Box::new(flows.clone()))?;
         registry.register(Box::new(violations.clone()))?;
         registry.register(Box::new(kernel.clone()))?;

@@ -329,7 +329,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let mut probes = Probes::load(&config)?;
     let ring = probes.take_events()?;
-    let mut kernel_stats = KernelStats::new(probes.take_stats()?);
+    let mut kernel_stats = KernelStats::new(probes.take_stats()?, probes.prog_info()?);
 
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let (identified_tx, identified_rx) = mpsc::channel(EVENT_QUEUE);

@@ -22,6 +22,14 @@ impl AttachPoint {
     /// In order of preference.
     pub const PREFERENCE: [AttachPoint; 2] = [AttachPoint::Tracepoint, AttachPoint::RawTracepoint];
 
+    /// The eBPF program attached at this point.
+    pub fn program_name(self) -> &'static str {
+        match self {
+            AttachPoint::Tracepoint => "dfdw_tp_state",
+            AttachPoint::RawTracepoint => "dfdw_raw_tp_state",
+        }
+    }
+
     /// Name used in logs.
     pub fn name(self) -> &'static str {
         match self {
@@ -64,7 +72,7 @@ fn try_attach(ebpf: &mut Ebpf, point: AttachPoint) -> Result<(), String> {
                 &[("skaddr", 8), ("oldstate", 16), ("newstate", 20)],
             )?;
             let prog: &mut TracePoint = ebpf
-                .program_mut("dfdw_tp_state")
+                .program_mut(AttachPoint::Tracepoint.program_name())
                 .ok_or("program dfdw_tp_state missing")?
                 .try_into()
                 .map_err(|e| format!("{e}"))?;
@@ -73,7 +81,7 @@ fn try_attach(ebpf: &mut Ebpf, point: AttachPoint) -> Result<(), String> {
         }
         AttachPoint::RawTracepoint => {
             let prog: &mut RawTracePoint = ebpf
-                .program_mut("dfdw_raw_tp_state")
+                .program_mut(AttachPoint::RawTracepoint.program_name())
                 .ok_or("program dfdw_raw_tp_state missing")?
                 .try_into()
                 .map_err(|e| format!("{e}"))?;

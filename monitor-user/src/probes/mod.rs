@@ -6,6 +6,7 @@ pub mod attach;
 pub mod btf;
 pub mod listeners;
 pub mod offsets;
+pub mod prog_info;
 pub mod tracefs;
 
 use aya::{
@@ -38,6 +39,14 @@ pub enum ProbeError {
     },
     #[error("no attach point worked on this kernel: {0}")]
     Attach(String),
+    #[error("eBPF program {0} missing from the object")]
+    MissingProgram(&'static str),
+    #[error("cannot read eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
 }
 
 /// Knobs for loading the probes.
@@ -96,6 +105,17 @@ impl Probes {
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
         let map = self.ebpf.take_map(EVENTS_MAP).ok_or(ProbeError::MissingMap(EVENTS_MAP))?;
         RingBuf::try_from(map).map_err(|source| ProbeError::MapType { name: EVENTS_MAP, source })
+    }
+
+    /// The attached program's kernel-side counters, through a duplicate of its fd.
+    pub fn prog_info(&self) -> Result<prog_info::ProgInfo, ProbeError> {
+        let name = self.attach_point.program_name();
+        let prog = self.ebpf.program(name).ok_or(ProbeError::MissingProgram(name))?;
+        let fd = prog
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(aya::programs::ProgramError::from))
+            .map_err(|source| ProbeError::Program { name, source })?;
+        Ok(prog_info::ProgInfo::new(fd))
     }
 
     /// Takes the per-CPU loss counters (once).
