@@ -9,6 +9,7 @@ pub mod counters;
 pub mod decode;
 pub mod escape;
 pub mod event;
+pub mod heap;
 pub mod http;
 pub mod identity;
 pub mod kernel_stats;

@@ -197,7 +197,13 @@ async fn report_kube_health(identity: dfdwatch_kube::KubeIdentity) {
         let now = (h.synced, h.connected);
         if now != last {
             match now {
-                (true, true) => tracing::info!("kubernetes identity synced and connected"),
+                (true, true) => {
+                    if !last.0 {
+                        // The first list is decoded and indexed: its buffers are free now.
+                        crate::heap::release_freed_memory();
+                    }
+                    tracing::info!("kubernetes identity synced and connected")
+                }
                 (true, false) => {
                     tracing::warn!(last_error = ?h.last_error, "kubernetes API server unreachable; answering from the cached identities")
                 }

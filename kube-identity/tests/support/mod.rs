@@ -1,6 +1,6 @@
 //! A stand-in Kubernetes API server over real HTTP on 127.0.0.1 for the integration tests: list
-//! and watch with resourceVersion, bookmarks, 410 Gone after compaction, `/version`, and stop and
-//! restart on the same port. Driven by the real kube client.
+//! (paged with limit and continue) and watch with resourceVersion, bookmarks, 410 Gone after
+//! compaction, `/version`, and stop and restart on the same port. Driven by the real kube client.
 
 #![allow(
     dead_code,
@@ -186,11 +186,20 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Body> 
             .is_some_and(|v| v == "true"),
     });
     if !watch {
-        let items: Vec<Value> = st.kinds[kind.idx()].objects.values().cloned().collect();
+        // Pages as a real API server does: `limit` items from the `continue` token on (here the
+        // offset into the key-ordered objects), with a token while more remain.
+        let objects = &st.kinds[kind.idx()].objects;
+        let skip: usize = params.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+        let limit: usize = params.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let items: Vec<Value> = objects.values().skip(skip).take(limit).cloned().collect();
+        let mut metadata = json!({"resourceVersion": st.rv.to_string()});
+        if skip.saturating_add(limit) < objects.len() {
+            metadata["continue"] = json!((skip + limit).to_string());
+        }
         return full(
             StatusCode::OK,
             json!({"kind": format!("{}List", kind.kind()), "apiVersion": kind.api_version(),
-                   "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+                   "metadata": metadata, "items": items}),
         );
     }
     let from: u64 = params

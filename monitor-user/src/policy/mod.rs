@@ -71,6 +71,7 @@ impl Policy {
         if content_hash(paths) != before {
             return Err(PolicyError::Changed);
         }
+        crate::heap::release_freed_memory();
         let documents = compiled.dfd.documents.iter().map(|d| d.metadata.name.as_str()).collect::<Vec<_>>();
         let loaded_unix =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
