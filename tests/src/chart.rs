@@ -84,20 +84,7 @@ pub fn path_str(p: &Path) -> Result<&str> {
     p.to_str().with_context(|| format!("non-UTF-8 path {}", p.display()))
 }
 
-/// A scratch directory under target/lab, removed when dropped (also when a test fails).
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(tag: &str) -> Result<Self> {
-        Ok(Self(sys::scratch_dir(tag)?))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use crate::sys::Scratch;
 
 /// The dfdwatch_* metric names in `text`.
 pub fn metric_names(text: &str) -> BTreeSet<String> {

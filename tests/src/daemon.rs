@@ -24,6 +24,8 @@ pub struct Daemon {
     child: Option<Child>,
     events_path: PathBuf,
     log_path: PathBuf,
+    /// Holds the events and log; removed when the daemon is dropped.
+    _dir: sys::Scratch,
 }
 
 /// What a stopped daemon left: its events, its final counters and its log.
@@ -87,7 +89,7 @@ impl Daemon {
         }
         cmd.args(&options.extra_args);
         let child = cmd.spawn().context("start dfdwatch")?;
-        let mut daemon = Self { child: Some(child), events_path, log_path };
+        let mut daemon = Self { child: Some(child), events_path, log_path, _dir: dir };
         daemon.wait_ready()?;
         Ok(daemon)
     }

@@ -66,15 +66,40 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A fresh, empty scratch directory under the target directory, named after `tag`.
-pub fn scratch_dir(tag: &str) -> Result<PathBuf> {
+/// A scratch directory under target/lab, removed when dropped (also when a test fails). Derefs
+/// to its path.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A fresh, empty scratch directory named after `tag`.
+    pub fn new(tag: &str) -> Result<Self> {
+        scratch_dir(tag)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh, empty scratch directory under the target directory, named after `tag`; removed when
+/// the returned guard drops.
+pub fn scratch_dir(tag: &str) -> Result<Scratch> {
     let dir = workspace_root()
         .join("target")
         .join("lab")
         .join(format!("{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    Ok(dir)
+    Ok(Scratch(dir))
 }
 
 /// Sends `signal` to `pid` (a process this harness started).

@@ -172,7 +172,8 @@ fn connection_storm_is_counted() -> Result<()> {
     let daemon = Daemon::start("storm", &DaemonOptions::default())?;
     let scene = scene("storm")?;
     // curl opens one connection per URL; N URLs in one curl keep the storm fast.
-    let config_path = sys::scratch_dir("storm-urls")?.join("urls.txt");
+    let scratch = sys::scratch_dir("storm-urls")?;
+    let config_path = scratch.join("urls.txt");
     let url = format!("url = \"http://{}:{HTTP_PORT}/\"\noutput = \"/dev/null\"\n", scene.server.ipv4);
     std::fs::write(&config_path, url.repeat(N))?;
     let config = config_path.display().to_string();

@@ -39,7 +39,7 @@ struct Setup {
     lab: Lab,
     client: Pod,
     server: Pod,
-    dir: std::path::PathBuf,
+    dir: sys::Scratch,
 }
 
 fn setup(tag: &str) -> Result<Setup> {
