@@ -6,9 +6,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use crate::kube_standin::{FakeApiServer, Kind, namespace, pod};
@@ -29,24 +29,13 @@ fn pid_of(log: &Path) -> Result<u32> {
         .context("pid in the ready line")
 }
 
-fn wait_log(log: &Path, needle: &str, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !std::fs::read_to_string(log).unwrap_or_default().contains(needle) {
-        if Instant::now() > deadline {
-            bail!("no `{needle}` in {} after {timeout:?}", log.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
 /// Measures one set-up started with `extra` options.
 fn measure(dir: &Path, name: &str, extra: &[String], wait_for: Option<&str>) -> Result<Value> {
     let sub = dir.join(name);
     let running = monitor::start(Monitor::Dfdwatch, &sub, extra)?;
     let log = sub.join("dfdwatch.log");
     if let Some(needle) = wait_for {
-        wait_log(&log, needle, Duration::from_secs(300))?;
+        dfdwatch_tests::sys::wait_for_text(&log, needle, 1, Duration::from_secs(300))?;
     }
     let pid = pid_of(&log)?;
     let exe = std::env::current_exe()?;
@@ -84,13 +73,7 @@ pub fn run(dir: &Path, dfd: &Path, pods: usize) -> Result<Value> {
         api.apply(Kind::Pods, pod(&format!("ns{}", i % 100), &format!("pod-{i}"), &format!("uid-{i}"), node, Some(&ip), "Running", started));
     }
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster: {{server: \"{}\"}}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context: {{cluster: stand-in, user: u}}\ncurrent-context: c\n",
-            api.url()
-        ),
-    )?;
+    std::fs::write(&kubeconfig, dfdwatch_tests::sys::kubeconfig(&api.url()))?;
     let extra = [
         "--no-metrics".into(),
         "--dfd".into(),

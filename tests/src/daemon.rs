@@ -122,6 +122,18 @@ impl Daemon {
             .context("no `metrics listening` line in the daemon log")
     }
 
+    /// Waits until the log holds `needle` `times` times (15 s at most); returns the log.
+    pub fn wait_log(&self, needle: &str, times: usize) -> Result<String> {
+        sys::wait_for_text(&self.log_path, needle, times, Duration::from_secs(15))
+    }
+
+    /// The /metrics exposition, fetched with curl on loopback.
+    pub fn metrics(&self) -> Result<String> {
+        let out = Command::new("curl").args(["-sf", &format!("{}/metrics", self.metrics_base()?)]).output()?;
+        anyhow::ensure!(out.status.success(), "/metrics: {out:?}");
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
     /// The daemon's log file (stderr), for tests that wait on a log line.
     pub fn log_path(&self) -> &std::path::Path {
         &self.log_path

@@ -102,6 +102,33 @@ pub fn scratch_dir(tag: &str) -> Result<Scratch> {
     Ok(Scratch(dir))
 }
 
+/// A TCP port free on 127.0.0.1 at the time of asking.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until `path` holds `needle` at least `times` times; returns the text then.
+pub fn wait_for_text(path: &Path, needle: &str, times: usize, timeout: std::time::Duration) -> Result<String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.matches(needle).count() >= times {
+            return Ok(text);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("no {times}x `{needle}` in {} after {timeout:?}:\n{text}", path.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A kubeconfig for the API server at `url`, without credentials (the stand-in's).
+pub fn kubeconfig(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster: {{server: \"{url}\"}}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context: {{cluster: stand-in, user: u}}\ncurrent-context: c\n"
+    )
+}
+
 /// Sends `signal` to `pid` (a process this harness started).
 pub fn signal(pid: u32, signal: i32) {
     if let Ok(pid) = i32::try_from(pid) {

@@ -122,10 +122,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
-}
-
 fn wait_http_ok(url: &str, what: &str, log: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -146,7 +142,7 @@ fn unauthorized_connection_reaches_the_alertmanager_webhook() -> Result<()> {
     let dir = sys::scratch_dir("alertmanager")?;
     let hook = Webhook::start()?;
 
-    let am_port = free_port()?;
+    let am_port = sys::free_port()?;
     std::fs::write(
         dir.join("alertmanager.yml"),
         format!(
@@ -191,7 +187,7 @@ fn unauthorized_connection_reaches_the_alertmanager_webhook() -> Result<()> {
     let metrics = daemon.metrics_base()?;
     let metrics_target = metrics.trim_start_matches("http://");
 
-    let prom_port = free_port()?;
+    let prom_port = sys::free_port()?;
     let rules = sys::workspace_root().join("deploy/prometheus/dfdwatch-rules.yaml");
     std::fs::write(
         dir.join("prometheus.yml"),

@@ -90,10 +90,6 @@ fn chart_capabilities(dir: &std::path::Path) -> Result<String> {
 }
 
 /// A free loopback port.
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// A child process ended (SIGTERM, then reaped) when dropped.
 struct Child(std::process::Child);
 
@@ -117,7 +113,7 @@ fn daemon_works_with_only_the_charts_capabilities() -> Result<()> {
     let scratch = Scratch::new("image-caps")?;
     let dir = scratch.0.clone();
     let caps = chart_capabilities(&dir)?;
-    let port = free_port()?.to_string();
+    let port = sys::free_port()?.to_string();
     // A server of another user that listens before the daemon starts (seeded from /proc).
     let python = "/usr/bin/python3";
     ensure!(std::path::Path::new(python).exists(), "{python} (Debian's python3) is needed for the test server");

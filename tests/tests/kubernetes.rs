@@ -9,7 +9,7 @@
 #[path = "../../kube-identity/tests/support/mod.rs"]
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, sys};
@@ -59,17 +59,6 @@ spec:
       data: [public]
 "#;
 
-fn wait_log(daemon_log: &std::path::Path, needle: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if std::fs::read_to_string(daemon_log).unwrap_or_default().contains(needle) {
-            return Ok(());
-        }
-        ensure!(Instant::now() < deadline, "no {needle:?} in the daemon log");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()> {
     let _serial = lab::exclusive();
@@ -89,18 +78,14 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
 
     let dir = sys::scratch_dir("kube")?;
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster: {{server: \"{}\"}}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context: {{cluster: stand-in, user: u}}\ncurrent-context: c\n",
-        api.url()
-    ))?;
+    std::fs::write(&kubeconfig, sys::kubeconfig(&api.url()))?;
     std::fs::write(dir.join("dfd.yaml"), DFD)?;
     let options = DaemonOptions {
         extra_args: vec!["--kubeconfig".into(), kubeconfig.display().to_string(), "--dfd".into(), dir.join("dfd.yaml").display().to_string()],
         ..Default::default()
     };
     let daemon = Daemon::start("kube", &options)?;
-    let log = daemon.log_path().to_owned();
-    wait_log(&log, "kubernetes identity synced and connected")?;
+    daemon.wait_log("kubernetes identity synced and connected", 1)?;
 
     lab.start_nginx(&server, &dir, &[80])?;
     let url = format!("http://{}/", server.ipv4);
@@ -109,7 +94,7 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
 
     // The API server goes away: the daemon says so and keeps answering from its cache.
     rt.block_on(api.stop());
-    wait_log(&log, "answering from the cached identities")?;
+    daemon.wait_log("answering from the cached identities", 1)?;
     let readyz = std::process::Command::new("curl").args(["-s", &format!("{}/readyz", daemon.metrics_base()?)]).output()?;
     let body = String::from_utf8_lossy(&readyz.stdout);
     ensure!(body.starts_with("ready\n") && body.contains("API server unreachable, answering from cache"), "/readyz during the outage: {body}");

@@ -109,9 +109,7 @@ fn scrape(daemon: &Daemon) -> Result<String> {
         let out = std::process::Command::new("curl").args(["-sf", &format!("{base}{path}")]).output()?;
         ensure!(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == want, "{path}: {out:?}");
     }
-    let out = std::process::Command::new("curl").args(["-sf", &format!("{base}/metrics")]).output()?;
-    ensure!(out.status.success(), "/metrics: {out:?}");
-    let text = String::from_utf8(out.stdout)?;
+    let text = daemon.metrics()?;
     let mut check = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

@@ -3,9 +3,9 @@
 //! and the running one keeps judging; no event is lost across reloads. Also: a connection
 //! between two workloads on this node, seen as a connect and as an accept, is counted once.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use dfdwatch_tests::daemon::counter;
 use dfdwatch_tests::{Daemon, DaemonOptions, Lab, Pod, lab, sys};
 use serde_json::Value;
@@ -85,27 +85,6 @@ fn is_connect_of(e: &Value, pid: u32) -> bool {
     e["kind"] == "connect" && e["local"]["tgid"] == pid
 }
 
-fn wait_log(daemon: &Daemon, needle: &str, times: usize) -> Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let log = std::fs::read_to_string(daemon.log_path())?;
-        if log.matches(needle).count() >= times {
-            return Ok(log);
-        }
-        if Instant::now() > deadline {
-            bail!("no {times}x `{needle}` in the daemon log after 15 s:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn scrape(daemon: &Daemon) -> Result<String> {
-    let out =
-        std::process::Command::new("curl").args(["-sf", &format!("{}/metrics", daemon.metrics_base()?)]).output()?;
-    ensure!(out.status.success(), "scrape: {out:?}");
-    Ok(String::from_utf8(out.stdout)?)
-}
-
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }
@@ -131,22 +110,22 @@ fn changed_dfd_file_is_applied_and_a_broken_one_refused() -> Result<()> {
     let daemon = start(&s, "reload-file", "1")?;
 
     ensure!(s.verdict_of_request(&daemon, 8080)? == "wrong_port", "port 8080 is not approved yet");
-    let before = scrape(&daemon)?;
+    let before = daemon.metrics()?;
 
     s.write_dfd(&s.dfd("{port: 80, protocol: TCP}, {port: 8080, protocol: TCP}", "web"))?;
-    wait_log(&daemon, "approved DFD reloaded", 1)?;
+    daemon.wait_log("approved DFD reloaded", 1)?;
     ensure!(s.verdict_of_request(&daemon, 8080)? == "approved", "the new DFD approves port 8080");
-    let after = scrape(&daemon)?;
+    let after = daemon.metrics()?;
     ensure!(metric(&after, "dfdwatch_dfd_reloads_total{result=\"applied\"}") == Some(1.0), "{after}");
     let info = |t: &str| t.lines().find(|l| l.starts_with("dfdwatch_dfd_info{")).map(str::to_owned);
     ensure!(info(&before) != info(&after), "dfdwatch_dfd_info shows the new revision: {:?}", info(&after));
 
     // A flow to a node that does not exist fails `check`: refused, and the running DFD stays.
     s.write_dfd(&s.dfd("{port: 80, protocol: TCP}", "no-such-node"))?;
-    let log = wait_log(&daemon, "approved DFD refused", 1)?;
+    let log = daemon.wait_log("approved DFD refused", 1)?;
     ensure!(log.contains("no-such-node"), "the refusal logs the check report:\n{log}");
     ensure!(s.verdict_of_request(&daemon, 8080)? == "approved", "the refused DFD did not replace the running one");
-    let refused = scrape(&daemon)?;
+    let refused = daemon.metrics()?;
     ensure!(metric(&refused, "dfdwatch_dfd_reloads_total{result=\"refused\"}") == Some(1.0), "{refused}");
     // The same refused content is not retried (and logged) every poll.
     std::thread::sleep(Duration::from_millis(2500));
@@ -155,7 +134,7 @@ fn changed_dfd_file_is_applied_and_a_broken_one_refused() -> Result<()> {
 
     // Same-node connections: each request gave a connect and an accept; the accept is marked as
     // the other end, and the verdict metrics count each connection once.
-    let flows = scrape(&daemon)?;
+    let flows = daemon.metrics()?;
     let done = daemon.stop()?;
     let server = s.server.ipv4.to_string();
     let judged: Vec<&Value> = done.events.iter().filter(|e| e["dst"]["addr"] == server.as_str()).collect();
@@ -187,7 +166,7 @@ fn sighup_reloads_at_once() -> Result<()> {
     s.write_dfd(&s.dfd("{port: 8080, protocol: TCP}", "web"))?;
     ensure!(s.verdict_of_request(&daemon, 8080)? == "wrong_port", "not reloaded before SIGHUP");
     sys::signal(daemon.pid().context("daemon pid")?, libc::SIGHUP);
-    let log = wait_log(&daemon, "approved DFD reloaded", 1)?;
+    let log = daemon.wait_log("approved DFD reloaded", 1)?;
     ensure!(log.contains("Sighup"), "the log says what triggered the reload:\n{log}");
     ensure!(s.verdict_of_request(&daemon, 8080)? == "approved", "applied after SIGHUP");
     let done = daemon.stop()?;

@@ -66,7 +66,18 @@ impl Policy {
     /// and after reading; if they differ, a writer was busy and the load is refused as
     /// [`PolicyError::Changed`], so a half-written file is never taken for the whole DFD.
     pub fn load(paths: &[PathBuf]) -> Result<Self, PolicyError> {
+        Self::load_hashed(paths).1
+    }
+
+    /// [`Policy::load`], also returning the content hash it read, whatever the outcome (the
+    /// reloader remembers a refused content by it).
+    pub fn load_hashed(paths: &[PathBuf]) -> (String, Result<Self, PolicyError>) {
         let before = content_hash(paths);
+        let result = Self::load_checked(paths, &before);
+        (before, result)
+    }
+
+    fn load_checked(paths: &[PathBuf], before: &str) -> Result<Self, PolicyError> {
         let compiled = load(paths)?;
         if content_hash(paths) != before {
             return Err(PolicyError::Changed);
@@ -76,7 +87,7 @@ impl Policy {
         let loaded_unix =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         Ok(Self {
-            revision: DfdRef { name: documents.join(","), sha256: before },
+            revision: DfdRef { name: documents.join(","), sha256: before.to_owned() },
             zones: compiled.dfd.zones.iter().map(|z| z.id.clone()).collect(),
             compiled,
             loaded_unix,

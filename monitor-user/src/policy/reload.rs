@@ -75,11 +75,7 @@ impl Reloader {
     /// DFD (so the same content is not retried and logged every poll), or `None`.
     async fn reload(&mut self, trigger: Trigger) -> Option<String> {
         let paths = self.paths.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            let hash = content_hash(&paths);
-            (hash, Policy::load(&paths))
-        })
-        .await;
+        let loaded = tokio::task::spawn_blocking(move || Policy::load_hashed(&paths)).await;
         let (hash, result) = match loaded {
             Ok(r) => r,
             Err(e) => {
