@@ -137,7 +137,10 @@ fn daemon_works_with_only_the_charts_capabilities() -> Result<()> {
         Ok(d) => d,
         Err(e) => bail!("the daemon did not start with the chart's capabilities ({caps}): {e:#}"),
     };
-    let client = as_nobody(&["curl", "-s", "-o", "/dev/null", &format!("http://127.0.0.1:{port}/")]).status()?;
+    // Two requests a second apart keep curl alive after its first connect, so the daemon can read
+    // its /proc/PID/exe even on a loaded machine (a process gone by then has no exe to read).
+    let url = format!("http://127.0.0.1:{port}/");
+    let client = as_nobody(&["curl", "-s", "-o", "/dev/null", "-o", "/dev/null", "--rate", "1/s", &url, &url]).status()?;
     ensure!(client.success(), "curl to the test server failed");
     let port_num: u64 = port.parse()?;
     let events = d.wait_for(Duration::from_secs(5), |ev| ev.iter().filter(|e| e["dst"]["port"] == port_num).count() >= 2)?;
