@@ -1,0 +1,23 @@
+#!/bin/sh
+# The project's entry point on any machine: installs the stable toolchain that
+# rust-toolchain.toml pins (rustup may be set not to install it by itself, RUSTUP_AUTO_INSTALL=0,
+# and then every `cargo` command in this tree fails before xtask runs), then hands over to
+# `cargo xtask`, which installs everything else. Idempotent; usage as `cargo xtask`:
+#   ./xtask.sh demo | test | setup | build | bench
+set -eu
+cd "$(dirname "$0")"
+PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
+if ! command -v rustup >/dev/null 2>&1; then
+    echo "xtask.sh: rustup is not on PATH; install it first (https://rustup.rs), then run this again" >&2
+    exit 69
+fi
+channel=$(sed -n 's/^channel *= *"\([^"]*\)".*/\1/p' rust-toolchain.toml)
+if [ -z "$channel" ]; then
+    echo "xtask.sh: rust-toolchain.toml names no channel" >&2
+    exit 78
+fi
+if ! rustup toolchain list | grep -q "^$channel-"; then
+    echo "xtask.sh: installing the pinned toolchain $channel" >&2
+    rustup toolchain install "$channel" --profile minimal --component clippy --component rustfmt
+fi
+exec cargo xtask "$@"
