@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dfdwatch::clock::WallClock;
-use dfdwatch::counters::Counters;
-use dfdwatch::decode::decode;
-use dfdwatch::event::ConnectionRecord;
 use dfdwatch::identity::{Resolver, StaticNames};
-use dfdwatch::policy::Policy;
-use dfdwatch::policy::stage::{Pairs, judge};
+use dfdwatch::policy::judged::judge;
+use dfdwatch::policy::stage::Pairs;
+use dfdwatch::policy::{Judged, Policy};
+use dfdwatch::sinks::record::ConnectionRecord;
+use dfdwatch::source::decode::decode;
+use dfdwatch::telemetry::counters::Counters;
 use dfdwatch_bench::synth;
 
 const BATCH: usize = 4096;
@@ -52,51 +53,29 @@ fn pipeline(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("decode+identity+verdict+json", nodes), &recs, |b, recs| {
             b.iter(|| {
                 for r in recs {
-                    let conn = decode(r).unwrap();
-                    let mut e = resolver.enrich(conn);
-                    judge(&policy, &mut e);
-                    e.other_end_seen = pairs.other_end_seen(&e, &counters);
-                    serde_json::to_writer(&mut sink, &ConnectionRecord::new(&e, &clock, "bench")).unwrap();
+                    let flow = resolver.identify(decode(r).unwrap());
+                    let mut judgement = judge(&policy, &flow);
+                    judgement.other_end_seen = pairs.other_end_seen(&flow, &counters);
+                    let j = Judged { flow, judgement };
+                    let record = ConnectionRecord::new(&j.flow, Some(&j.judgement), &clock, "bench");
+                    serde_json::to_writer(&mut sink, &record).unwrap();
                     sink.write_all(b"\n").unwrap();
                 }
             })
         });
-        let enriched: Vec<_> = recs.iter().map(|r| resolver.enrich(decode(r).unwrap())).collect();
-        group.bench_with_input(BenchmarkId::new("verdict", nodes), &enriched, |b, enriched| {
-            b.iter_batched_ref(
-                || enriched.clone(),
-                |batch| {
-                    for e in batch.iter_mut() {
-                        judge(&policy, e);
-                    }
-                },
-                criterion::BatchSize::LargeInput,
-            )
+        let identified: Vec<_> = recs.iter().map(|r| resolver.identify(decode(r).unwrap())).collect();
+        group.bench_with_input(BenchmarkId::new("verdict", nodes), &identified, |b, identified| {
+            b.iter(|| identified.iter().map(|flow| judge(&policy, flow)).collect::<Vec<_>>())
         });
         // The same, with the flows among 16 source nodes only: what a node sees in practice (a
         // working set that stays in the CPU caches whatever the DFD's size).
-        let hot: Vec<_> = records(nodes, 16).iter().map(|r| resolver.enrich(decode(r).unwrap())).collect();
+        let hot: Vec<_> = records(nodes, 16).iter().map(|r| resolver.identify(decode(r).unwrap())).collect();
         group.bench_with_input(BenchmarkId::new("verdict-16-sources", nodes), &hot, |b, hot| {
-            b.iter_batched_ref(
-                || hot.clone(),
-                |batch| {
-                    for e in batch.iter_mut() {
-                        judge(&policy, e);
-                    }
-                },
-                criterion::BatchSize::LargeInput,
-            )
+            b.iter(|| hot.iter().map(|flow| judge(&policy, flow)).collect::<Vec<_>>())
         });
         // Every flow was judged as intended: half approved, half on the wrong port.
-        let mut check = enriched.clone();
-        let approved = check
-            .iter_mut()
-            .map(|e| {
-                judge(&policy, e);
-                e.verdict.as_ref().map(|v| v.kind.as_str())
-            })
-            .filter(|k| *k == Some("approved"))
-            .count();
+        let approved =
+            identified.iter().filter(|flow| judge(&policy, flow).verdict.kind.as_str() == "approved").count();
         assert_eq!(approved, BATCH / 2, "synthetic flows judged as designed at {nodes} nodes");
     }
     group.finish();

@@ -65,6 +65,17 @@ impl Date {
         }
     }
 
+    /// Days from 1970-01-01 to this date (Howard Hinnant's days_from_civil; negative before).
+    pub fn unix_days(self) -> i64 {
+        let year = i64::from(self.year) - i64::from(self.month <= 2);
+        let era = year.div_euclid(400);
+        let yoe = year.rem_euclid(400);
+        let m = i64::from(self.month);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(self.day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
     /// Today in UTC.
     pub fn today_utc() -> Date {
         let secs = SystemTime::now()
@@ -102,5 +113,8 @@ mod tests {
         assert_eq!(Date::from_unix_days(20_415).to_string(), "2025-11-23");
         assert_eq!(Date::from_unix_days(-1).to_string(), "1969-12-31");
         assert_eq!(Date::from_unix_days(11_016).to_string(), "2000-02-29");
+        for days in [-800_000, -1, 0, 59, 60, 11_016, 20_415, 2_932_896] {
+            assert_eq!(Date::from_unix_days(days).unix_days(), days, "round trip of day {days}");
+        }
     }
 }

@@ -93,44 +93,61 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
     Ok(files)
 }
 
-/// Reads, parses and decodes every file under `paths` into one DFD.
-pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
+/// One DFD file as read from disk: its path and its bytes, read once. The daemon hashes exactly
+/// these bytes and parses exactly these bytes, so the revision it reports is the one it judges by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// The file.
+    pub path: PathBuf,
+    /// Its content, at most [`MAX_FILE_BYTES`] + 1 bytes (one more marks a file too large).
+    pub bytes: Vec<u8>,
+}
+
+/// Reads every file under `paths` once (a file larger than [`MAX_FILE_BYTES`] is read only up to
+/// one byte past the limit, so memory stays bounded; parsing reports it).
+pub fn read_sources(paths: &[PathBuf]) -> Result<Vec<Source>, LoadError> {
+    use std::io::Read;
     let files = expand(paths)?;
+    let mut sources = Vec::with_capacity(files.len());
+    for path in files {
+        let io = |source| LoadError::Io { path: path.clone(), source };
+        let file = std::fs::File::open(&path).map_err(io)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
+        sources.push(Source { path, bytes });
+    }
+    Ok(sources)
+}
+
+/// Parses and decodes sources read by [`read_sources`] into one DFD.
+pub fn parse_sources(sources: &[Source]) -> Loaded {
     let mut loaded = Loaded::default();
-    for path in &files {
-        let file: Arc<Path> = Arc::from(path.as_path());
-        let meta = std::fs::metadata(path).map_err(|source| LoadError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        if meta.len() > MAX_FILE_BYTES {
+    for source in sources {
+        let file: Arc<Path> = Arc::from(source.path.as_path());
+        if source.bytes.len() as u64 > MAX_FILE_BYTES {
             loaded.findings.push(Finding::new(
                 "P007",
                 Some(&Loc::file_start(&file)),
-                format!(
-                    "file is larger than {MAX_FILE_BYTES} bytes; split the DFD into several files"
-                ),
+                format!("file is larger than {MAX_FILE_BYTES} bytes; split the DFD into several files"),
             ));
             continue;
         }
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        match String::from_utf8(bytes) {
-            Ok(src) => add_source(&mut loaded.dfd, &mut loaded.findings, &file, &src),
+        match std::str::from_utf8(&source.bytes) {
+            Ok(src) => add_source(&mut loaded.dfd, &mut loaded.findings, &file, src),
             Err(e) => loaded.findings.push(Finding::new(
                 "P001",
                 Some(&Loc::file_start(&file)),
-                format!(
-                    "file is not UTF-8 (invalid byte at offset {}); save it as UTF-8",
-                    e.utf8_error().valid_up_to()
-                ),
+                format!("file is not UTF-8 (invalid byte at offset {}); save it as UTF-8", e.valid_up_to()),
             )),
         }
     }
-    loaded.files = files;
-    Ok(loaded)
+    loaded.files = sources.iter().map(|s| s.path.clone()).collect();
+    loaded
+}
+
+/// Reads, parses and decodes every file under `paths` into one DFD.
+pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
+    Ok(parse_sources(&read_sources(paths)?))
 }
 
 /// Parses and decodes one source text named `file` into `dfd`.

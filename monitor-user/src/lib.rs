@@ -1,22 +1,18 @@
-//! dfdwatch's daemon and CLI as a library: the stages of the pipeline and the probes' loader,
-//! used by the `dfdwatch` binary and by tests and benchmarks.
+//! dfdwatch's daemon and CLI as a library, used by the `dfdwatch` binary and by tests and
+//! benchmarks. The pipeline's stages each have a folder, and imports run one way, in the order a
+//! connection travels: [`source`] (ring buffer, decode) -> [`identity`] -> [`policy`] (placement
+//! and verdict) -> [`sinks`] (events, alerts, Alertmanager, metrics). [`telemetry`] (counters,
+//! metrics, health) sits beside them; [`probes`] loads the eBPF programs; [`daemon`] wires it all.
 
-pub mod alertmanager;
-pub mod alerts;
 pub mod cgroupfs;
 pub mod clock;
-pub mod counters;
-pub mod decode;
+pub mod daemon;
 pub mod escape;
-pub mod event;
 pub mod heap;
-pub mod http;
 pub mod identity;
-pub mod kernel_stats;
-pub mod metrics;
 pub mod policy;
 pub mod probes;
-pub mod reader;
-pub mod rotate;
-pub mod run;
-pub mod sink;
+pub mod shutdown;
+pub mod sinks;
+pub mod source;
+pub mod telemetry;

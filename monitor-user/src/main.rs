@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dfdwatch::run::{RunArgs, RunError};
+use dfdwatch::daemon::{RunArgs, RunError};
 
 /// Exit status for bad usage (sysexits EX_USAGE).
 const EX_USAGE: u8 = 64;
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(dfdwatch::run::run(*args)) {
+            match runtime.block_on(dfdwatch::daemon::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e @ RunError::Usage(_)) => {
                     tracing::error!("{e}");

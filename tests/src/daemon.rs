@@ -17,6 +17,8 @@ pub struct DaemonOptions {
     pub attach: Option<String>,
     /// Further arguments for `dfdwatch run`.
     pub extra_args: Vec<String>,
+    /// Where the events go, instead of a file in the daemon's scratch directory.
+    pub events_file: Option<PathBuf>,
 }
 
 /// A running daemon.
@@ -68,7 +70,7 @@ impl Daemon {
     pub fn start(tag: &str, options: &DaemonOptions) -> Result<Self> {
         sys::require_root()?;
         let dir = sys::scratch_dir(&format!("daemon-{tag}"))?;
-        let events_path = dir.join("events.jsonl");
+        let events_path = options.events_file.clone().unwrap_or_else(|| dir.join("events.jsonl"));
         let log_path = dir.join("dfdwatch.log");
         let log = std::fs::File::create(&log_path).context("create daemon log")?;
         let mut cmd = Command::new(binary()?);

@@ -141,3 +141,64 @@ fn dfd_with_errors_is_refused_at_start() -> Result<()> {
     ensure!(stderr.contains("dfd.yaml:") && stderr.contains("nowhere"), "message: {stderr}");
     Ok(())
 }
+
+/// Nodes bound by `hosts`: the server by the name the identity file gives its address, the
+/// client (a host process of this node) by the node's own host name.
+const HOSTS_DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
+kind: ApprovedDataFlowDiagram
+metadata:
+  name: hosts-test
+spec:
+  tiers:
+    - {id: T2, name: Internal, level: 2}
+  dataClasses:
+    - {id: public, level: 0}
+  zones:
+    - {id: internal, name: Internal, tier: T2}
+  nodes:
+    - {id: batch, name: Batch host, kind: process, zone: internal, match: {hosts: ["test-node"]}}
+    - {id: billing-db, name: Billing DB, kind: datastore, zone: internal, match: {hosts: ["billing-*"]}}
+  flows:
+    - id: batch-to-billing
+      from: batch
+      to: billing-db
+      ports: [{port: 80, protocol: TCP}]
+      appProtocol: http
+      encryption: {required: none}
+      data: [public]
+"#;
+
+#[test]
+fn hosts_selectors_match_the_identity_file_names_and_this_hosts_name() -> Result<()> {
+    let _serial = lab::exclusive();
+    let mut lab = Lab::new("hosts")?;
+    let client = lab.add_pod("client")?;
+    let server = lab.add_pod("server")?;
+    let dir = sys::scratch_dir("hosts")?;
+    std::fs::write(dir.join("dfd.yaml"), HOSTS_DFD)?;
+    let names = format!("[[host]]\nname = \"billing-primary\"\ncidrs = [\"{}/32\"]\n", server.ipv4);
+    std::fs::write(dir.join("identities.toml"), names)?;
+    let options = DaemonOptions {
+        extra_args: vec![
+            "--dfd".into(),
+            dir.join("dfd.yaml").display().to_string(),
+            "--identity-file".into(),
+            dir.join("identities.toml").display().to_string(),
+        ],
+        ..Default::default()
+    };
+    let daemon = Daemon::start("hosts", &options)?;
+    lab.start_nginx(&server, &dir, &[80])?;
+    let url = format!("http://{}/", server.ipv4);
+    let (pid, out) = lab.run(&client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &url])?;
+    ensure!(out.status.success(), "curl: {out:?}");
+    let events = daemon.wait_for(Duration::from_secs(5), |ev| {
+        ev.iter().any(|e| e["kind"] == "connect" && e["local"]["tgid"] == pid)
+    })?;
+    daemon.stop()?;
+    let c = events.iter().find(|e| e["kind"] == "connect" && e["local"]["tgid"] == pid).context("no connect")?;
+    ensure!(c["src"]["dfd"]["node"] == "batch", "the client by this node's host name: {c}");
+    ensure!(c["dst"]["dfd"]["node"] == "billing-db", "the server by its identity-file name: {c}");
+    ensure!(c["verdict"]["kind"] == "approved" && c["verdict"]["flow"] == "batch-to-billing", "{c}");
+    Ok(())
+}

@@ -28,11 +28,18 @@ pub fn selector(cx: &mut Cx<'_>, y: &Yaml, depth: usize) -> Option<Selector> {
         ("cgroupPaths", &mut s.cgroup_paths),
         ("systemdUnits", &mut s.systemd_units),
         ("hosts", &mut s.hosts),
-        ("fqdns", &mut s.fqdns),
     ] {
         if let Some(v) = o.get(field) {
             *target = patterns(cx, v, field);
         }
+    }
+    if let Some(v) = o.get("fqdns") {
+        cx.report(
+            "P004",
+            &v.loc,
+            "`fqdns` is not supported: dfdwatch sees no DNS answers, so such a node could never match; bind it by \
+             `cidrs`, or name its addresses in the daemon's identity file and use `hosts`",
+        );
     }
     if let Some(v) = o.get("cidrs") {
         s.cidrs = cidrs(cx, v, "cidrs");

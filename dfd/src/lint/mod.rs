@@ -16,6 +16,17 @@ pub use overlap::{branch_within, branches_overlap};
 
 /// Runs every lint; findings are sorted by place. `today` decides which approvals have expired.
 pub fn lint(dfd: &Dfd, today: Date) -> Vec<Finding> {
+    lint_on(dfd, Some(today))
+}
+
+/// Runs every lint that does not depend on the calendar: all but the approval expiry (H001). The
+/// daemon admits a DFD with these, so that a DFD does not turn invalid on the day an approval
+/// expires (it reports expiries as warnings and metrics instead; `dfdwatch check` keeps H001).
+pub fn lint_undated(dfd: &Dfd) -> Vec<Finding> {
+    lint_on(dfd, None)
+}
+
+fn lint_on(dfd: &Dfd, today: Option<Date>) -> Vec<Finding> {
     let ix = Index::new(dfd);
     let mut out = Vec::new();
     structure::check(dfd, &ix, &mut out);

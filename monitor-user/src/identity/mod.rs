@@ -16,11 +16,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::counters::Counters;
-use crate::decode::Connection;
 use crate::escape::escape_bytes;
-use crate::policy::verdict::Verdict;
-use crate::policy::{Placement, Policy};
+use crate::source::decode::Connection;
+use crate::telemetry::counters::{Counters, IdentityMiss};
 pub use container::ContainerRef;
 pub use names::StaticNames;
 
@@ -42,11 +40,15 @@ pub struct LocalIdentity {
     /// systemd unit (escaped), from the cgroup path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
+    /// This node's host name, when the local end is a host process (in no container and no
+    /// pod): what a DFD node's `hosts` selector matches. Events carry it as `node` already.
+    #[serde(skip)]
+    pub host: Option<String>,
 }
 
-/// A connection with the identity of its ends.
+/// A connection with the identity of its ends: the identity stage's output.
 #[derive(Clone, Debug)]
-pub struct Enriched {
+pub struct Identified {
     /// The connection as decoded.
     pub conn: Connection,
     /// The local end's identity.
@@ -55,21 +57,10 @@ pub struct Enriched {
     pub src_name: Option<String>,
     /// Static name of the destination address, if the identity file names it.
     pub dst_name: Option<String>,
-    /// Where the source sits in the approved DFD (when one is loaded).
-    pub src_dfd: Option<Placement>,
-    /// Where the destination sits in the approved DFD (when one is loaded).
-    pub dst_dfd: Option<Placement>,
-    /// The verdict on the flow (when a DFD is loaded).
-    pub verdict: Option<Verdict>,
     /// Kubernetes identity of the source (when the daemon watches a cluster).
     pub src_k8s: Option<kubernetes::K8sEnd>,
     /// Kubernetes identity of the destination (when the daemon watches a cluster).
     pub dst_k8s: Option<kubernetes::K8sEnd>,
-    /// The DFD revision that judged the flow (set by the verdict stage).
-    pub policy: Option<Arc<Policy>>,
-    /// The same connection was already seen from its other end on this node (a connect and an
-    /// accept of two local workloads); metrics and alerts count it once.
-    pub other_end_seen: bool,
 }
 
 /// Resolves identities; owned by the identity stage (no locks).
@@ -78,13 +69,14 @@ pub struct Resolver {
     processes: process::Processes,
     names: Arc<StaticNames>,
     kube: Option<dfdwatch_kube::KubeIdentity>,
+    host_name: Option<String>,
     counters: Arc<Counters>,
 }
 
 impl Resolver {
     /// A resolver over the cgroup v2 hierarchy (if mounted) and the static names.
     pub fn new(cgroups: Option<cgroup::CgroupPaths>, names: Arc<StaticNames>, counters: Arc<Counters>) -> Self {
-        Self { cgroups, processes: process::Processes::default(), names, kube: None, counters }
+        Self { cgroups, processes: process::Processes::default(), names, kube: None, host_name: None, counters }
     }
 
     /// Also resolves both ends through the Kubernetes identity cache.
@@ -93,14 +85,20 @@ impl Resolver {
         self
     }
 
+    /// Names host processes' local ends after this node's host name (for `hosts` selectors).
+    pub fn with_host_name(mut self, host_name: String) -> Self {
+        self.host_name = Some(host_name);
+        self
+    }
+
     /// The identities of one connection.
-    pub fn enrich(&mut self, conn: Connection) -> Enriched {
+    pub fn identify(&mut self, conn: Connection) -> Identified {
         let tgid = conn.process.as_ref().map(|p| p.tgid);
         let mut local = LocalIdentity::default();
         if let Some(tgid) = tgid {
             local.exe = self.processes.exe(tgid).map(|e| escape_bytes(e.as_bytes()));
             if local.exe.is_none() {
-                self.counters.record_identity_miss("exe");
+                self.counters.record_identity_miss(IdentityMiss::Exe);
             }
         }
         let path = self.cgroups.as_mut().and_then(|c| c.path(conn.cgroup_id, tgid)).map(str::to_owned);
@@ -112,7 +110,7 @@ impl Resolver {
                 local.systemd_unit = workload.systemd_unit.map(|u| escape_bytes(u.as_bytes()));
                 local.cgroup_path = Some(escape_bytes(path.as_bytes()));
             }
-            None => self.counters.record_identity_miss("cgroup"),
+            None => self.counters.record_identity_miss(IdentityMiss::Cgroup),
         }
         let local_is_src = conn.local_is_src();
         let (local_addr, remote_addr) = if local_is_src { (conn.src, conn.dst) } else { (conn.dst, conn.src) };
@@ -126,51 +124,43 @@ impl Resolver {
                 );
                 let r = kubernetes::remote(kube, remote_addr.ip(), remote_addr.port());
                 if l.is_none() {
-                    self.counters.record_identity_miss("pod");
+                    self.counters.record_identity_miss(IdentityMiss::Pod);
                 }
                 (l, r)
             }
             None => (None, None),
         };
+        if local.container.is_none() && local.pod_uid.is_none() && local_k8s.is_none() {
+            local.host.clone_from(&self.host_name);
+        }
         let (src_k8s, dst_k8s) = if local_is_src { (local_k8s, remote_k8s) } else { (remote_k8s, local_k8s) };
         let src_name = self.names.name(conn.src.ip()).map(str::to_owned);
         let dst_name = self.names.name(conn.dst.ip()).map(str::to_owned);
-        Enriched {
-            conn,
-            local,
-            src_name,
-            dst_name,
-            src_dfd: None,
-            dst_dfd: None,
-            verdict: None,
-            src_k8s,
-            dst_k8s,
-            policy: None,
-            other_end_seen: false,
-        }
+        Identified { conn, local, src_name, dst_name, src_k8s, dst_k8s }
     }
 }
 
-/// The identity stage: connections in, enriched connections out, on its own thread (its /proc
-/// reads are short but blocking).
-pub struct IdentityStage {
+/// The identity stage: connections in, identified connections out, on its own thread (its /proc
+/// reads are short but blocking). The output type is the next stage's input (the verdict stage's,
+/// or the sinks' when no DFD is loaded), so this stage need not know which one follows.
+pub struct IdentityStage<O> {
     resolver: Resolver,
     input: mpsc::Receiver<Connection>,
-    output: mpsc::Sender<Enriched>,
+    output: mpsc::Sender<O>,
 }
 
-impl IdentityStage {
+impl<O: From<Identified> + Send + 'static> IdentityStage<O> {
     /// A stage between `input` and `output`.
-    pub fn new(resolver: Resolver, input: mpsc::Receiver<Connection>, output: mpsc::Sender<Enriched>) -> Self {
+    pub fn new(resolver: Resolver, input: mpsc::Receiver<Connection>, output: mpsc::Sender<O>) -> Self {
         Self { resolver, input, output }
     }
 
     /// Runs until the input closes (the reader stopped) and everything is passed on.
     pub fn run(mut self) {
         while let Some(conn) = self.input.blocking_recv() {
-            let enriched = self.resolver.enrich(conn);
-            if self.output.blocking_send(enriched).is_err() {
-                tracing::error!("the event writer stopped; identity stage ends");
+            let identified = self.resolver.identify(conn);
+            if self.output.blocking_send(O::from(identified)).is_err() {
+                tracing::error!("the next stage stopped; identity stage ends");
                 return;
             }
         }

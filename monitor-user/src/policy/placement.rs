@@ -35,13 +35,24 @@ pub struct Placement {
 }
 
 /// Places an endpoint: `local` is the identity stage's view for the local end, `None` for the
-/// remote end; `k8s` its Kubernetes identity, when known.
-pub fn place(dfd: &Compiled, ip: IpAddr, local: Option<&LocalIdentity>, k8s: Option<&K8sEnd>) -> Placement {
-    let mut id = Identity { ip: Some(ip), ..Identity::default() };
+/// remote end; `k8s` its Kubernetes identity, when known; `name` the identity file's name of its
+/// address, when it names it. A `hosts` selector matches that name, else (for a host process on
+/// this node) the node's host name.
+pub fn place(
+    dfd: &Compiled,
+    ip: IpAddr,
+    local: Option<&LocalIdentity>,
+    k8s: Option<&K8sEnd>,
+    name: Option<&str>,
+) -> Placement {
+    let mut id = Identity { ip: Some(ip), hostname: name.map(str::to_owned), ..Identity::default() };
     if let Some(l) = local {
         id.exe = l.exe.clone();
         id.cgroup_path = l.cgroup_path.clone();
         id.systemd_unit = l.systemd_unit.clone();
+        if id.hostname.is_none() {
+            id.hostname = l.host.clone();
+        }
     }
     if let Some(k) = k8s {
         id.namespace = k.namespace.clone();

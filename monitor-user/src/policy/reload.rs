@@ -1,19 +1,32 @@
 //! Reloading the approved DFD, on SIGHUP and when the content of its files changes (polled every
 //! `--dfd-watch-interval-secs`; polling content rather than watching inodes also catches a
-//! Kubernetes ConfigMap's symlink swap). A change is taken once it has been stable for one poll,
-//! so an editor's half-written save is not loaded. A DFD that fails `check`, or changes while it
-//! is read, never replaces the running one: the refusal is logged with its report and counted
-//! in `dfdwatch_dfd_reloads_total{result="refused"}`; the running policy stays.
+//! Kubernetes ConfigMap's symlink swap). Each poll reads the files once and hashes those bytes; a
+//! change is taken once it has been stable for one poll, so an editor's half-written save is not
+//! loaded, and the DFD is then parsed from the very bytes that were hashed. A DFD that fails
+//! admission never replaces the running one: the refusal is logged with its report and reported
+//! to the [`ReloadObserver`] (the daemon's metrics count it); the running policy stays, and the
+//! same refused content is not retried every poll.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dfdwatch_dfd::load::{Source, read_sources};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
-use super::{Policy, content_hash};
-use crate::metrics::Metrics;
+use super::Policy;
+use super::admission::sources_hash;
+use crate::shutdown::ShutdownSignal;
+
+/// Who hears of each reload's outcome (the daemon's metrics), so that this module need not know
+/// them.
+pub trait ReloadObserver: Send + Sync {
+    /// A new revision was applied.
+    fn applied(&self, policy: &Policy);
+    /// A reload was refused; the running revision stays.
+    fn refused(&self);
+}
 
 /// What started a reload, for the log.
 #[derive(Clone, Copy, Debug)]
@@ -27,7 +40,7 @@ pub struct Reloader {
     paths: Vec<PathBuf>,
     interval: Duration,
     policy: watch::Sender<Arc<Policy>>,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn ReloadObserver>,
     hangup: Signal,
 }
 
@@ -38,49 +51,68 @@ impl Reloader {
         paths: Vec<PathBuf>,
         interval: Duration,
         policy: watch::Sender<Arc<Policy>>,
-        metrics: Arc<Metrics>,
+        observer: Arc<dyn ReloadObserver>,
     ) -> std::io::Result<Self> {
         let hangup = signal(SignalKind::hangup())?;
-        Ok(Self { paths, interval, policy, metrics, hangup })
+        Ok(Self { paths, interval, policy, observer, hangup })
     }
 
-    /// Runs until `stop` turns true.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    /// Runs until `stop` fires.
+    pub async fn run(mut self, stop: ShutdownSignal) {
+        let stop = stop.wait();
+        tokio::pin!(stop);
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_seen = self.policy.borrow().revision.sha256.clone();
         let mut refused: Option<String> = None;
         loop {
             tokio::select! {
-                _ = stop.changed() => break,
+                () = &mut stop => break,
                 _ = self.hangup.recv() => {
                     tracing::info!("SIGHUP: reloading the approved DFD");
-                    refused = self.reload(Trigger::Sighup).await;
+                    if let Some(sources) = self.read().await {
+                        refused = self.reload(Trigger::Sighup, sources).await;
+                    }
                 }
                 _ = tick.tick() => {
-                    let paths = self.paths.clone();
-                    let Ok(hash) = tokio::task::spawn_blocking(move || content_hash(&paths)).await else { continue };
+                    let Some(sources) = self.read().await else { continue };
+                    let hash = sources_hash(&sources);
                     let stable = hash == last_seen;
                     last_seen = hash.clone();
                     let running = self.policy.borrow().revision.sha256.clone();
                     if stable && hash != running && refused.as_deref() != Some(hash.as_str()) {
-                        refused = self.reload(Trigger::FileChange).await;
+                        refused = self.reload(Trigger::FileChange, sources).await;
                     }
                 }
             }
         }
     }
 
-    /// Loads the files and, if they pass, publishes them. Returns the content hash of a refused
-    /// DFD (so the same content is not retried and logged every poll), or `None`.
-    async fn reload(&mut self, trigger: Trigger) -> Option<String> {
+    /// Reads the DFD files once, off the runtime; `None` (logged) when they cannot be read.
+    async fn read(&self) -> Option<Vec<Source>> {
         let paths = self.paths.clone();
-        let loaded = tokio::task::spawn_blocking(move || Policy::load_hashed(&paths)).await;
-        let (hash, result) = match loaded {
+        match tokio::task::spawn_blocking(move || read_sources(&paths)).await {
+            Ok(Ok(sources)) => Some(sources),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the approved DFD's files; the running DFD stays");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the DFD read task failed; the running DFD stays");
+                None
+            }
+        }
+    }
+
+    /// Admits `sources` and, if they pass, publishes them. Returns the content hash of a refused
+    /// DFD (so the same content is not retried and logged every poll), or `None`.
+    async fn reload(&mut self, trigger: Trigger, sources: Vec<Source>) -> Option<String> {
+        let hash = sources_hash(&sources);
+        let result = match tokio::task::spawn_blocking(move || Policy::from_sources(&sources)).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "the DFD reload task failed; the running DFD stays");
-                self.metrics.record_reload(false);
+                self.observer.refused();
                 return None;
             }
         };
@@ -96,14 +128,13 @@ impl Reloader {
                     flows = policy.compiled.dfd.flows.len(),
                     "approved DFD reloaded"
                 );
-                self.metrics.set_dfd(&policy);
-                self.metrics.record_reload(true);
+                self.observer.applied(&policy);
                 self.policy.send_replace(Arc::new(policy));
                 None
             }
             Err(e) => {
                 tracing::error!(?trigger, sha256 = %hash, "approved DFD refused, the running one stays: {e}");
-                self.metrics.record_reload(false);
+                self.observer.refused();
                 Some(hash)
             }
         }

@@ -12,34 +12,16 @@ use std::sync::Arc;
 use monitor_common::EventKind;
 use tokio::sync::{mpsc, watch};
 
-use super::verdict::{ObservedFlow, verdict};
-use super::{Policy, place};
-use crate::counters::Counters;
-use crate::identity::Enriched;
+use super::Policy;
+use super::judged::{Judged, judge};
+use crate::identity::Identified;
+use crate::telemetry::counters::Counters;
 
 /// How long a connection's first sighting waits for its other end.
 const PAIR_TTL_NS: u64 = 1_000_000_000;
 /// Sightings waiting for their other end, at most. Beyond that, a same-node connection may be
 /// counted twice; each refused entry is counted as `pair_table_full`.
 const PAIR_CAPACITY: usize = 65_536;
-
-/// Places both ends of `e` and judges the flow against `policy`.
-pub fn judge(policy: &Arc<Policy>, e: &mut Enriched) {
-    let dfd = &policy.compiled;
-    let local_is_src = e.conn.local_is_src();
-    let src = place(dfd, e.conn.src.ip(), local_is_src.then_some(&e.local), e.src_k8s.as_ref());
-    let dst = place(dfd, e.conn.dst.ip(), (!local_is_src).then_some(&e.local), e.dst_k8s.as_ref());
-    let flow = ObservedFlow {
-        src: &src,
-        dst: &dst,
-        dst_port: e.conn.dst.port(),
-        attempt: e.conn.kind == EventKind::ConnectFailed,
-    };
-    e.verdict = Some(verdict(dfd, &flow));
-    e.src_dfd = Some(src);
-    e.dst_dfd = Some(dst);
-    e.policy = Some(policy.clone());
-}
 
 /// Remembers recent connections by their address pair, to recognise the other end's sighting.
 #[derive(Default)]
@@ -50,17 +32,17 @@ pub struct Pairs {
 
 impl Pairs {
     /// Whether the other end of this connection was already seen (and, if not, remembers it).
-    pub fn other_end_seen(&mut self, e: &Enriched, counters: &Counters) -> bool {
+    pub fn other_end_seen(&mut self, flow: &Identified, counters: &Counters) -> bool {
         // A failed connect has no accepting end, and its source port is already gone.
-        if e.conn.kind == EventKind::ConnectFailed {
+        if flow.conn.kind == EventKind::ConnectFailed {
             return false;
         }
-        let now = e.conn.monotonic_ns;
+        let now = flow.conn.monotonic_ns;
         if now.saturating_sub(self.last_sweep_ns) >= PAIR_TTL_NS || self.waiting.len() >= PAIR_CAPACITY {
             self.waiting.retain(|_, seen| now.saturating_sub(*seen) < PAIR_TTL_NS);
             self.last_sweep_ns = now;
         }
-        let key = (e.conn.src, e.conn.dst);
+        let key = (flow.conn.src, flow.conn.dst);
         match self.waiting.remove(&key) {
             Some(seen) if now.abs_diff(seen) < PAIR_TTL_NS => true,
             _ => {
@@ -75,34 +57,40 @@ impl Pairs {
     }
 }
 
-/// The verdict stage.
-pub struct VerdictStage {
+/// The verdict stage. Its output type is the sinks' input, so the stage need not know them.
+pub struct VerdictStage<O> {
     policy: watch::Receiver<Arc<Policy>>,
-    input: mpsc::Receiver<Enriched>,
-    output: mpsc::Sender<Enriched>,
+    input: mpsc::Receiver<Identified>,
+    output: mpsc::Sender<O>,
     pairs: Pairs,
     counters: Arc<Counters>,
 }
 
-impl VerdictStage {
+impl<O: From<Judged> + Send + 'static> VerdictStage<O> {
     /// A stage judging against whatever `policy` holds when each flow arrives.
     pub fn new(
         policy: watch::Receiver<Arc<Policy>>,
-        input: mpsc::Receiver<Enriched>,
-        output: mpsc::Sender<Enriched>,
+        input: mpsc::Receiver<Identified>,
+        output: mpsc::Sender<O>,
         counters: Arc<Counters>,
     ) -> Self {
         Self { policy, input, output, pairs: Pairs::default(), counters }
     }
 
+    /// Judges one flow (the pairing table is this stage's state).
+    pub fn judge(&mut self, policy: &Policy, flow: Identified) -> Judged {
+        let mut judgement = judge(policy, &flow);
+        judgement.other_end_seen = self.pairs.other_end_seen(&flow, &self.counters);
+        Judged { flow, judgement }
+    }
+
     /// Runs until the input closes and everything is passed on.
     pub fn run(mut self) {
-        while let Some(mut e) = self.input.blocking_recv() {
+        while let Some(flow) = self.input.blocking_recv() {
             let policy = self.policy.borrow().clone();
-            judge(&policy, &mut e);
-            e.other_end_seen = self.pairs.other_end_seen(&e, &self.counters);
-            if self.output.blocking_send(e).is_err() {
-                tracing::error!("the event writer stopped; verdict stage ends");
+            let judged = self.judge(&policy, flow);
+            if self.output.blocking_send(O::from(judged)).is_err() {
+                tracing::error!("the sinks stopped; verdict stage ends");
                 return;
             }
         }

@@ -11,9 +11,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio::sync::watch;
 
-use crate::metrics::Metrics;
+use crate::shutdown::ShutdownSignal;
+use crate::telemetry::metrics::Metrics;
 
 /// Readiness shared with the server.
 #[derive(Default)]
@@ -65,26 +65,19 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
-/// Serves until `stop` turns true.
+/// Serves until `stop` fires.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    mut stop: watch::Receiver<bool>,
+    stop: ShutdownSignal,
 ) {
     let app = Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(AppState { metrics, health });
-    let shutdown = async move {
-        while !*stop.borrow() {
-            if stop.changed().await.is_err() {
-                break;
-            }
-        }
-    };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.wait()).await {
         tracing::error!(error = %e, "metrics server failed");
     }
 }

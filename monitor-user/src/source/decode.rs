@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use monitor_common::{ConnEvent, EVENT_VERSION, EventKind, event::FLAG_PROCESS_KNOWN};
 
+use crate::telemetry::counters::DecodeFailure;
+
 /// Why a record could not be decoded.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -21,12 +23,12 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// A closed-set label for counters.
-    pub fn label(&self) -> &'static str {
+    pub fn failure(&self) -> DecodeFailure {
         match self {
-            DecodeError::Length { .. } => "length",
-            DecodeError::Version(_) => "version",
-            DecodeError::Kind(_) => "kind",
-            DecodeError::IpVersion(_) => "ip_version",
+            DecodeError::Length { .. } => DecodeFailure::Length,
+            DecodeError::Version(_) => DecodeFailure::Version,
+            DecodeError::Kind(_) => DecodeFailure::Kind,
+            DecodeError::IpVersion(_) => DecodeFailure::IpVersion,
         }
     }
 }

@@ -20,7 +20,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::counters::Counters;
+use super::alerts::AlertRecord;
+use crate::telemetry::counters::Counters;
 
 /// Alerts waiting for delivery.
 const QUEUE: usize = 4096;
@@ -61,9 +62,9 @@ pub struct AlertmanagerQueue {
 }
 
 impl AlertmanagerQueue {
-    /// Queues one alert line (schema `dfdwatch.alert.v1`) for Alertmanager.
-    pub fn offer(&self, alert_line: &Value, window: Duration) {
-        if self.tx.try_send(to_alertmanager(alert_line, window)).is_err() {
+    /// Queues one alert for Alertmanager.
+    pub fn offer(&self, alert: &AlertRecord, window: Duration) {
+        if self.tx.try_send(to_alertmanager(alert, window)).is_err() {
             let n = self.counters.record_alertmanager_dropped(1);
             if n.is_power_of_two() {
                 tracing::error!(
@@ -75,64 +76,64 @@ impl AlertmanagerQueue {
     }
 }
 
-/// Builds one Alertmanager alert from an alert line.
-pub fn to_alertmanager(line: &Value, window: Duration) -> Value {
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    };
-    let event = &line["event"];
-    let verdict = &line["verdict"];
-    let end = |side: &str, field: &str| text(&event[side]["dfd"][field]);
+/// Builds one Alertmanager alert from an alert record: labels from its typed fields (closed sets
+/// and DFD ids), the whole event as an annotation.
+pub fn to_alertmanager(alert: &AlertRecord, window: Duration) -> Value {
+    let event = &alert.event;
+    let verdict = &alert.verdict;
+    let zone = |a: &super::record::Address| a.dfd.as_ref().and_then(|p| p.zone.clone());
+    let node = |a: &super::record::Address| a.dfd.as_ref().and_then(|p| p.node.clone());
     let mut labels = serde_json::Map::new();
     for (k, v) in [
-        ("alertname", ALERT_NAME.to_owned()),
-        ("verdict", text(&verdict["kind"])),
-        ("severity", text(&verdict["severity"])),
-        ("src_zone", end("src", "zone")),
-        ("dst_zone", end("dst", "zone")),
-        ("src_node", end("src", "node")),
-        ("dst_node", end("dst", "node")),
-        ("dst_port", text(&event["dst"]["port"])),
-        ("flow_key", text(&line["flow_key"])),
-        ("node", text(&event["node"])),
+        ("alertname", Some(ALERT_NAME.to_owned())),
+        ("verdict", Some(verdict.kind.as_str().to_owned())),
+        ("severity", Some(verdict.severity.as_str().to_owned())),
+        ("src_zone", zone(&event.src)),
+        ("dst_zone", zone(&event.dst)),
+        ("src_node", node(&event.src)),
+        ("dst_node", node(&event.dst)),
+        ("dst_port", Some(event.dst.port.to_string())),
+        ("flow_key", Some(alert.flow_key.clone())),
+        ("node", Some(event.node.clone())),
     ] {
-        if !v.is_empty() {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
             labels.insert(k.into(), Value::String(v));
         }
     }
     let ends = humantime::format_rfc3339_seconds(SystemTime::now() + window).to_string();
+    let occurrence = match alert.occurrence {
+        super::alerts::Occurrence::First => "first",
+        super::alerts::Occurrence::Repeats => "repeats",
+    };
     let summary = format!(
-        "{} {}:{} -> {}:{} ({})",
-        text(&verdict["kind"]),
-        text(&event["src"]["addr"]),
-        text(&event["src"]["port"]),
-        text(&event["dst"]["addr"]),
-        text(&event["dst"]["port"]),
-        text(&line["occurrence"]),
+        "{} {}:{} -> {}:{} ({occurrence})",
+        verdict.kind.as_str(),
+        event.src.addr,
+        event.src.port,
+        event.dst.addr,
+        event.dst.port,
     );
-    let nearest = verdict["nearest_flows"]
-        .as_array()
-        .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
-        .unwrap_or_default();
+    let nearest = if verdict.nearest_flows.is_empty() { "none".into() } else { verdict.nearest_flows.join(", ") };
+    let direction = verdict
+        .tier_direction
+        .and_then(|d| serde_json::to_value(d).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "none".into());
     let description = format!(
-        "{} (tier direction: {}; attempt: {}); nearest approved flows: {}",
-        text(&verdict["kind"]),
-        if verdict["tier_direction"].is_null() { "none".into() } else { text(&verdict["tier_direction"]) },
-        text(&verdict["attempt"]),
-        if nearest.is_empty() { "none".into() } else { nearest },
+        "{} (tier direction: {direction}; attempt: {}); nearest approved flows: {nearest}",
+        verdict.kind.as_str(),
+        verdict.attempt,
     );
     json!({
         "labels": labels,
         "annotations": {
             "summary": summary,
             "description": description,
-            "count": text(&line["count"]),
-            "dfd_sha256": text(&line["dfd"]["sha256"]),
-            "event": event.to_string(),
+            "count": alert.count.to_string(),
+            "dfd_sha256": alert.dfd.sha256,
+            "event": serde_json::to_string(&**event).unwrap_or_default(),
         },
-        "startsAt": text(&line["first_seen"]),
+        "startsAt": alert.first_seen,
         "endsAt": ends,
     })
 }
@@ -216,22 +217,33 @@ mod tests {
 
     #[test]
     fn labels_come_from_the_verdict_and_the_dfd_and_the_event_is_an_annotation() {
-        let line = json!({
-            "flow_key": "abc", "occurrence": "first", "count": 1, "first_seen": "2026-11-23T10:00:00Z",
-            "dfd": {"sha256": "ff"},
-            "verdict": {"kind": "unapproved_crossing", "severity": "critical", "attempt": false, "nearest_flows": ["web-api"]},
-            "event": {"node": "n1", "src": {"addr": "10.0.0.1", "port": 40000, "dfd": {"zone": "dmz", "node": "web"}},
-                      "dst": {"addr": "10.0.0.2", "port": 5432, "dfd": {"zone": "data", "node": "db"}}},
-        });
-        let a = to_alertmanager(&line, Duration::from_secs(60));
+        let c = crate::sinks::fixture::candidate(5432, 0);
+        let alert = AlertRecord {
+            schema: super::super::alerts::SCHEMA,
+            time: c.event.time.clone(),
+            flow_key: c.key.clone(),
+            occurrence: super::super::alerts::Occurrence::First,
+            count: 1,
+            first_seen: "2026-11-23T10:00:00Z".into(),
+            last_seen: "2026-11-23T10:00:00Z".into(),
+            window_seconds: 60,
+            dfd: c.dfd.clone(),
+            verdict: c.verdict.clone(),
+            event: c.event.clone(),
+        };
+        let a = to_alertmanager(&alert, Duration::from_secs(60));
         assert_eq!(a["labels"]["alertname"], ALERT_NAME);
-        assert_eq!(a["labels"]["severity"], "critical");
-        assert_eq!(a["labels"]["src_node"], "web");
+        assert_eq!(a["labels"]["verdict"], "lateral_movement");
+        assert_eq!(a["labels"]["severity"], "high");
+        assert_eq!(a["labels"]["src_node"], "api");
         assert_eq!(a["labels"]["dst_zone"], "data");
         assert_eq!(a["labels"]["dst_port"], "5432");
+        assert_eq!(a["labels"]["node"], "n1");
+        assert_eq!(a["labels"]["flow_key"], c.key.as_str());
         assert_eq!(a["startsAt"], "2026-11-23T10:00:00Z");
+        assert_eq!(a["annotations"]["dfd_sha256"], "ff");
         assert!(a["annotations"]["event"].as_str().unwrap().contains("10.0.0.2"));
         assert!(a["labels"].get("pid").is_none());
-        assert!(a["annotations"]["description"].as_str().unwrap().contains("web-api"));
+        assert!(a["annotations"]["description"].as_str().unwrap().contains("api-to-db"));
     }
 }

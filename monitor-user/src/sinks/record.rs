@@ -1,5 +1,6 @@
 //! The JSON connection event, one per line (schema `dfdwatch.connection.v1`, documented in
-//! docs/events.md). Every string from the kernel is escaped before it gets here.
+//! docs/events.md): built once per connection by the fan-out, serialised by each sink at its edge.
+//! Every string from the kernel is escaped before it gets here.
 
 use std::net::SocketAddr;
 
@@ -9,8 +10,8 @@ use serde::Serialize;
 use crate::{
     clock::WallClock,
     escape::escape_bytes,
-    identity::{Enriched, LocalIdentity, kubernetes::K8sEnd},
-    policy::{Placement, verdict::Verdict},
+    identity::{Identified, LocalIdentity, kubernetes::K8sEnd},
+    policy::{Judgement, Placement, verdict::Verdict},
 };
 
 /// Schema id written in every event.
@@ -119,12 +120,12 @@ pub fn errno_name(errno: i32) -> &'static str {
     }
 }
 
-fn address(a: SocketAddr, name: &Option<String>, dfd: &Option<Placement>, k8s: &Option<K8sEnd>) -> Address {
+fn address(a: SocketAddr, name: &Option<String>, dfd: Option<&Placement>, k8s: &Option<K8sEnd>) -> Address {
     Address {
         addr: a.ip().to_string(),
         port: a.port(),
         name: name.as_ref().map(|n| escape_bytes(n.as_bytes())),
-        dfd: dfd.clone(),
+        dfd: dfd.cloned(),
         k8s: k8s.as_ref().map(escape_k8s),
     }
 }
@@ -147,9 +148,10 @@ fn escape_k8s(k: &K8sEnd) -> K8sEnd {
 }
 
 impl ConnectionRecord {
-    /// Builds the record for one decoded connection.
-    pub fn new(e: &Enriched, clock: &WallClock, node: &str) -> Self {
+    /// Builds the record for one connection, with its judgement when a DFD is loaded.
+    pub fn new(e: &Identified, judgement: Option<&Judgement>, clock: &WallClock, node: &str) -> Self {
         let c = &e.conn;
+        let (src_dfd, dst_dfd) = (judgement.map(|j| &j.src), judgement.map(|j| &j.dst));
         let kind = match c.kind {
             EventKind::Connect => "connect",
             EventKind::ConnectFailed => "connect_failed",
@@ -167,8 +169,8 @@ impl ConnectionRecord {
             kind,
             error: c.error.map(|errno| ErrorInfo { errno, name: errno_name(errno) }),
             ip_version: if c.src.is_ipv4() { 4 } else { 6 },
-            src: address(c.src, &e.src_name, &e.src_dfd, &e.src_k8s),
-            dst: address(c.dst, &e.dst_name, &e.dst_dfd, &e.dst_k8s),
+            src: address(c.src, &e.src_name, src_dfd, &e.src_k8s),
+            dst: address(c.dst, &e.dst_name, dst_dfd, &e.dst_k8s),
             local_side: if c.local_is_src() { "src" } else { "dst" },
             local: LocalEnd {
                 tgid: c.process.as_ref().map(|p| p.tgid),
@@ -180,8 +182,8 @@ impl ConnectionRecord {
                 attribution,
                 identity: e.local.clone(),
             },
-            verdict: e.verdict.clone(),
-            other_end_seen: e.other_end_seen,
+            verdict: judgement.map(|j| j.verdict.clone()),
+            other_end_seen: judgement.is_some_and(|j| j.other_end_seen),
         }
     }
 }

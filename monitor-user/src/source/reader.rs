@@ -7,12 +7,11 @@
 use std::{sync::Arc, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
-use tokio::{io::unix::AsyncFd, sync::mpsc, sync::watch};
+use tokio::{io::unix::AsyncFd, sync::mpsc};
 
-use crate::{
-    counters::Counters,
-    decode::{self, Connection},
-};
+use super::decode::{self, Connection};
+use crate::shutdown::ShutdownSignal;
+use crate::telemetry::counters::Counters;
 
 /// Records decoded per batch before they are handed on.
 const BATCH: usize = 1024;
@@ -39,8 +38,10 @@ impl RingReader {
         Ok(Self { ring, out, flush_every, counters })
     }
 
-    /// Runs until `stop` turns true, then drains what is left and returns.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    /// Runs until `stop` fires, then drains what is left and returns.
+    pub async fn run(mut self, stop: ShutdownSignal) {
+        let stop = stop.wait();
+        tokio::pin!(stop);
         let mut tick = tokio::time::interval(self.flush_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
@@ -58,11 +59,7 @@ impl RingReader {
                     }
                 }
                 _ = tick.tick() => {}
-                changed = stop.changed() => {
-                    if changed.is_err() || *stop.borrow() {
-                        break;
-                    }
-                }
+                () = &mut stop => break,
             }
             if !self.drain(&mut batch).await {
                 return;
@@ -96,7 +93,7 @@ impl RingReader {
             match decode::decode(&item) {
                 Ok(c) => batch.push(c),
                 Err(e) => {
-                    let n = self.counters.record_decode_error(e.label());
+                    let n = self.counters.record_decode_error(e.failure());
                     if n.is_power_of_two() {
                         tracing::warn!(error = %e, total = n, "undecodable ring-buffer record dropped");
                     }

@@ -56,7 +56,7 @@ impl KernelStats {
 
     /// Logs the counters that grew since the last call (losses as warnings, the rest at debug)
     /// and adds the growth to the metrics.
-    pub fn report_increases(&mut self, metrics: &crate::metrics::Metrics) {
+    pub fn report_increases(&mut self, metrics: &crate::telemetry::metrics::Metrics) {
         let totals = self.totals();
         for (i, s) in Stat::ALL.iter().enumerate() {
             let now = totals.get(s.name()).copied().unwrap_or(0);

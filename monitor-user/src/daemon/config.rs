@@ -1,0 +1,172 @@
+//! `dfdwatch run`'s options: parsed by clap, then validated once, every error reported at once,
+//! before the daemon touches anything (no probe loaded, no file opened, no port bound).
+
+use std::path::PathBuf;
+
+use crate::probes::{self, AttachPoint, ProbeConfig};
+
+/// Options of `dfdwatch run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Append events (JSON Lines) to this file instead of writing them to stdout.
+    #[arg(long, value_name = "PATH")]
+    pub events_file: Option<PathBuf>,
+    /// Attach point to use; by default the first this kernel supports (tracepoint, then
+    /// raw-tracepoint).
+    #[arg(long, value_enum)]
+    pub attach: Option<AttachPoint>,
+    /// Size of the kernel-to-daemon ring buffer in MiB (a power of two, 1 to 1024).
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    pub ring_buffer_mib: u32,
+    /// How often the reader collects records the probes did not announce (batched wakeups).
+    #[arg(long, default_value_t = 5, value_name = "MS")]
+    pub flush_interval_ms: u64,
+    /// How often kernel loss counters are checked and increases logged.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub stats_interval_ms: u64,
+    /// BTF of the running kernel, for struct offsets.
+    #[arg(long, default_value = probes::btf::VMLINUX_BTF, value_name = "PATH")]
+    pub btf: PathBuf,
+    /// Capacity of the in-kernel listener table: listening ports, counted once per network
+    /// namespace. When it is full, accepts on further ports lose their process (logged and
+    /// counted as `listener_map_full`).
+    #[arg(long, default_value_t = monitor_common::LISTENER_ENTRIES, value_name = "N")]
+    pub max_listeners: u32,
+    /// Static identity file (TOML) naming hosts and networks by CIDR or hostname; see
+    /// docs/identity.md.
+    #[arg(long, value_name = "PATH")]
+    pub identity_file: Option<PathBuf>,
+    /// Approved DFD files or directories (as for `dfdwatch check`); each end of every event is
+    /// placed on its node, zone and tier. A DFD with an error-level finding is refused.
+    #[arg(long = "dfd", value_name = "PATH")]
+    pub dfd: Vec<PathBuf>,
+    /// Append alert events (JSON Lines, schema dfdwatch.alert.v1) to this file, or `-` for stdout.
+    /// Needs --dfd.
+    #[arg(long, value_name = "PATH")]
+    pub alerts_file: Option<PathBuf>,
+    /// Rotate the alerts file once it holds this many bytes (0: never rotate).
+    #[arg(long, default_value_t = 100 << 20, value_name = "BYTES")]
+    pub alerts_max_bytes: u64,
+    /// Rotated alert files kept (alerts.jsonl.1 is the newest).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub alerts_keep: u32,
+    /// When alert lines are forced to disk: after every batch, at most once a second, or never.
+    #[arg(long, value_enum, default_value = "interval")]
+    pub alerts_fsync: crate::sinks::rotate::FsyncPolicy,
+    /// Also post every alert to this Alertmanager (base URL, http://; the daemon uses
+    /// /api/v2/alerts). Needs --dfd.
+    #[arg(long, value_name = "URL")]
+    pub alertmanager_url: Option<String>,
+    /// Repeats of one flow inside this many seconds give one alert and, when the window closes,
+    /// one summary line with their count.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub alert_window_secs: u64,
+    /// De-duplication windows open at once, at most. When a scan opens more, the oldest window is
+    /// closed early (its summary written) and counted in dfdwatch_alert_windows_evicted_total.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub alert_max_windows: usize,
+    /// How often the DFD files are checked for changes (a changed, valid DFD replaces the running
+    /// one; SIGHUP reloads at once).
+    #[arg(long, default_value_t = 2, value_name = "SECONDS")]
+    pub dfd_watch_interval_secs: u64,
+    /// Watch a Kubernetes cluster through this kubeconfig file for pod, namespace, service
+    /// account, SPIFFE and Service identity (see docs/kubernetes-identity.md).
+    #[arg(long, value_name = "PATH", conflicts_with = "kube_in_cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch the cluster this daemon runs in (service account token; the DaemonSet case).
+    #[arg(long)]
+    pub kube_in_cluster: bool,
+    /// SPIFFE trust domain for derived SPIFFE IDs.
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    pub trust_domain: String,
+    /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz. Loopback by default;
+    /// port 0 picks a free port (logged).
+    #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR:PORT")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Do not listen at all (no metrics, no health endpoints).
+    #[arg(long)]
+    pub no_metrics: bool,
+    /// Node name written in events (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+}
+
+/// Every problem with the options, reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl RunArgs {
+    /// Checks every option; returns the probes' configuration, or every problem found.
+    pub fn validate(&self) -> Result<ProbeConfig, ConfigErrors> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, problem: String| {
+            if !ok {
+                problems.push(problem);
+            }
+        };
+        let mib = self.ring_buffer_mib;
+        check((1..=1024).contains(&mib) && mib.is_power_of_two(), format!("--ring-buffer-mib {mib}: use a power of two from 1 to 1024"));
+        check((1..=1000).contains(&self.flush_interval_ms), "--flush-interval-ms: use 1 to 1000".into());
+        check(self.stats_interval_ms >= 100, "--stats-interval-ms: use at least 100".into());
+        check(
+            (self.alerts_file.is_none() && self.alertmanager_url.is_none()) || !self.dfd.is_empty(),
+            "--alerts-file and --alertmanager-url need --dfd: alerts are verdicts against the approved DFD".into(),
+        );
+        check((1..=3600).contains(&self.dfd_watch_interval_secs), "--dfd-watch-interval-secs: use 1 to 3600".into());
+        check(self.alerts_keep <= 1000, "--alerts-keep: use 0 to 1000".into());
+        check((1..=86_400).contains(&self.alert_window_secs), "--alert-window-secs: use 1 to 86400".into());
+        check((1..=1 << 20).contains(&self.alert_max_windows), "--alert-max-windows: use 1 to 1048576".into());
+        check((1..=1 << 20).contains(&self.max_listeners), "--max-listeners: use 1 to 1048576".into());
+        if let Some(url) = &self.alertmanager_url
+            && let Err(e) = crate::sinks::alertmanager::alerts_uri(url)
+        {
+            problems.push(e.to_string());
+        }
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems));
+        }
+        let ring_bytes = mib << 20;
+        Ok(ProbeConfig {
+            btf_path: self.btf.clone(),
+            attach: self.attach,
+            ring_bytes,
+            wakeup_bytes: u64::from(ring_bytes / 16),
+            wakeup_ns: 1_000_000,
+            listener_entries: self.max_listeners,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let cli = Cli::try_parse_from([
+            "dfdwatch",
+            "--ring-buffer-mib",
+            "3",
+            "--alert-window-secs",
+            "0",
+            "--alertmanager-url",
+            "https://am:9093",
+        ])
+        .unwrap();
+        let e = cli.run.validate().unwrap_err();
+        assert_eq!(e.0.len(), 4, "{e}");
+        for want in ["--ring-buffer-mib 3", "--alert-window-secs", "need --dfd", "only http://"] {
+            assert!(e.to_string().contains(want), "{want} missing from: {e}");
+        }
+        assert!(Cli::try_parse_from(["dfdwatch"]).unwrap().run.validate().is_ok());
+    }
+}

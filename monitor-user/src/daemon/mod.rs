@@ -1,0 +1,196 @@
+//! `dfdwatch run`: validate the options ([`config`]), open the sinks, load the DFD and identity
+//! sources, load and attach the probes, start the [`pipeline`], then wait for SIGINT or SIGTERM
+//! ([`wait_for_termination`]), detach, drain and report the final counters. SIGHUP and changes to
+//! the DFD files reload the DFD.
+
+pub mod config;
+pub mod kube;
+pub mod pipeline;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+pub use config::{ConfigErrors, RunArgs};
+use pipeline::{Parts, Pipeline, Sinks};
+
+use crate::{
+    cgroupfs,
+    identity::{Resolver, StaticNames, cgroup::CgroupPaths},
+    policy::Policy,
+    probes::{self, Probes},
+    shutdown::Shutdown,
+    telemetry::{
+        counters::Counters,
+        http::{self, Health},
+        kernel_stats::KernelStats,
+        metrics::Metrics,
+    },
+};
+
+/// How often the approvals' expiry states are re-counted against the clock.
+const APPROVAL_CHECK: Duration = Duration::from_secs(60);
+
+/// Why `run` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid options: {0}")]
+    Config(#[from] ConfigErrors),
+    #[error("invalid option: {0}")]
+    Usage(String),
+    #[error(transparent)]
+    Probes(#[from] probes::ProbeError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::names::NamesError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("kubernetes identity: {0}")]
+    Kube(String),
+    #[error("cannot open {path}: {source}")]
+    EventsFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr} for metrics: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch the ring buffer: {0}")]
+    Poll(#[source] std::io::Error),
+    #[error("cannot start a pipeline thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("cannot install a signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+    #[error("metrics: {0}")]
+    Metrics(#[from] crate::telemetry::metrics::MetricsError),
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| crate::escape::escape_bytes(s.trim().as_bytes()))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn load_names(args: &RunArgs) -> Result<StaticNames, RunError> {
+    let Some(path) = &args.identity_file else { return Ok(StaticNames::default()) };
+    let names = StaticNames::load(path)?;
+    tracing::info!(path = %path.display(), entries = names.len(), "identity file loaded");
+    Ok(names)
+}
+
+fn load_policy(args: &RunArgs) -> Result<Option<Policy>, RunError> {
+    if args.dfd.is_empty() {
+        return Ok(None);
+    }
+    let policy = Policy::load(&args.dfd)?;
+    let dfd = &policy.compiled.dfd;
+    tracing::info!(nodes = dfd.nodes.len(), zones = dfd.zones.len(), flows = dfd.flows.len(), sha256 = %policy.revision.sha256, "approved DFD loaded");
+    Ok(Some(policy))
+}
+
+async fn bind_metrics(args: &RunArgs) -> Result<Option<tokio::net::TcpListener>, RunError> {
+    if args.no_metrics {
+        return Ok(None);
+    }
+    let listen = |source| RunError::Listen { addr: args.metrics_addr, source };
+    let l = http::bind(args.metrics_addr).await.map_err(listen)?;
+    let addr = l.local_addr().map_err(listen)?;
+    tracing::info!(%addr, "metrics listening on http://{addr}/metrics");
+    Ok(Some(l))
+}
+
+/// Waits for SIGINT or SIGTERM (the handlers are installed before any probe is attached), while
+/// reporting kernel loss counters and re-counting the approvals' expiry states; returns the
+/// signal's name.
+async fn wait_for_termination(
+    (mut sigint, mut sigterm): (Signal, Signal),
+    kernel_stats: &mut KernelStats,
+    metrics: &Metrics,
+    stats_every: Duration,
+) -> &'static str {
+    let mut stats_tick = tokio::time::interval(stats_every);
+    let mut approvals_tick = tokio::time::interval(APPROVAL_CHECK);
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break "SIGINT",
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = stats_tick.tick() => kernel_stats.report_increases(metrics),
+            _ = approvals_tick.tick() => metrics.refresh_approval_states(),
+        }
+    }
+}
+
+/// Runs the daemon until a termination signal.
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let probe_config = args.validate()?;
+    let terminations = (
+        signal(SignalKind::interrupt()).map_err(RunError::Signal)?,
+        signal(SignalKind::terminate()).map_err(RunError::Signal)?,
+    );
+    let node = args.node_name.clone().unwrap_or_else(host_name);
+    let counters = Arc::new(Counters::default());
+    let metrics = Arc::new(Metrics::new(counters.clone())?);
+    let shutdown = Shutdown::new();
+    let health = Arc::new(Health::default());
+
+    let names = load_names(&args)?;
+    let policy = load_policy(&args)?;
+    if let Some(policy) = &policy {
+        metrics.set_dfd(policy);
+    }
+    let sinks = Sinks::open(&args, &counters, &metrics)?;
+    let listener = bind_metrics(&args).await?;
+    let cgroups = cgroupfs::v2_mount().map(|mount| CgroupPaths::new(mount, Duration::from_secs(1)));
+    if cgroups.is_none() {
+        tracing::warn!("no cgroup v2 mount: events carry no cgroup path, container or pod");
+    }
+    let mut resolver = Resolver::new(cgroups, Arc::new(names), counters.clone()).with_host_name(node.clone());
+    let kube_task = match kube::start(&args, &node, &health, shutdown.signal()).await? {
+        Some((identity, task)) => {
+            resolver = resolver.with_kubernetes(identity);
+            Some(task)
+        }
+        None => None,
+    };
+
+    let mut probes = Probes::load(&probe_config)?;
+    let ring = probes.take_events()?;
+    let mut kernel_stats = KernelStats::new(probes.take_stats()?, probes.prog_info()?);
+    let parts = Parts { ring, resolver, policy, sinks, node };
+    let pipeline = Pipeline::start(&args, parts, &counters, &metrics, &shutdown)?;
+    let server = listener.map(|l| tokio::spawn(http::serve(l, metrics.clone(), health.clone(), shutdown.signal())));
+    health.set_ready(true);
+    tracing::info!(
+        attach_point = probes.attach_point.name(),
+        ring_buffer_bytes = probe_config.ring_bytes,
+        seeded_listeners = probes.seeded_listeners,
+        pid = std::process::id(),
+        "dfdwatch ready"
+    );
+
+    let stats_every = Duration::from_millis(args.stats_interval_ms);
+    let signal_name = wait_for_termination(terminations, &mut kernel_stats, &metrics, stats_every).await;
+    tracing::info!(signal = signal_name, "shutting down");
+    health.set_ready(false);
+    drop(probes);
+    tracing::info!("probes detached");
+    shutdown.fire();
+    pipeline.stop().await;
+    if let Some(task) = kube_task
+        && let Err(e) = task.await
+    {
+        tracing::error!(error = %e, "kubernetes watch task failed");
+    }
+    kernel_stats.report_increases(&metrics);
+    if let Some(server) = server
+        && let Err(e) = server.await
+    {
+        tracing::error!(error = %e, "metrics server task failed");
+    }
+    let summary = serde_json::json!({ "pipeline": counters.snapshot(), "kernel": kernel_stats.totals() });
+    tracing::info!("final counters: {summary}");
+    Ok(())
+}

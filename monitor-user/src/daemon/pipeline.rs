@@ -1,0 +1,220 @@
+//! Builds the pipeline, each stage on its own thread joined by bounded queues:
+//! ring reader (own thread and runtime) -> identity -> verdict (with a DFD) -> fan-out -> events
+//! writer and alert writer (-> Alertmanager, on the main runtime). Stopping fires the shutdown for
+//! the reader, then joins every stage in order as its input closes, so nothing queued is lost.
+
+use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use aya::maps::{MapData, RingBuf};
+use tokio::sync::{mpsc, watch};
+
+use super::{RunArgs, RunError};
+use crate::clock::WallClock;
+use crate::identity::{IdentityStage, Resolver};
+use crate::policy::Policy;
+use crate::policy::reload::Reloader;
+use crate::policy::stage::VerdictStage;
+use crate::shutdown::{Shutdown, ShutdownSignal};
+use crate::sinks::alerts::{AlertFile, AlertWriter};
+use crate::sinks::events::EventWriter;
+use crate::sinks::fanout::FanOut;
+use crate::sinks::{Observation, alertmanager};
+use crate::source::reader::RingReader;
+use crate::telemetry::counters::Counters;
+use crate::telemetry::metrics::Metrics;
+
+/// Connections waiting in each queue between stages.
+const EVENT_QUEUE: usize = 8192;
+/// Alert candidates waiting for the alert writer.
+const ALERT_QUEUE: usize = 4096;
+
+/// The sinks, opened before any probe is loaded so that a bad path fails first.
+pub struct Sinks {
+    events: EventWriter,
+    alerts: Option<AlertWriter>,
+    alertmanager: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Sinks {
+    /// Opens the events file, the alert file and the Alertmanager queue the options name.
+    pub fn open(args: &RunArgs, counters: &Arc<Counters>, metrics: &Arc<Metrics>) -> Result<Self, RunError> {
+        let events = match &args.events_file {
+            Some(path) => EventWriter::file(path, counters.clone(), metrics.clone())
+                .map_err(|source| RunError::EventsFile { path: path.clone(), source })?,
+            None => EventWriter::stdout(counters.clone(), metrics.clone()),
+        };
+        if args.alerts_file.is_none() && args.alertmanager_url.is_none() {
+            return Ok(Self { events, alerts: None, alertmanager: None });
+        }
+        let window = Duration::from_secs(args.alert_window_secs);
+        let mut alerts = match &args.alerts_file {
+            Some(path) => {
+                let file = AlertFile {
+                    path: path.clone(),
+                    max_bytes: args.alerts_max_bytes,
+                    keep: args.alerts_keep,
+                    fsync: args.alerts_fsync,
+                };
+                AlertWriter::open(&file, window, args.alert_max_windows, counters.clone())
+                    .map_err(|source| RunError::EventsFile { path: path.clone(), source })?
+            }
+            None => AlertWriter::new(Box::new(std::io::sink()), window, args.alert_max_windows, counters.clone()),
+        };
+        let mut task = None;
+        if let Some(url) = &args.alertmanager_url {
+            let uri = alertmanager::alerts_uri(url).map_err(|e| RunError::Usage(e.to_string()))?;
+            tracing::info!(%uri, "alerts are also posted to Alertmanager");
+            let (queue, delivery) = alertmanager::start(uri, counters.clone());
+            alerts = alerts.with_alertmanager(queue);
+            task = Some(tokio::spawn(delivery));
+        }
+        Ok(Self { events, alerts: Some(alerts), alertmanager: task })
+    }
+}
+
+/// What the pipeline is built from.
+pub struct Parts {
+    /// The kernel's ring buffer.
+    pub ring: RingBuf<MapData>,
+    /// The identity stage's resolver.
+    pub resolver: Resolver,
+    /// The approved DFD, if one is loaded.
+    pub policy: Option<Policy>,
+    /// The opened sinks.
+    pub sinks: Sinks,
+    /// Node name written in events.
+    pub node: String,
+}
+
+/// The running pipeline.
+pub struct Pipeline {
+    reader: JoinHandle<()>,
+    stages: Vec<(&'static str, JoinHandle<()>)>,
+    reloader: Option<tokio::task::JoinHandle<()>>,
+    alertmanager: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<(&'static str, JoinHandle<()>), RunError> {
+    let handle = std::thread::Builder::new().name(name.into()).spawn(f).map_err(RunError::Thread)?;
+    Ok((name, handle))
+}
+
+impl Pipeline {
+    /// Starts every stage; the reader stops when `shutdown` fires.
+    pub fn start(
+        args: &RunArgs,
+        parts: Parts,
+        counters: &Arc<Counters>,
+        metrics: &Arc<Metrics>,
+        shutdown: &Shutdown,
+    ) -> Result<Self, RunError> {
+        let (conn_tx, conn_rx) = mpsc::channel(EVENT_QUEUE);
+        let (observed_tx, observed_rx) = mpsc::channel::<Observation>(EVENT_QUEUE);
+        let (events_tx, events_rx) = sync_channel(EVENT_QUEUE);
+        let mut stages = Vec::new();
+        let mut reloader = None;
+        match parts.policy {
+            Some(policy) => {
+                let (identified_tx, identified_rx) = mpsc::channel(EVENT_QUEUE);
+                stages.push(spawn("identity", {
+                    let stage = IdentityStage::new(parts.resolver, conn_rx, identified_tx);
+                    move || stage.run()
+                })?);
+                let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+                let stage = VerdictStage::new(policy_rx, identified_rx, observed_tx, counters.clone());
+                stages.push(spawn("verdict", move || stage.run())?);
+                let interval = Duration::from_secs(args.dfd_watch_interval_secs);
+                let r = Reloader::new(args.dfd.clone(), interval, policy_tx, metrics.clone()).map_err(RunError::Signal)?;
+                reloader = Some(tokio::spawn(r.run(shutdown.signal())));
+            }
+            None => {
+                let stage = IdentityStage::new(parts.resolver, conn_rx, observed_tx);
+                stages.push(spawn("identity", move || stage.run())?);
+            }
+        }
+        // The writers are joined after the fan-out: their queues close when it ends.
+        let mut writers = Vec::new();
+        let alerts = match parts.sinks.alerts {
+            Some(writer) => {
+                let (tx, rx) = sync_channel(ALERT_QUEUE);
+                writers.push(spawn("alert-writer", move || writer.run(rx))?);
+                Some(tx)
+            }
+            None => None,
+        };
+        let events = parts.sinks.events;
+        writers.push(spawn("event-writer", move || events.run(events_rx))?);
+        let fanout = FanOut::new(WallClock::new(), parts.node, metrics.clone(), counters.clone(), events_tx, alerts);
+        stages.push(spawn("fan-out", move || fanout.run(observed_rx))?);
+        stages.extend(writers);
+        let flush = Duration::from_millis(args.flush_interval_ms);
+        let reader = spawn_reader(parts.ring, conn_tx, flush, counters.clone(), shutdown.signal())?;
+        Ok(Self { reader, stages, reloader, alertmanager: parts.sinks.alertmanager })
+    }
+
+    /// Waits for every stage to drain and end (after the shutdown fired and the probes were
+    /// detached).
+    pub async fn stop(self) {
+        if self.reader.join().is_err() {
+            tracing::error!("ring reader thread panicked");
+        }
+        for (name, handle) in self.stages {
+            if handle.join().is_err() {
+                tracing::error!(stage = name, "pipeline stage panicked");
+            }
+        }
+        if let Some(task) = self.reloader
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "DFD reload task failed");
+        }
+        // The alert writer dropped its queue handle: delivery ends once the queue is posted.
+        if let Some(task) = self.alertmanager
+            && tokio::time::timeout(Duration::from_secs(30), task).await.is_err()
+        {
+            tracing::error!(
+                "Alertmanager delivery did not finish within 30 s of shutdown; undelivered alerts are in the alert file"
+            );
+        }
+    }
+}
+
+/// The ring reader on a thread with its own single-threaded runtime: nothing else runs there, so
+/// neither a Kubernetes relist nor an HTTP scrape can delay a read.
+fn spawn_reader(
+    ring: RingBuf<MapData>,
+    out: mpsc::Sender<crate::source::decode::Connection>,
+    flush: Duration,
+    counters: Arc<Counters>,
+    stop: ShutdownSignal,
+) -> Result<JoinHandle<()>, RunError> {
+    let (started_tx, started_rx) = sync_channel::<std::io::Result<()>>(1);
+    let (_, handle) = spawn("ring-reader", move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = started_tx.send(Err(e));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            match RingReader::new(ring, out, flush, counters) {
+                Ok(reader) => {
+                    let _ = started_tx.send(Ok(()));
+                    reader.run(stop).await;
+                }
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                }
+            }
+        });
+    })?;
+    match started_rx.recv() {
+        Ok(Ok(())) => Ok(handle),
+        Ok(Err(e)) => Err(RunError::Poll(e)),
+        Err(_) => Err(RunError::Poll(std::io::Error::other("the ring reader thread ended before it started"))),
+    }
+}

@@ -1,0 +1,82 @@
+//! The events sink: writes each connection record as one JSON line to stdout or an append-only
+//! file, on its own thread (blocking I/O stays off the async runtime). Lines are flushed whenever
+//! the queue runs empty, so a quiet stream is never held back in a buffer. A failed write is
+//! counted and logged; it never stops the other sinks (metrics are recorded before this queue).
+
+use std::{
+    fs::OpenOptions,
+    io::{BufWriter, Write},
+    os::unix::fs::OpenOptionsExt,
+    path::Path,
+    sync::{Arc, mpsc::Receiver},
+};
+
+use super::record::ConnectionRecord;
+use crate::telemetry::counters::Counters;
+use crate::telemetry::metrics::Metrics;
+
+/// One line for the events sink: the record, and when the kernel saw it (for the latency).
+#[derive(Debug)]
+pub struct EventLine {
+    /// The record, shared with the alert writer.
+    pub record: Arc<ConnectionRecord>,
+    /// CLOCK_MONOTONIC nanoseconds of the kernel's state change.
+    pub monotonic_ns: u64,
+}
+
+/// Writes connection events as JSON Lines.
+pub struct EventWriter {
+    out: Box<dyn Write + Send>,
+    counters: Arc<Counters>,
+    metrics: Arc<Metrics>,
+}
+
+impl EventWriter {
+    /// A writer to `out`.
+    pub fn new(out: Box<dyn Write + Send>, counters: Arc<Counters>, metrics: Arc<Metrics>) -> Self {
+        Self { out, counters, metrics }
+    }
+
+    /// A writer to stdout.
+    pub fn stdout(counters: Arc<Counters>, metrics: Arc<Metrics>) -> Self {
+        Self::new(Box::new(BufWriter::new(std::io::stdout())), counters, metrics)
+    }
+
+    /// A writer appending to `path` (created 0600 if missing).
+    pub fn file(path: &Path, counters: Arc<Counters>, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+        Ok(Self::new(Box::new(BufWriter::new(file)), counters, metrics))
+    }
+
+    /// Writes events until the queue closes, then flushes. Runs on its own thread.
+    pub fn run(mut self, rx: Receiver<EventLine>) {
+        while let Ok(line) = rx.recv() {
+            self.write(&line);
+            while let Ok(line) = rx.try_recv() {
+                self.write(&line);
+            }
+            self.flush();
+        }
+        self.flush();
+    }
+
+    fn write(&mut self, line: &EventLine) {
+        let result = serde_json::to_writer(&mut self.out, &*line.record)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        match result {
+            Ok(()) => {
+                self.counters.record_written();
+                let now = crate::clock::monotonic_ns();
+                self.metrics.observe_latency(now.saturating_sub(line.monotonic_ns) as f64 / 1e9);
+            }
+            Err(e) => self.counters.report_write_error("writing an event", &e),
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            self.counters.report_write_error("flushing events", &e);
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The sinks, after the verdict: a typed fan-out ([`fanout`]) records each connection's metrics
+//! itself, builds its event record once, and hands it to independent bounded queues: the events
+//! writer ([`events`]) and the alert writer ([`alerts`], which feeds [`alertmanager`]). Each sink
+//! serialises at its own edge.
+
+pub mod alertmanager;
+pub mod alerts;
+pub mod events;
+pub mod fanout;
+pub mod record;
+pub mod rotate;
+pub mod windows;
+
+use crate::identity::Identified;
+use crate::policy::{Judged, Judgement};
+
+/// What reaches the sinks: a connection, judged when a DFD is loaded. Without a DFD there is no
+/// verdict, by type.
+#[derive(Clone, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a daemon sends only one variant (a DFD is loaded or not); boxing would allocate once per connection"
+)]
+pub enum Observation {
+    /// Identified, not judged (no DFD loaded).
+    Identified(Identified),
+    /// Judged against the DFD.
+    Judged(Judged),
+}
+
+impl From<Identified> for Observation {
+    fn from(flow: Identified) -> Self {
+        Observation::Identified(flow)
+    }
+}
+
+impl From<Judged> for Observation {
+    fn from(judged: Judged) -> Self {
+        Observation::Judged(judged)
+    }
+}
+
+impl Observation {
+    /// The connection and its ends' identity.
+    pub fn flow(&self) -> &Identified {
+        match self {
+            Observation::Identified(flow) => flow,
+            Observation::Judged(j) => &j.flow,
+        }
+    }
+
+    /// The judgement, when a DFD judged it.
+    pub fn judgement(&self) -> Option<&Judgement> {
+        match self {
+            Observation::Identified(_) => None,
+            Observation::Judged(j) => Some(&j.judgement),
+        }
+    }
+}
+
+/// Synthetic judged connections for the sinks' unit tests.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::sync::Arc;
+
+    use monitor_common::EventKind;
+
+    use super::alerts::{AlertCandidate, flow_key};
+    use super::record::ConnectionRecord;
+    use crate::clock::WallClock;
+    use crate::identity::{Identified, LocalIdentity};
+    use crate::policy::verdict::{Severity, Verdict, VerdictKind};
+    use crate::policy::{DfdRef, Judged, Judgement, Placement};
+    use crate::source::decode::Connection;
+
+    /// A connect from 10.0.0.1 (node `api`, zone `app`) to 10.0.0.2:`port` (node `db`, zone
+    /// `data`), judged lateral movement; `n` sets its time.
+    pub fn judged(port: u16, n: u64) -> Judged {
+        let conn = Connection {
+            kind: EventKind::Connect,
+            error: None,
+            monotonic_ns: 1_000_000_000 + n,
+            src: "10.0.0.1:40000".parse().unwrap(),
+            dst: std::net::SocketAddr::new("10.0.0.2".parse().unwrap(), port),
+            process: None,
+            uid: 0,
+            cgroup_id: 1,
+            netns: 1,
+        };
+        let flow = Identified {
+            conn,
+            local: LocalIdentity::default(),
+            src_name: None,
+            dst_name: None,
+            src_k8s: None,
+            dst_k8s: None,
+        };
+        let at = |node: &str, zone: &str| Placement {
+            node: Some(node.into()),
+            zone: Some(zone.into()),
+            tier: Some("t3".into()),
+            ..Placement::default()
+        };
+        let verdict = Verdict {
+            kind: VerdictKind::LateralMovement,
+            alert: true,
+            attempt: false,
+            severity: Severity::High,
+            tier_direction: None,
+            flow: None,
+            nearest_flows: vec!["api-to-db".into()],
+            stride: &["elevation_of_privilege"],
+            capitals: &["S"],
+        };
+        let dfd = Arc::new(DfdRef { name: "test".into(), sha256: "ff".into() });
+        let judgement =
+            Judgement { src: at("api", "app"), dst: at("db", "data"), verdict, dfd, other_end_seen: false };
+        Judged { flow, judgement }
+    }
+
+    /// [`judged`] as the alert writer receives it.
+    pub fn candidate(port: u16, n: u64) -> AlertCandidate {
+        let j = judged(port, n);
+        let clock = WallClock::new();
+        let event = Arc::new(ConnectionRecord::new(&j.flow, Some(&j.judgement), &clock, "n1"));
+        AlertCandidate { key: flow_key(&j), event, verdict: j.judgement.verdict.clone(), dfd: j.judgement.dfd.clone() }
+    }
+}

@@ -1,0 +1,221 @@
+//! Prometheus metrics: one registry built at start-up and passed down. Metric names are the
+//! constants below; every label comes from a closed set (verdict kinds, severities, the DFD's own
+//! zone ids, kernel counter names). Workload names, pids and addresses belong in events, never in
+//! labels. Pipeline counters are read from [`Counters`] at scrape time.
+
+use std::sync::Arc;
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use super::collector::PipelineCollector;
+use super::counters::Counters;
+use crate::policy::reload::ReloadObserver;
+use crate::policy::verdict::{Severity, VerdictKind};
+use crate::policy::{ApprovalExpiry, ApprovalState, Policy};
+
+/// Flows judged, by verdict kind.
+pub const FLOWS: &str = "dfdwatch_flows_total";
+/// Flows that call for an alert, by source zone, destination zone and severity.
+pub const VIOLATIONS: &str = "dfdwatch_violations_total";
+/// The probes' per-CPU counters (losses and anomalies), by counter name.
+pub const KERNEL: &str = "dfdwatch_kernel_stats_total";
+/// Time from the kernel's state change to the event being written.
+pub const LATENCY: &str = "dfdwatch_processing_latency_seconds";
+/// The approved DFD in use (value 1), labelled with its name and content hash.
+pub const DFD_INFO: &str = "dfdwatch_dfd_info";
+/// Unix time the approved DFD was loaded.
+pub const DFD_LOADED: &str = "dfdwatch_dfd_loaded_timestamp_seconds";
+
+/// DFD reloads, by result (`applied`, `refused`).
+pub const DFD_RELOADS: &str = "dfdwatch_dfd_reloads_total";
+/// Approvals in the DFD in use that carry an expiry date, by state (`valid`, `expiring` within 14
+/// days, `expired`), as of the last check (at load, then every minute).
+pub const DFD_APPROVALS: &str = "dfdwatch_dfd_approvals";
+/// Unix time each dated approval ends (the end of its `expires` day, UTC), by DFD flow id.
+pub const DFD_APPROVAL_EXPIRY: &str = "dfdwatch_dfd_approval_expiry_timestamp_seconds";
+
+/// One flow that calls for an alert, for `dfdwatch_violations_total`.
+#[derive(Clone, Copy, Debug)]
+pub struct Violation<'a> {
+    /// The source's DFD zone id, if it is in one.
+    pub src_zone: Option<&'a str>,
+    /// The destination's DFD zone id, if it is in one.
+    pub dst_zone: Option<&'a str>,
+    /// The verdict's severity.
+    pub severity: Severity,
+}
+
+/// Zone label for an end that is in no zone.
+pub const NO_ZONE: &str = "none";
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    registry: Registry,
+    flows: IntCounterVec,
+    violations: IntCounterVec,
+    kernel: IntCounterVec,
+    latency: Histogram,
+    dfd_info: IntGaugeVec,
+    dfd_loaded: IntGaugeVec,
+    dfd_reloads: IntCounterVec,
+    dfd_approvals: IntGaugeVec,
+    dfd_approval_expiry: IntGaugeVec,
+    /// The dated approvals of the DFD in use, re-counted against the clock every minute.
+    approvals: std::sync::Mutex<Vec<ApprovalExpiry>>,
+}
+
+/// Why the metrics could not be set up (a programming error in names or labels).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    /// Builds the registry; `counters` are exported at scrape time.
+    pub fn new(counters: Arc<Counters>) -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let flows =
+            IntCounterVec::new(Opts::new(FLOWS, "Flows judged against the approved DFD, by verdict."), &["verdict"])?;
+        let violations = IntCounterVec::new(
+            Opts::new(VIOLATIONS, "Flows that call for an alert, by source zone, destination zone and severity."),
+            &["src_zone", "dst_zone", "severity"],
+        )?;
+        let kernel = IntCounterVec::new(
+            Opts::new(KERNEL, "The probes' counters: events lost in the kernel (lost_*) and anomalies."),
+            &["stat"],
+        )?;
+        let latency = Histogram::with_opts(
+            HistogramOpts::new(LATENCY, "Seconds from the kernel's state change to the event being written.")
+                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0]),
+        )?;
+        let dfd_info = IntGaugeVec::new(Opts::new(DFD_INFO, "The approved DFD in use (1)."), &["name", "sha256"])?;
+        let dfd_loaded = IntGaugeVec::new(Opts::new(DFD_LOADED, "Unix time the approved DFD was loaded."), &["name"])?;
+        let dfd_reloads = IntCounterVec::new(
+            Opts::new(
+                DFD_RELOADS,
+                "Reloads of the approved DFD (SIGHUP or file change), by result: applied, or refused (the running DFD stays).",
+            ),
+            &["result"],
+        )?;
+        let dfd_approvals = IntGaugeVec::new(
+            Opts::new(DFD_APPROVALS, "Dated approvals in the DFD in use, by state: valid, expiring (within 14 days), expired."),
+            &["state"],
+        )?;
+        let dfd_approval_expiry = IntGaugeVec::new(
+            Opts::new(DFD_APPROVAL_EXPIRY, "Unix time each dated approval ends (end of its expires day, UTC), by DFD flow id."),
+            &["flow"],
+        )?;
+        for state in ApprovalState::ALL {
+            dfd_approvals.with_label_values(&[state.as_str()]);
+        }
+        for result in ["applied", "refused"] {
+            dfd_reloads.with_label_values(&[result]);
+        }
+        for kind in VerdictKind::ALL {
+            flows.with_label_values(&[kind.as_str()]);
+        }
+        for s in monitor_common::Stat::ALL {
+            kernel.with_label_values(&[s.name()]);
+        }
+        kernel.with_label_values(&[crate::telemetry::kernel_stats::SKIPPED_RECURSION]);
+        registry.register(Box::new(flows.clone()))?;
+        registry.register(Box::new(violations.clone()))?;
+        registry.register(Box::new(kernel.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(dfd_info.clone()))?;
+        registry.register(Box::new(dfd_loaded.clone()))?;
+        registry.register(Box::new(dfd_reloads.clone()))?;
+        registry.register(Box::new(dfd_approvals.clone()))?;
+        registry.register(Box::new(dfd_approval_expiry.clone()))?;
+        registry.register(Box::new(PipelineCollector::new(counters)?))?;
+        Ok(Self {
+            registry,
+            flows,
+            violations,
+            kernel,
+            latency,
+            dfd_info,
+            dfd_loaded,
+            dfd_reloads,
+            dfd_approvals,
+            dfd_approval_expiry,
+            approvals: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Records the DFD in use (at start-up and after each applied reload).
+    pub fn set_dfd(&self, policy: &Policy) {
+        let r = &policy.revision;
+        self.dfd_info.reset();
+        self.dfd_info.with_label_values(&[r.name.as_str(), r.sha256.as_str()]).set(1);
+        self.dfd_loaded.reset();
+        self.dfd_loaded.with_label_values(&[r.name.as_str()]).set(policy.loaded_unix);
+        self.dfd_approval_expiry.reset();
+        for a in &policy.approvals {
+            self.dfd_approval_expiry.with_label_values(&[a.flow.as_str()]).set(a.ends_unix());
+        }
+        if let Ok(mut approvals) = self.approvals.lock() {
+            approvals.clone_from(&policy.approvals);
+        }
+        self.refresh_approval_states();
+    }
+
+    /// Re-counts the DFD's dated approvals by state against the clock (at load, then every
+    /// minute), so an approval that expires while the daemon runs shows without a reload.
+    pub fn refresh_approval_states(&self) {
+        let now = crate::policy::admission::unix_now();
+        let Ok(approvals) = self.approvals.lock() else { return };
+        let mut counts = [0i64; 3];
+        for a in approvals.iter() {
+            let i = ApprovalState::ALL.iter().position(|s| *s == a.state(now)).unwrap_or(0);
+            counts[i] += 1;
+        }
+        for (state, n) in ApprovalState::ALL.iter().zip(counts) {
+            self.dfd_approvals.with_label_values(&[state.as_str()]).set(n);
+        }
+    }
+
+    /// Counts one reload, applied or refused.
+    pub fn record_reload(&self, applied: bool) {
+        self.dfd_reloads.with_label_values(&[if applied { "applied" } else { "refused" }]).inc();
+    }
+
+    /// Observes the time from the kernel's state change to the event being written.
+    pub fn observe_latency(&self, seconds: f64) {
+        self.latency.observe(seconds);
+    }
+
+    /// Counts one judged connection (once per connection: the caller skips the second sighting
+    /// of a same-node connection), and its violation if it calls for an alert. Zone labels are
+    /// DFD zone ids (a closed set per DFD revision) or `none`.
+    pub fn observe_verdict(&self, kind: VerdictKind, violation: Option<Violation<'_>>) {
+        self.flows.with_label_values(&[kind.as_str()]).inc();
+        if let Some(v) = violation {
+            let (src, dst) = (v.src_zone.unwrap_or(NO_ZONE), v.dst_zone.unwrap_or(NO_ZONE));
+            self.violations.with_label_values(&[src, dst, v.severity.as_str()]).inc();
+        }
+    }
+
+    /// Adds growth of a kernel counter.
+    pub fn add_kernel(&self, counter: &'static str, delta: u64) {
+        self.kernel.with_label_values(&[counter]).inc_by(delta);
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+    }
+}
+
+impl ReloadObserver for Metrics {
+    fn applied(&self, policy: &Policy) {
+        self.set_dfd(policy);
+        self.record_reload(true);
+    }
+
+    fn refused(&self) {
+        self.record_reload(false);
+    }
+}
