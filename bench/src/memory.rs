@@ -42,7 +42,15 @@ fn measure(dir: &Path, name: &str, extra: &[String], wait_for: Option<&str>) -> 
     let mut sink = Command::new(&exe).args(["sink", "--listen", "127.0.0.1:9001"]).stdout(Stdio::null()).spawn()?;
     std::thread::sleep(Duration::from_millis(300));
     let storm = Command::new(&exe)
-        .args(["storm", "--to", &SocketAddr::from((Ipv4Addr::LOCALHOST, 9001)).to_string(), "--connections", "20000", "--parallel", "4"])
+        .args([
+            "storm",
+            "--to",
+            &SocketAddr::from((Ipv4Addr::LOCALHOST, 9001)).to_string(),
+            "--connections",
+            "20000",
+            "--parallel",
+            "4",
+        ])
         .output();
     let _ = sink.kill();
     let _ = sink.wait();
@@ -59,7 +67,8 @@ fn measure(dir: &Path, name: &str, extra: &[String], wait_for: Option<&str>) -> 
 pub fn run(dir: &Path, dfd: &Path, pods: usize) -> Result<Value> {
     std::fs::create_dir_all(dir)?;
     let bare = measure(dir, "bare", &["--no-metrics".into()], None)?;
-    let with_dfd = measure(dir, "dfd-10000-nodes", &["--no-metrics".into(), "--dfd".into(), dfd.display().to_string()], None)?;
+    let with_dfd =
+        measure(dir, "dfd-10000-nodes", &["--no-metrics".into(), "--dfd".into(), dfd.display().to_string()], None)?;
 
     let rt = tokio::runtime::Runtime::new()?;
     let api = rt.block_on(FakeApiServer::start());
@@ -70,7 +79,18 @@ pub fn run(dir: &Path, dfd: &Path, pods: usize) -> Result<Value> {
     for i in 0..pods {
         let ip = Ipv4Addr::new(10, 100 + (i >> 16) as u8, (i >> 8) as u8, i as u8).to_string();
         let node = if i % 50 == 0 { "bench-node" } else { "other-node" };
-        api.apply(Kind::Pods, pod(&format!("ns{}", i % 100), &format!("pod-{i}"), &format!("uid-{i}"), node, Some(&ip), "Running", started));
+        api.apply(
+            Kind::Pods,
+            pod(
+                &format!("ns{}", i % 100),
+                &format!("pod-{i}"),
+                &format!("uid-{i}"),
+                node,
+                Some(&ip),
+                "Running",
+                started,
+            ),
+        );
     }
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, dfdwatch_tests::sys::kubeconfig(&api.url()))?;
@@ -83,7 +103,12 @@ pub fn run(dir: &Path, dfd: &Path, pods: usize) -> Result<Value> {
         "--node-name".into(),
         "bench-node".into(),
     ];
-    let with_pods = measure(dir, &format!("dfd-10000-nodes+{pods}-pods"), &extra, Some("kubernetes identity synced and connected"))?;
+    let with_pods = measure(
+        dir,
+        &format!("dfd-10000-nodes+{pods}-pods"),
+        &extra,
+        Some("kubernetes identity synced and connected"),
+    )?;
     drop(api);
     drop(rt);
     let base = bare["vm_rss_mib"].as_f64().unwrap_or(1.0);

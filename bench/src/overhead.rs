@@ -24,7 +24,15 @@ enum Scenario<'a> {
 }
 
 fn storm_args(to: SocketAddr, connections: u64, parallel: u64) -> Vec<String> {
-    vec!["storm".into(), "--to".into(), to.to_string(), "--connections".into(), connections.to_string(), "--parallel".into(), parallel.to_string()]
+    vec![
+        "storm".into(),
+        "--to".into(),
+        to.to_string(),
+        "--connections".into(),
+        connections.to_string(),
+        "--parallel".into(),
+        parallel.to_string(),
+    ]
 }
 
 fn parse_storm(out: &std::process::Output) -> Result<(u64, u64)> {
@@ -109,10 +117,16 @@ fn run_scenario(
     let medians: Vec<f64> = times.iter().map(|t| median(t)).collect();
     let lost: u64 = dfdwatch_runs
         .iter()
-        .map(|c| ["lost_connect", "lost_accept", "lost_connect_failed"].iter().map(|k| c["kernel"][k].as_u64().unwrap_or(0)).sum::<u64>())
+        .map(|c| {
+            ["lost_connect", "lost_accept", "lost_connect_failed"]
+                .iter()
+                .map(|k| c["kernel"][k].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        })
         .sum();
     let skipped: u64 = dfdwatch_runs.iter().map(|c| c["kernel"]["skipped_recursion"].as_u64().unwrap_or(0)).sum();
-    let min_written = dfdwatch_runs.iter().map(|c| c["pipeline"]["events_written"].as_u64().unwrap_or(0)).min().unwrap_or(0);
+    let min_written =
+        dfdwatch_runs.iter().map(|c| c["pipeline"]["events_written"].as_u64().unwrap_or(0)).min().unwrap_or(0);
     Ok(json!({
         "scenario": name,
         "seconds": MONITORS.iter().zip(&times).map(|(m, t)| (m.name().to_owned(), json!(t))).collect::<serde_json::Map<_, _>>(),

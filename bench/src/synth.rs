@@ -23,7 +23,9 @@ pub fn node_addr(i: usize) -> Ipv4Addr {
 pub fn dfd_yaml(nodes: usize) -> String {
     let zones = nodes.div_ceil(NODES_PER_ZONE).max(1);
     let mut y = String::with_capacity(nodes * 400);
-    y.push_str("apiVersion: dfd.dfdwatch.dev/v1alpha1\nkind: ApprovedDataFlowDiagram\nmetadata:\n  name: synthetic\nspec:\n");
+    y.push_str(
+        "apiVersion: dfd.dfdwatch.dev/v1alpha1\nkind: ApprovedDataFlowDiagram\nmetadata:\n  name: synthetic\nspec:\n",
+    );
     y.push_str("  tiers:\n    - {id: T1, name: Public, level: 1}\n    - {id: T2, name: Internal, level: 2}\n    - {id: T3, name: Restricted, level: 3}\n");
     y.push_str("  dataClasses:\n    - {id: public, level: 0}\n  zones:\n");
     for z in 0..zones {

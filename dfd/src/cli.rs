@@ -65,10 +65,7 @@ pub fn check(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Some(s) => match Date::parse(s) {
             Some(d) => d,
             None => {
-                let _ = writeln!(
-                    err,
-                    "dfdwatch: --today {s:?} is not a date; write YYYY-MM-DD"
-                );
+                let _ = writeln!(err, "dfdwatch: --today {s:?} is not a date; write YYYY-MM-DD");
                 return EXIT_USAGE;
             }
         },
@@ -82,11 +79,7 @@ pub fn check(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         let _ = writeln!(err, "dfdwatch: cannot write the report");
         return EXIT_IO;
     }
-    if has_errors(&findings) {
-        EXIT_FINDINGS
-    } else {
-        EXIT_OK
-    }
+    if has_errors(&findings) { EXIT_FINDINGS } else { EXIT_OK }
 }
 
 /// Parse findings, then (only when the files parsed cleanly) lint findings, sorted.
@@ -107,34 +100,22 @@ pub fn render(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8
         Err(code) => return code,
     };
     let lints = crate::lint::lint(&loaded.dfd, Date::today_utc());
-    let mut blocking: Vec<Finding> = loaded
-        .findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .cloned()
-        .collect();
+    let mut blocking: Vec<Finding> =
+        loaded.findings.iter().filter(|f| f.severity == Severity::Error).cloned().collect();
     blocking.extend(
-        lints
-            .iter()
-            .filter(|f| matches!(f.rule, "S001" | "S002" | "S004") && f.severity == Severity::Error)
-            .cloned(),
+        lints.iter().filter(|f| matches!(f.rule, "S001" | "S002" | "S004") && f.severity == Severity::Error).cloned(),
     );
     if !blocking.is_empty() {
         sort_findings(&mut blocking);
         for f in &blocking {
             let _ = writeln!(err, "{f}");
         }
-        let _ = writeln!(
-            err,
-            "dfdwatch: not rendering: fix the errors above first (run `dfdwatch check`)"
-        );
+        let _ = writeln!(err, "dfdwatch: not rendering: fix the errors above first (run `dfdwatch check`)");
         return EXIT_FINDINGS;
     }
     let text = crate::render::render(&loaded.dfd, &lints, args.format);
     let written = match &args.output {
-        Some(path) => {
-            std::fs::write(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
-        }
+        Some(path) => std::fs::write(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display())),
         None => out.write_all(text.as_bytes()).map_err(|e| e.to_string()),
     };
     match written {

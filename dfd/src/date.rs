@@ -32,11 +32,7 @@ impl Date {
         }
         let num = |r: std::ops::Range<usize>| -> Option<u32> {
             let part = s.get(r)?;
-            if part.bytes().all(|c| c.is_ascii_digit()) {
-                part.parse().ok()
-            } else {
-                None
-            }
+            if part.bytes().all(|c| c.is_ascii_digit()) { part.parse().ok() } else { None }
         };
         let year = i32::try_from(num(0..4)?).ok()?;
         let month = u8::try_from(num(5..7)?).ok()?;
@@ -78,9 +74,7 @@ impl Date {
 
     /// Today in UTC.
     pub fn today_utc() -> Date {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Date::from_unix_days(i64::try_from(secs / 86_400).unwrap_or(0))
     }
 }
@@ -97,10 +91,7 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        assert_eq!(
-            Date::parse("2027-02-28").map(|d| d.to_string()).as_deref(),
-            Some("2027-02-28")
-        );
+        assert_eq!(Date::parse("2027-02-28").map(|d| d.to_string()).as_deref(), Some("2027-02-28"));
         assert!(Date::parse("2027-02-29").is_none());
         assert!(Date::parse("2028-02-29").is_some());
         assert!(Date::parse("27-1-1").is_none());

@@ -85,12 +85,7 @@ pub struct Finding {
 impl Finding {
     /// A finding of `rule` at its default severity.
     pub fn new(rule: &'static str, loc: Option<&Loc>, message: impl Into<String>) -> Self {
-        Finding {
-            rule,
-            severity: crate::rules::default_severity(rule),
-            message: message.into(),
-            loc: loc.cloned(),
-        }
+        Finding { rule, severity: crate::rules::default_severity(rule), message: message.into(), loc: loc.cloned() }
     }
 
     /// The same finding with another severity.
@@ -112,12 +107,7 @@ impl fmt::Display for Finding {
 
 /// Sorts findings by file, line, column, then rule, so output is stable and reviewable.
 pub fn sort_findings(findings: &mut [Finding]) {
-    findings.sort_by(|a, b| {
-        a.loc
-            .cmp(&b.loc)
-            .then_with(|| a.rule.cmp(b.rule))
-            .then_with(|| a.message.cmp(&b.message))
-    });
+    findings.sort_by(|a, b| a.loc.cmp(&b.loc).then_with(|| a.rule.cmp(b.rule)).then_with(|| a.message.cmp(&b.message)));
 }
 
 /// True when at least one finding is an error.

@@ -59,22 +59,13 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
     for p in paths {
         let meta = std::fs::metadata(p).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => LoadError::NotFound { path: p.clone() },
-            _ => LoadError::Io {
-                path: p.clone(),
-                source,
-            },
+            _ => LoadError::Io { path: p.clone(), source },
         })?;
         if meta.is_dir() {
-            let rd = std::fs::read_dir(p).map_err(|source| LoadError::Io {
-                path: p.clone(),
-                source,
-            })?;
+            let rd = std::fs::read_dir(p).map_err(|source| LoadError::Io { path: p.clone(), source })?;
             let mut found: Vec<PathBuf> = Vec::new();
             for entry in rd {
-                let entry = entry.map_err(|source| LoadError::Io {
-                    path: p.clone(),
-                    source,
-                })?;
+                let entry = entry.map_err(|source| LoadError::Io { path: p.clone(), source })?;
                 let path = entry.path();
                 let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
                 if is_yaml && path.is_file() {

@@ -209,11 +209,8 @@ pub enum NodeKind {
 
 impl NodeKind {
     /// Every kind with its YAML spelling.
-    pub const ALL: &[(&str, NodeKind)] = &[
-        ("process", NodeKind::Process),
-        ("datastore", NodeKind::Datastore),
-        ("external", NodeKind::External),
-    ];
+    pub const ALL: &[(&str, NodeKind)] =
+        &[("process", NodeKind::Process), ("datastore", NodeKind::Datastore), ("external", NodeKind::External)];
 }
 
 /// `spec.nodes[]`: a process, datastore or external entity.

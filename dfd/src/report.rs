@@ -52,9 +52,7 @@ fn text(findings: &[Finding], out: &mut dyn Write) -> io::Result<()> {
 }
 
 fn uri(f: &Finding) -> Option<String> {
-    f.loc
-        .as_ref()
-        .map(|l| l.file.to_string_lossy().replace('\\', "/"))
+    f.loc.as_ref().map(|l| l.file.to_string_lossy().replace('\\', "/"))
 }
 
 /// The JSON report: `{"findings": [{rule, severity, message, file, line, column}], "summary": {...}}`.
@@ -162,13 +160,7 @@ pub fn sarif(findings: &[Finding]) -> Value {
 mod tests {
     #[test]
     fn sarif_uris() {
-        assert_eq!(
-            super::sarif_uri("approved-dfd/shop.yaml"),
-            "approved-dfd/shop.yaml"
-        );
-        assert_eq!(
-            super::sarif_uri("/srv/my dfd/a#1.yaml"),
-            "file:///srv/my%20dfd/a%231.yaml"
-        );
+        assert_eq!(super::sarif_uri("approved-dfd/shop.yaml"), "approved-dfd/shop.yaml");
+        assert_eq!(super::sarif_uri("/srv/my dfd/a#1.yaml"), "file:///srv/my%20dfd/a%231.yaml");
     }
 }

@@ -15,18 +15,8 @@ pub struct Rule {
     pub description: &'static str,
 }
 
-const fn rule(
-    id: &'static str,
-    severity: Severity,
-    name: &'static str,
-    description: &'static str,
-) -> Rule {
-    Rule {
-        id,
-        severity,
-        name,
-        description,
-    }
+const fn rule(id: &'static str, severity: Severity, name: &'static str, description: &'static str) -> Rule {
+    Rule { id, severity, name, description }
 }
 
 use Severity::{Error as E, Warning as W};
@@ -35,84 +25,29 @@ use Severity::{Error as E, Warning as W};
 pub const RULES: &[Rule] = &[
     rule("P001", E, "yaml-syntax", "The file is not valid YAML."),
     rule("P002", E, "duplicate-key", "A mapping repeats a key."),
-    rule(
-        "P003",
-        E,
-        "unknown-field",
-        "A field that the format does not define.",
-    ),
+    rule("P003", E, "unknown-field", "A field that the format does not define."),
     rule(
         "P004",
         E,
         "invalid-value",
         "A field has the wrong type, a missing required field, or a value outside its allowed set.",
     ),
-    rule(
-        "P005",
-        E,
-        "wrong-kind",
-        "apiVersion or kind is not an ApprovedDataFlowDiagram of a supported version.",
-    ),
+    rule("P005", E, "wrong-kind", "apiVersion or kind is not an ApprovedDataFlowDiagram of a supported version."),
     rule(
         "P006",
         E,
         "unsupported-yaml",
         "Anchors, aliases and tags are not allowed: write values out so diffs show them.",
     ),
-    rule(
-        "P007",
-        E,
-        "limit",
-        "The input exceeds a size, depth or count limit.",
-    ),
-    rule(
-        "S001",
-        E,
-        "dangling-reference",
-        "A reference names an id that is not defined.",
-    ),
-    rule(
-        "S002",
-        E,
-        "duplicate-id",
-        "Two items of the same kind share an id.",
-    ),
-    rule(
-        "S003",
-        W,
-        "overlapping-flows",
-        "Two flows between the same nodes cover the same port and protocol.",
-    ),
-    rule(
-        "S004",
-        E,
-        "zone-nesting",
-        "Zone parents form a cycle, or a nested zone has a lower tier than its parent.",
-    ),
-    rule(
-        "S005",
-        E,
-        "value-check",
-        "A port, port range or TLS version is out of range, or a flow has no ports.",
-    ),
-    rule(
-        "B001",
-        E,
-        "unbound",
-        "A node or zone has no selector, so no runtime endpoint can be bound to it.",
-    ),
-    rule(
-        "B002",
-        E,
-        "ambiguous-selectors",
-        "Two node selectors can match the same endpoint.",
-    ),
-    rule(
-        "B003",
-        E,
-        "node-outside-zone",
-        "A node's selector is not contained in its zone's selector.",
-    ),
+    rule("P007", E, "limit", "The input exceeds a size, depth or count limit."),
+    rule("S001", E, "dangling-reference", "A reference names an id that is not defined."),
+    rule("S002", E, "duplicate-id", "Two items of the same kind share an id."),
+    rule("S003", W, "overlapping-flows", "Two flows between the same nodes cover the same port and protocol."),
+    rule("S004", E, "zone-nesting", "Zone parents form a cycle, or a nested zone has a lower tier than its parent."),
+    rule("S005", E, "value-check", "A port, port range or TLS version is out of range, or a flow has no ports."),
+    rule("B001", E, "unbound", "A node or zone has no selector, so no runtime endpoint can be bound to it."),
+    rule("B002", E, "ambiguous-selectors", "Two node selectors can match the same endpoint."),
+    rule("B003", E, "node-outside-zone", "A node's selector is not contained in its zone's selector."),
     rule(
         "B004",
         E,
@@ -125,54 +60,19 @@ pub const RULES: &[Rule] = &[
         "local-only-binding",
         "A node is bound only by local-end fields (executables, images, cgroups, units) and cannot be recognised as a remote peer.",
     ),
-    rule(
-        "X001",
-        E,
-        "upward-without-authn",
-        "A crossing from a lower to a higher tier has no authn checkpoint.",
-    ),
-    rule(
-        "X002",
-        E,
-        "tier-skipping",
-        "A crossing skips a tier (e.g. T1 to T3).",
-    ),
-    rule(
-        "X003",
-        E,
-        "sensitive-unencrypted",
-        "Personal data on a flow whose encryption.required is none.",
-    ),
-    rule(
-        "X004",
-        E,
-        "data-above-max",
-        "A flow carries a data class above the destination's maxData.",
-    ),
-    rule(
-        "X005",
-        W,
-        "no-rate-limit",
-        "A flow from an external zone has no rate-limit checkpoint.",
-    ),
-    rule(
-        "X006",
-        W,
-        "no-schema-validation",
-        "An upward HTTP/gRPC crossing has no schema-validation checkpoint.",
-    ),
+    rule("X001", E, "upward-without-authn", "A crossing from a lower to a higher tier has no authn checkpoint."),
+    rule("X002", E, "tier-skipping", "A crossing skips a tier (e.g. T1 to T3)."),
+    rule("X003", E, "sensitive-unencrypted", "Personal data on a flow whose encryption.required is none."),
+    rule("X004", E, "data-above-max", "A flow carries a data class above the destination's maxData."),
+    rule("X005", W, "no-rate-limit", "A flow from an external zone has no rate-limit checkpoint."),
+    rule("X006", W, "no-schema-validation", "An upward HTTP/gRPC crossing has no schema-validation checkpoint."),
     rule(
         "X007",
         E,
         "checkpoint-misplaced",
         "A checkpoint is listed on a flow whose ends do not include its enforcedBy node.",
     ),
-    rule(
-        "X008",
-        W,
-        "unencrypted-crossing",
-        "A zone crossing or egress to an external zone is not encrypted.",
-    ),
+    rule("X008", W, "unencrypted-crossing", "A zone crossing or egress to an external zone is not encrypted."),
     rule(
         "X012",
         E,
@@ -185,18 +85,8 @@ pub const RULES: &[Rule] = &[
         "authn-in-cleartext",
         "A flow with an authn checkpoint requires no encryption, so credentials travel in clear.",
     ),
-    rule(
-        "H001",
-        E,
-        "approval-expired",
-        "A flow's approval has expired.",
-    ),
-    rule(
-        "H002",
-        W,
-        "orphan",
-        "A node without flows, or a zone, data class, checkpoint or tier that nothing uses.",
-    ),
+    rule("H001", E, "approval-expired", "A flow's approval has expired."),
+    rule("H002", W, "orphan", "A node without flows, or a zone, data class, checkpoint or tier that nothing uses."),
 ];
 
 /// Categories of the CAPITALS zero-trust threat taxonomy (edgeroute/zttm, by Chris Romeo,

@@ -133,10 +133,7 @@ pub enum Dim {
 impl Dim {
     /// Whether only the local end of a socket can be identified by this dimension.
     pub fn local_only(self) -> bool {
-        matches!(
-            self,
-            Dim::Image | Dim::Executable | Dim::Cgroup | Dim::SystemdUnit
-        )
+        matches!(self, Dim::Image | Dim::Executable | Dim::Cgroup | Dim::SystemdUnit)
     }
 }
 
@@ -182,11 +179,7 @@ impl Branch {
 
 fn map_to_exprs(map: &BTreeMap<String, String>) -> Vec<LabelExpression> {
     map.iter()
-        .map(|(k, v)| LabelExpression {
-            key: k.clone(),
-            operator: LabelOperator::In,
-            values: vec![v.clone()],
-        })
+        .map(|(k, v)| LabelExpression { key: k.clone(), operator: LabelOperator::In, values: vec![v.clone()] })
         .collect()
 }
 
@@ -199,10 +192,7 @@ impl Selector {
                 c.push(Constraint::Patterns(Dim::Namespace, k.namespaces.clone()));
             }
             if !k.namespace_labels.is_empty() {
-                c.push(Constraint::Labels(
-                    Dim::NamespaceLabels,
-                    map_to_exprs(&k.namespace_labels),
-                ));
+                c.push(Constraint::Labels(Dim::NamespaceLabels, map_to_exprs(&k.namespace_labels)));
             }
             let mut pod = map_to_exprs(&k.labels);
             pod.extend(k.label_expressions.iter().cloned());
@@ -210,10 +200,7 @@ impl Selector {
                 c.push(Constraint::Labels(Dim::PodLabels, pod));
             }
             if !k.service_accounts.is_empty() {
-                c.push(Constraint::Patterns(
-                    Dim::ServiceAccount,
-                    k.service_accounts.clone(),
-                ));
+                c.push(Constraint::Patterns(Dim::ServiceAccount, k.service_accounts.clone()));
             }
         }
         for (dim, list) in [
@@ -230,10 +217,7 @@ impl Selector {
             }
         }
         if !self.cidrs.is_empty() || !self.except_cidrs.is_empty() {
-            c.push(Constraint::Cidrs {
-                include: self.cidrs.clone(),
-                except: self.except_cidrs.clone(),
-            });
+            c.push(Constraint::Cidrs { include: self.cidrs.clone(), except: self.except_cidrs.clone() });
         }
         c
     }
@@ -293,9 +277,5 @@ pub fn compile_glob(p: &str) -> Option<globset::GlobMatcher> {
 
 /// Whether `text` matches pattern `p` (exact comparison when `p` has no wildcard).
 pub fn pattern_matches(p: &str, text: &str) -> bool {
-    if is_glob(p) {
-        compile_glob(p).is_some_and(|g| g.is_match(text))
-    } else {
-        p == text
-    }
+    if is_glob(p) { compile_glob(p).is_some_and(|g| g.is_match(text)) } else { p == text }
 }

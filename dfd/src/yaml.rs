@@ -66,12 +66,7 @@ enum Frame {
     Seq(Vec<Yaml>, Loc),
     /// Entries, the key waiting for its value, where the mapping starts, and the keys seen
     /// (text to position) so duplicate detection stays linear in the number of keys.
-    Map(
-        Vec<(Key, Yaml)>,
-        Option<Key>,
-        Loc,
-        HashMap<String, (u32, u32)>,
-    ),
+    Map(Vec<(Key, Yaml)>, Option<Key>, Loc, HashMap<String, (u32, u32)>),
 }
 
 fn loc_of(file: &Arc<Path>, span: &Span) -> Loc {
@@ -97,10 +92,7 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
                 findings.push(Finding::new(
                     "P001",
                     Some(&Loc::new(file, m.line(), m.col() + 1)),
-                    format!(
-                        "YAML syntax error: {}; fix the indentation, quoting or brackets here",
-                        e.info()
-                    ),
+                    format!("YAML syntax error: {}; fix the indentation, quoting or brackets here", e.info()),
                 ));
                 return docs;
             }
@@ -121,10 +113,7 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
                     "aliases (*name) are not allowed in an approved DFD; write the value out so reviewers see it in the diff",
                 ));
                 doc_ok = false;
-                Yaml {
-                    value: Value::Null,
-                    loc,
-                }
+                Yaml { value: Value::Null, loc }
             }
             Event::Scalar(text, style, anchor, tag) => {
                 check_anchor_tag(anchor, tag.is_some(), &loc, findings, &mut doc_ok);
@@ -132,10 +121,7 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
                 let value = if plain && is_null(&text) {
                     Value::Null
                 } else {
-                    Value::Scalar {
-                        text: text.into_owned(),
-                        plain,
-                    }
+                    Value::Scalar { text: text.into_owned(), plain }
                 };
                 Yaml { value, loc }
             }
@@ -158,17 +144,11 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq(items, start)) => Yaml {
-                    value: Value::Seq(items),
-                    loc: start,
-                },
+                Some(Frame::Seq(items, start)) => Yaml { value: Value::Seq(items), loc: start },
                 _ => continue,
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(entries, _, start, _)) => Yaml {
-                    value: Value::Map(entries),
-                    loc: start,
-                },
+                Some(Frame::Map(entries, _, start, _)) => Yaml { value: Value::Map(entries), loc: start },
                 _ => continue,
             },
         };
@@ -214,10 +194,7 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
                     } else {
                         seen.insert(text.clone(), (node.loc.line, node.loc.col));
                     }
-                    *pending = Some(Key {
-                        text,
-                        loc: node.loc,
-                    });
+                    *pending = Some(Key { text, loc: node.loc });
                 }
             },
         }
@@ -225,13 +202,7 @@ pub fn parse(src: &str, file: &Arc<Path>, findings: &mut Vec<Finding>) -> Vec<Ya
     docs
 }
 
-fn check_anchor_tag(
-    anchor: usize,
-    tagged: bool,
-    loc: &Loc,
-    findings: &mut Vec<Finding>,
-    ok: &mut bool,
-) {
+fn check_anchor_tag(anchor: usize, tagged: bool, loc: &Loc, findings: &mut Vec<Finding>, ok: &mut bool) {
     if anchor != 0 {
         findings.push(Finding::new(
             "P006",

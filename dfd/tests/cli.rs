@@ -18,33 +18,17 @@ fn fixtures() -> PathBuf {
 }
 
 fn run_check(paths: Vec<PathBuf>, format: Format) -> (u8, String, String) {
-    let args = CheckArgs {
-        paths,
-        format,
-        today: Some("2026-11-23".into()),
-    };
+    let args = CheckArgs { paths, format, today: Some("2026-11-23".into()) };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = check(&args, &mut out, &mut err);
-    (
-        code,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
+    (code, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
 }
 
 fn run_render(paths: Vec<PathBuf>, format: RenderFormat) -> (u8, String, String) {
-    let args = RenderArgs {
-        paths,
-        format,
-        output: None,
-    };
+    let args = RenderArgs { paths, format, output: None };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = render(&args, &mut out, &mut err);
-    (
-        code,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
+    (code, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
 }
 
 #[test]
@@ -52,25 +36,13 @@ fn exit_statuses() {
     assert_eq!(run_check(vec![shipped()], Format::Text).0, 0);
     let (code, _, err) = run_check(vec![PathBuf::from("/no/such/dfd")], Format::Text);
     assert_eq!(code, 64);
-    assert!(
-        err.contains("/no/such/dfd: no such file or directory"),
-        "{err}"
-    );
+    assert!(err.contains("/no/such/dfd: no such file or directory"), "{err}");
     let (code, out, _) = run_check(vec![fixtures().join("violations.yaml")], Format::Text);
     assert_eq!(code, 1, "{out}");
     let (code, out, _) = run_check(vec![fixtures().join("broken.yaml")], Format::Text);
     assert_eq!(code, 1, "{out}");
-    assert!(
-        out.lines()
-            .next()
-            .is_some_and(|l| l.contains("broken.yaml:3:")),
-        "{out}"
-    );
-    let args = CheckArgs {
-        paths: vec![shipped()],
-        format: Format::Text,
-        today: Some("tomorrow".into()),
-    };
+    assert!(out.lines().next().is_some_and(|l| l.contains("broken.yaml:3:")), "{out}");
+    let args = CheckArgs { paths: vec![shipped()], format: Format::Text, today: Some("tomorrow".into()) };
     assert_eq!(check(&args, &mut Vec::new(), &mut Vec::new()), 64);
 }
 
@@ -80,9 +52,7 @@ fn json_and_sarif_reports() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
     assert!(v["summary"]["errors"].as_u64().unwrap_or(0) >= 3, "{out}");
     assert!(
-        v["findings"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|f| f["rule"] == "X001" && f["line"].is_u64())),
+        v["findings"].as_array().is_some_and(|a| a.iter().any(|f| f["rule"] == "X001" && f["line"].is_u64())),
         "{out}"
     );
     let (_, out, _) = run_check(vec![fixtures().join("violations.yaml")], Format::Sarif);
@@ -97,20 +67,11 @@ fn json_and_sarif_reports() {
         .and_then(|r| r.iter().find(|r| r["id"] == "X001"))
         .cloned()
         .unwrap_or_default();
-    assert_eq!(
-        x001["properties"]["tags"][0],
-        "CAPITALS: Authentication & Session Management"
-    );
+    assert_eq!(x001["properties"]["tags"][0], "CAPITALS: Authentication & Session Management");
     for r in &results {
         let idx = r["ruleIndex"].as_u64().unwrap_or(u64::MAX) as usize;
-        assert_eq!(
-            run["tool"]["driver"]["rules"][idx]["id"], r["ruleId"],
-            "{r}"
-        );
-        assert!(
-            r["locations"][0]["physicalLocation"]["region"]["startLine"].is_u64(),
-            "{r}"
-        );
+        assert_eq!(run["tool"]["driver"]["rules"][idx]["id"], r["ruleId"], "{r}");
+        assert!(r["locations"][0]["physicalLocation"]["region"]["startLine"].is_u64(), "{r}");
     }
 }
 
@@ -125,11 +86,7 @@ fn render_refuses_dangling_references() {
 #[test]
 fn render_writes_output_file() {
     let path = std::env::temp_dir().join(format!("dfdwatch-render-{}.mmd", std::process::id()));
-    let args = RenderArgs {
-        paths: vec![shipped()],
-        format: RenderFormat::Mermaid,
-        output: Some(path.clone()),
-    };
+    let args = RenderArgs { paths: vec![shipped()], format: RenderFormat::Mermaid, output: Some(path.clone()) };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     assert_eq!(render(&args, &mut out, &mut err), 0);
     assert!(out.is_empty());
@@ -140,10 +97,7 @@ fn render_writes_output_file() {
 
 fn graphviz_accepts(dot_src: &str) {
     let dot = Path::new("/usr/bin/dot");
-    assert!(
-        dot.exists(),
-        "Graphviz is missing: install the Debian package `graphviz` (cargo xtask setup does)"
-    );
+    assert!(dot.exists(), "Graphviz is missing: install the Debian package `graphviz` (cargo xtask setup does)");
     let mut child = match Command::new(dot)
         .arg("-Tsvg")
         .stdin(Stdio::piped())
@@ -162,10 +116,7 @@ fn graphviz_accepts(dot_src: &str) {
         Err(e) => panic!("dot failed to run: {e}"),
     };
     let stderr = String::from_utf8_lossy(&res.stderr);
-    assert!(
-        res.status.success() && stderr.trim().is_empty(),
-        "dot rejected the output: {stderr}\n{dot_src}"
-    );
+    assert!(res.status.success() && stderr.trim().is_empty(), "dot rejected the output: {stderr}\n{dot_src}");
     assert!(String::from_utf8_lossy(&res.stdout).contains("<svg"));
 }
 
@@ -196,9 +147,7 @@ fn fragments_merge_and_findings_name_their_file() {
     let s001: Vec<&str> = out.lines().filter(|l| l.contains("[S001]")).collect();
     assert_eq!(s001.len(), 2, "{out}");
     assert!(
-        s001.iter().all(
-            |l| l.contains("b.yml:") && l.contains("unknown zones `dta`; did you mean `data`?")
-        ),
+        s001.iter().all(|l| l.contains("b.yml:") && l.contains("unknown zones `dta`; did you mean `data`?")),
         "{out}"
     );
 }
@@ -219,34 +168,16 @@ enum Cmd {
 fn args_wire_into_a_clap_binary() {
     use clap::{CommandFactory, Parser};
     Cli::command().debug_assert();
-    let c = Cli::try_parse_from([
-        "dfdwatch",
-        "check",
-        "approved-dfd",
-        "x.yaml",
-        "--format",
-        "sarif",
-    ]);
+    let c = Cli::try_parse_from(["dfdwatch", "check", "approved-dfd", "x.yaml", "--format", "sarif"]);
     assert!(
         matches!(&c, Ok(Cli { cmd: Cmd::Check(a) }) if a.paths.len() == 2 && a.format == Format::Sarif && a.today.is_none()),
         "{c:?}"
     );
-    let r = Cli::try_parse_from([
-        "dfdwatch",
-        "render",
-        "approved-dfd",
-        "--format",
-        "mermaid",
-        "-o",
-        "x.mmd",
-    ]);
+    let r = Cli::try_parse_from(["dfdwatch", "render", "approved-dfd", "--format", "mermaid", "-o", "x.mmd"]);
     assert!(
         matches!(&r, Ok(Cli { cmd: Cmd::Render(a) }) if a.format == RenderFormat::Mermaid && a.output.is_some()),
         "{r:?}"
     );
-    assert!(
-        Cli::try_parse_from(["dfdwatch", "check"]).is_err(),
-        "a path is required"
-    );
+    assert!(Cli::try_parse_from(["dfdwatch", "check"]).is_err(), "a path is required");
     assert!(Cli::try_parse_from(["dfdwatch", "render", "p", "--format", "svg"]).is_err());
 }

@@ -9,11 +9,7 @@ const PLATFORM: &str = include_str!("../../approved-dfd/00-platform.yaml");
 const SHOP: &str = include_str!("../../approved-dfd/shop.yaml");
 
 fn today() -> Date {
-    Date {
-        year: 2026,
-        month: 11,
-        day: 23,
-    }
+    Date { year: 2026, month: 11, day: 23 }
 }
 
 /// Shipped DFD plus `extra` (another document) through parse and lint.
@@ -35,7 +31,8 @@ fn rules(f: &[Finding]) -> Vec<&'static str> {
     r
 }
 
-const HEAD: &str = "apiVersion: dfd.dfdwatch.dev/v1alpha1\nkind: ApprovedDataFlowDiagram\nmetadata: {name: extra}\nspec:\n";
+const HEAD: &str =
+    "apiVersion: dfd.dfdwatch.dev/v1alpha1\nkind: ApprovedDataFlowDiagram\nmetadata: {name: extra}\nspec:\n";
 
 #[test]
 fn the_notes_counterexample() {
@@ -48,21 +45,10 @@ fn the_notes_counterexample() {
 "
     );
     let f = run(&extra);
-    assert_eq!(
-        rules(&f),
-        ["B002", "H002", "X001", "X002", "X003"],
-        "{f:#?}"
-    );
-    let x1 = f
-        .iter()
-        .find(|f| f.rule == "X001")
-        .map(ToString::to_string)
-        .unwrap_or_default();
+    assert_eq!(rules(&f), ["B002", "H002", "X001", "X002", "X003"], "{f:#?}");
+    let x1 = f.iter().find(|f| f.rule == "X001").map(ToString::to_string).unwrap_or_default();
     assert!(x1.starts_with("t.yaml:"), "{x1}");
-    assert!(
-        x1.contains("error: flow nginx-to-db crosses up T1->T3 without an authn checkpoint"),
-        "{x1}"
-    );
+    assert!(x1.contains("error: flow nginx-to-db crosses up T1->T3 without an authn checkpoint"), "{x1}");
 }
 
 #[test]
@@ -75,52 +61,19 @@ fn dangling_and_duplicate() {
 "
     );
     let f = run(&extra);
-    let s001: Vec<String> = f
-        .iter()
-        .filter(|f| f.rule == "S001")
-        .map(|f| f.message.clone())
-        .collect();
+    let s001: Vec<String> = f.iter().filter(|f| f.rule == "S001").map(|f| f.message.clone()).collect();
     assert_eq!(s001.len(), 2, "{f:#?}");
-    assert!(
-        s001.iter()
-            .any(|m| m.contains("unknown nodes `rediss`; did you mean `redis`?")),
-        "{s001:?}"
-    );
-    assert!(
-        s001.iter()
-            .any(|m| m.contains("`sesion`; did you mean `session`?")),
-        "{s001:?}"
-    );
-    assert!(
-        f.iter()
-            .any(|f| f.rule == "S002" && f.message.contains("duplicate node id `api`")),
-        "{f:#?}"
-    );
+    assert!(s001.iter().any(|m| m.contains("unknown nodes `rediss`; did you mean `redis`?")), "{s001:?}");
+    assert!(s001.iter().any(|m| m.contains("`sesion`; did you mean `session`?")), "{s001:?}");
+    assert!(f.iter().any(|f| f.rule == "S002" && f.message.contains("duplicate node id `api`")), "{f:#?}");
 }
 
 #[test]
 fn expired_approval_depends_on_today() {
     let src = format!("{PLATFORM}\n---\n{SHOP}");
     let (dfd, _) = load_str("t.yaml", &src);
-    assert!(
-        lint(
-            &dfd,
-            Date {
-                year: 2027,
-                month: 6,
-                day: 30
-            }
-        )
-        .is_empty()
-    );
-    let late = lint(
-        &dfd,
-        Date {
-            year: 2027,
-            month: 7,
-            day: 1,
-        },
-    );
+    assert!(lint(&dfd, Date { year: 2027, month: 6, day: 30 }).is_empty());
+    let late = lint(&dfd, Date { year: 2027, month: 7, day: 1 });
     assert_eq!(rules(&late), ["H001"]);
     assert!(late[0].message.contains("SEC-1234"));
 }
@@ -170,34 +123,17 @@ spec:
     let text: Vec<String> = f.iter().map(ToString::to_string).collect();
     assert_eq!(rules(&f), ["P003", "P003", "P004", "S005"], "{text:#?}");
     assert!(
-        text.iter().any(|t| t.starts_with(
-            "t.yaml:6:26: error: unknown field `lvl` in a tier; did you mean `level`?"
-        )),
+        text.iter().any(|t| t.starts_with("t.yaml:6:26: error: unknown field `lvl` in a tier; did you mean `level`?")),
         "{text:#?}"
     );
     assert!(
-        text.iter().any(
-            |t| t.starts_with("t.yaml:10:7: error: unknown field `externl`")
-                && t.contains("`external`")
-        ),
+        text.iter().any(|t| t.starts_with("t.yaml:10:7: error: unknown field `externl`") && t.contains("`external`")),
         "{text:#?}"
     );
-    assert!(
-        text.iter().any(|t| t.contains("did you mean `tls`?")),
-        "{text:#?}"
-    );
+    assert!(text.iter().any(|t| t.contains("did you mean `tls`?")), "{text:#?}");
     let empty = parse_only(&src.replace("ports: [{port: 70000}]", "ports: []"));
-    assert_eq!(
-        rules(&empty),
-        ["P003", "P003", "P004", "S005"],
-        "{empty:#?}"
-    );
-    assert!(
-        empty
-            .iter()
-            .any(|f| f.message.starts_with("`ports` is empty")),
-        "{empty:#?}"
-    );
+    assert_eq!(rules(&empty), ["P003", "P003", "P004", "S005"], "{empty:#?}");
+    assert!(empty.iter().any(|f| f.message.starts_with("`ports` is empty")), "{empty:#?}");
     let dup = parse_only("apiVersion: a\napiVersion: b\n");
     assert_eq!(rules(&dup), ["P002"]);
 }
@@ -224,11 +160,7 @@ fn selector_values_are_checked() {
 "
     );
     let f = parse_only(&src);
-    assert_eq!(
-        rules(&f),
-        ["P004", "P004", "P004", "P004", "P004"],
-        "{f:#?}"
-    );
+    assert_eq!(rules(&f), ["P004", "P004", "P004", "P004", "P004"], "{f:#?}");
 }
 
 #[test]
@@ -245,15 +177,8 @@ fn external_cidrs_must_not_cover_internal_ones() {
     let f = run(&extra);
     // 10.20/16 is carved out of the internet zone; 198.51.100.0/24 is not.
     assert_eq!(rules(&f), ["B004", "B004"], "{f:#?}");
-    assert!(
-        f.iter()
-            .any(|f| f.message.starts_with("external zone internet")),
-        "{f:#?}"
-    );
-    assert!(
-        f.iter().any(|f| f.message.starts_with("node clients")),
-        "{f:#?}"
-    );
+    assert!(f.iter().any(|f| f.message.starts_with("external zone internet")), "{f:#?}");
+    assert!(f.iter().any(|f| f.message.starts_with("node clients")), "{f:#?}");
 }
 
 #[test]
@@ -266,11 +191,7 @@ fn unknown_fields_are_capped() {
     }
     let f = parse_only(&src);
     assert_eq!(f.len(), 21, "{f:#?}");
-    assert!(
-        f[20].message.starts_with("80 more unknown fields"),
-        "{}",
-        f[20].message
-    );
+    assert!(f[20].message.starts_with("80 more unknown fields"), "{}", f[20].message);
 }
 
 #[test]

@@ -24,12 +24,8 @@ fn shop() -> Compiled {
 
 fn names(c: &Compiled, r: &Resolution) -> (Option<String>, Option<String>) {
     (
-        r.node
-            .and_then(|n| c.dfd.nodes.get(n))
-            .map(|n| n.id.clone()),
-        r.zone
-            .and_then(|z| c.dfd.zones.get(z))
-            .map(|z| z.id.clone()),
+        r.node.and_then(|n| c.dfd.nodes.get(n)).map(|n| n.id.clone()),
+        r.zone.and_then(|z| c.dfd.zones.get(z)).map(|z| z.id.clone()),
     )
 }
 
@@ -37,10 +33,7 @@ fn pod(ns: &str, sa: &str, labels: &[(&str, &str)]) -> Identity {
     Identity {
         namespace: Some(ns.into()),
         service_account: Some(sa.into()),
-        labels: labels
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect(),
+        labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
         ip: "10.42.0.7".parse().ok(),
         ..Identity::default()
     }
@@ -65,55 +58,25 @@ fn graph_has_every_node_and_flow() {
 fn resolves_pods_addresses_and_zones() {
     let c = shop();
     let m = &c.matcher;
-    assert_eq!(
-        names(&c, &m.resolve(&pod("shop", "api", &[("app", "api")]))),
-        some("api", "app")
-    );
-    assert_eq!(
-        names(
-            &c,
-            &m.resolve(&pod("shop-data", "redis", &[("app", "redis")]))
-        ),
-        some("redis", "data")
-    );
+    assert_eq!(names(&c, &m.resolve(&pod("shop", "api", &[("app", "api")]))), some("api", "app"));
+    assert_eq!(names(&c, &m.resolve(&pod("shop-data", "redis", &[("app", "redis")]))), some("redis", "data"));
     let pg = Identity {
         exe: Some("/usr/lib/postgresql/16/bin/postgres".into()),
         ..pod("shop-data", "postgres", &[("app", "postgres")])
     };
     assert_eq!(names(&c, &m.resolve(&pg)), some("postgres", "data"));
-    let wrong_exe = Identity {
-        exe: Some("/bin/sh".into()),
-        ..pg
-    };
-    assert_eq!(
-        names(&c, &m.resolve(&wrong_exe)),
-        (None, Some("data".into()))
-    );
+    let wrong_exe = Identity { exe: Some("/bin/sh".into()), ..pg };
+    assert_eq!(names(&c, &m.resolve(&wrong_exe)), (None, Some("data".into())));
     // A canary pod: excluded by `track NotIn [canary]`, but still inside the app zone.
     let canary = pod("shop", "api", &[("app", "api"), ("track", "canary")]);
     assert_eq!(names(&c, &m.resolve(&canary)), (None, Some("app".into())));
-    let ip = |s: &str| Identity {
-        ip: s.parse().ok(),
-        ..Identity::default()
-    };
-    assert_eq!(
-        names(&c, &m.resolve(&ip("198.51.100.7"))),
-        some("clients", "internet")
-    );
-    assert_eq!(
-        names(&c, &m.resolve(&ip("2001:db8::1"))),
-        some("clients", "internet")
-    );
-    assert_eq!(
-        names(&c, &m.resolve(&ip("203.0.113.9"))),
-        some("payments", "payments-saas")
-    );
+    let ip = |s: &str| Identity { ip: s.parse().ok(), ..Identity::default() };
+    assert_eq!(names(&c, &m.resolve(&ip("198.51.100.7"))), some("clients", "internet"));
+    assert_eq!(names(&c, &m.resolve(&ip("2001:db8::1"))), some("clients", "internet"));
+    assert_eq!(names(&c, &m.resolve(&ip("203.0.113.9"))), some("payments", "payments-saas"));
     assert_eq!(names(&c, &m.resolve(&ip("10.1.2.3"))), (None, None));
     // SPIFFE alone identifies the api.
-    let spiffe = Identity {
-        spiffe_id: Some("spiffe://cluster.local/ns/shop/sa/api".into()),
-        ..Identity::default()
-    };
+    let spiffe = Identity { spiffe_id: Some("spiffe://cluster.local/ns/shop/sa/api".into()), ..Identity::default() };
     assert_eq!(names(&c, &m.resolve(&spiffe)).0.as_deref(), Some("api"));
 }
 
@@ -142,10 +105,7 @@ spec:
         ..Identity::default()
     };
     assert_eq!(c.matcher.resolve(&host).node, Some(2));
-    let other_host = Identity {
-        hostname: Some("db-01".into()),
-        ..host
-    };
+    let other_host = Identity { hostname: Some("db-01".into()), ..host };
     assert_eq!(c.matcher.resolve(&other_host).node, None);
 }
 
@@ -156,16 +116,11 @@ fn synthetic(n: usize) -> String {
     );
     for i in 0..n {
         let m = match i % 3 {
-            0 => format!(
-                "{{k8s: {{namespace: ns{}, labels: {{app: a{i}}}}}}}",
-                i % 50
-            ),
+            0 => format!("{{k8s: {{namespace: ns{}, labels: {{app: a{i}}}}}}}", i % 50),
             1 => format!("{{cidrs: [10.{}.{}.0/24]}}", (i >> 8) & 255, i & 255),
             _ => format!("{{spiffe: [\"spiffe://td/ns/n{i}/*\"]}}"),
         };
-        s.push_str(&format!(
-            "    - {{id: n{i}, kind: process, zone: z, match: {m}}}\n"
-        ));
+        s.push_str(&format!("    - {{id: n{i}, kind: process, zone: z, match: {m}}}\n"));
     }
     s
 }
@@ -174,19 +129,9 @@ fn probes(n: usize) -> Vec<Identity> {
     let last = |r: usize| (0..n).rev().find(|i| i % 3 == r).unwrap_or(0);
     let (a, b, c) = (last(0), last(1), last(2));
     vec![
-        pod(
-            &format!("ns{}", a % 50),
-            "sa",
-            &[("app", &format!("a{a}")), ("tier", "web")],
-        ),
-        Identity {
-            ip: format!("10.{}.{}.9", (b >> 8) & 255, b & 255).parse().ok(),
-            ..Identity::default()
-        },
-        Identity {
-            spiffe_id: Some(format!("spiffe://td/ns/n{c}/sa/x")),
-            ..Identity::default()
-        },
+        pod(&format!("ns{}", a % 50), "sa", &[("app", &format!("a{a}")), ("tier", "web")]),
+        Identity { ip: format!("10.{}.{}.9", (b >> 8) & 255, b & 255).parse().ok(), ..Identity::default() },
+        Identity { spiffe_id: Some(format!("spiffe://td/ns/n{c}/sa/x")), ..Identity::default() },
     ]
 }
 
@@ -201,11 +146,7 @@ fn lookup_cost_does_not_grow_with_node_count() {
             let r = c.matcher.resolve(id);
             assert!(r.node.is_some(), "n={n}: {id:?} -> {r:?}");
         }
-        tested.push(
-            ids.iter()
-                .map(|id| c.matcher.resolve(id).candidates_tested)
-                .sum::<usize>(),
-        );
+        tested.push(ids.iter().map(|id| c.matcher.resolve(id).candidates_tested).sum::<usize>());
         let rounds = 5_000;
         let start = Instant::now();
         for _ in 0..rounds {
@@ -217,8 +158,5 @@ fn lookup_cost_does_not_grow_with_node_count() {
         report.push(format!("{n} nodes: {ns_per} ns/lookup"));
     }
     println!("matcher lookup cost: {}", report.join(", "));
-    assert!(
-        tested.windows(2).all(|w| w[0] == w[1]),
-        "candidates tested grew with node count: {tested:?}"
-    );
+    assert!(tested.windows(2).all(|w| w[0] == w[1]), "candidates tested grew with node count: {tested:?}");
 }

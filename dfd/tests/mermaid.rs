@@ -41,26 +41,13 @@ fn mermaid_accepts(src: &str) {
         Ok(o) => o,
         Err(e) => panic!("node failed: {e}"),
     };
-    assert!(
-        out.status.success(),
-        "mermaid rejected the output: {}\n{src}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "mermaid rejected the output: {}\n{src}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn rendered(path: PathBuf) -> String {
-    let args = RenderArgs {
-        paths: vec![path],
-        format: RenderFormat::Mermaid,
-        output: None,
-    };
+    let args = RenderArgs { paths: vec![path], format: RenderFormat::Mermaid, output: None };
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    assert_eq!(
-        render(&args, &mut out, &mut err),
-        0,
-        "{}",
-        String::from_utf8_lossy(&err)
-    );
+    assert_eq!(render(&args, &mut out, &mut err), 0, "{}", String::from_utf8_lossy(&err));
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -75,14 +62,6 @@ fn the_checker_rejects_bad_mermaid() {
     require_node_modules();
     let tool = root().join("tools/mermaid-check/check.mjs");
     let bad = root().join("dfd/tests/fixtures/bad.mmd");
-    let st = Command::new("node")
-        .arg(tool)
-        .arg(bad)
-        .stderr(Stdio::null())
-        .stdout(Stdio::null())
-        .status();
-    assert!(
-        st.as_ref().is_ok_and(|s| s.code() == Some(1)),
-        "check.mjs accepted invalid Mermaid: {st:?}"
-    );
+    let st = Command::new("node").arg(tool).arg(bad).stderr(Stdio::null()).stdout(Stdio::null()).status();
+    assert!(st.as_ref().is_ok_and(|s| s.code() == Some(1)), "check.mjs accepted invalid Mermaid: {st:?}");
 }

@@ -15,14 +15,7 @@ const SHIPPED: &str = concat!(
 
 fn everything(src: &str) {
     let (dfd, _) = load_str("p.yaml", src);
-    let findings = lint(
-        &dfd,
-        Date {
-            year: 2026,
-            month: 11,
-            day: 23,
-        },
-    );
+    let findings = lint(&dfd, Date { year: 2026, month: 11, day: 23 });
     let _ = render(&dfd, &findings, RenderFormat::Dot);
     let _ = render(&dfd, &findings, RenderFormat::Mermaid);
     if let Ok(c) = Compiled::new(dfd) {
@@ -54,34 +47,18 @@ const SELECTORS: &[&str] = &[
 fn doc() -> impl Strategy<Value = String> {
     let id = || prop::sample::select(IDS);
     let tier = (id(), 0i64..4).prop_map(|(i, l)| format!("    - {{id: {i}, level: {l}}}\n"));
-    let data = (id(), 0i64..4, any::<bool>())
-        .prop_map(|(i, l, p)| format!("    - {{id: {i}, level: {l}, personal: {p}}}\n"));
-    let zone = (
-        id(),
-        id(),
-        prop::option::of(id()),
-        any::<bool>(),
-        prop::sample::select(SELECTORS),
-        id(),
-    )
-        .prop_map(|(i, t, p, e, s, m)| {
+    let data =
+        (id(), 0i64..4, any::<bool>()).prop_map(|(i, l, p)| format!("    - {{id: {i}, level: {l}, personal: {p}}}\n"));
+    let zone = (id(), id(), prop::option::of(id()), any::<bool>(), prop::sample::select(SELECTORS), id()).prop_map(
+        |(i, t, p, e, s, m)| {
             let parent = p.map(|p| format!(", parent: {p}")).unwrap_or_default();
-            format!(
-                "    - {{id: {i}, tier: {t}{parent}, external: {e}, match: {s}, maxData: {m}}}\n"
-            )
-        });
-    let node = (
-        id(),
-        id(),
-        prop::sample::select(&["process", "datastore", "external"][..]),
-        prop::sample::select(SELECTORS),
-    )
-        .prop_map(|(i, z, k, s)| format!("    - {{id: {i}, kind: {k}, zone: {z}, match: {s}}}\n"));
-    let cp = (
-        id(),
-        prop::sample::select(&["authn", "rate-limit", "schema-validation"][..]),
-        id(),
-    )
+            format!("    - {{id: {i}, tier: {t}{parent}, external: {e}, match: {s}, maxData: {m}}}\n")
+        },
+    );
+    let node =
+        (id(), id(), prop::sample::select(&["process", "datastore", "external"][..]), prop::sample::select(SELECTORS))
+            .prop_map(|(i, z, k, s)| format!("    - {{id: {i}, kind: {k}, zone: {z}, match: {s}}}\n"));
+    let cp = (id(), prop::sample::select(&["authn", "rate-limit", "schema-validation"][..]), id())
         .prop_map(|(i, k, by)| format!("    - {{id: {i}, kind: {k}, enforcedBy: {by}}}\n"));
     let flow = (id(), id(), id(), 1u32..70000, 0u32..3, prop::sample::select(&["none", "tls"][..]), id(), id())
         .prop_map(|(i, f, t, p, w, e, d, c)| {

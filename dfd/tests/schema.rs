@@ -33,21 +33,14 @@ fn to_json(y: &Yaml) -> Value {
             json!(text)
         }
         Y::Seq(items) => Value::Array(items.iter().map(to_json).collect()),
-        Y::Map(entries) => Value::Object(
-            entries
-                .iter()
-                .map(|(k, v)| (k.text.clone(), to_json(v)))
-                .collect::<Map<_, _>>(),
-        ),
+        Y::Map(entries) => {
+            Value::Object(entries.iter().map(|(k, v)| (k.text.clone(), to_json(v))).collect::<Map<_, _>>())
+        }
     }
 }
 
 fn resolve<'s>(root: &'s Value, s: &'s Value) -> &'s Value {
-    match s
-        .get("$ref")
-        .and_then(Value::as_str)
-        .and_then(|r| r.strip_prefix("#/$defs/"))
-    {
+    match s.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/$defs/")) {
         Some(name) => resolve(root, &root["$defs"][name]),
         None => s,
     }
@@ -58,11 +51,7 @@ fn validate(root: &Value, s: &Value, v: &Value, path: &str, errs: &mut Vec<Strin
     if let Some(c) = s.get("const").filter(|c| *c != v) {
         errs.push(format!("{path}: {v} is not {c}"));
     }
-    if let Some(e) = s
-        .get("enum")
-        .and_then(Value::as_array)
-        .filter(|e| !e.contains(v))
-    {
+    if let Some(e) = s.get("enum").and_then(Value::as_array).filter(|e| !e.contains(v)) {
         errs.push(format!("{path}: {v} not in {e:?}"));
     }
     let ok = match s.get("type").and_then(Value::as_str) {
@@ -78,12 +67,7 @@ fn validate(root: &Value, s: &Value, v: &Value, path: &str, errs: &mut Vec<Strin
         return;
     }
     if let Some(obj) = v.as_object() {
-        for r in s
-            .get("required")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for r in s.get("required").and_then(Value::as_array).into_iter().flatten() {
             if r.as_str().is_some_and(|r| !obj.contains_key(r)) {
                 errs.push(format!("{path}: missing {r}"));
             }
@@ -93,9 +77,7 @@ fn validate(root: &Value, s: &Value, v: &Value, path: &str, errs: &mut Vec<Strin
                 Some(ps) => validate(root, ps, val, &format!("{path}.{k}"), errs),
                 None => match s.get("additionalProperties") {
                     Some(Value::Bool(false)) => errs.push(format!("{path}: unknown field {k}")),
-                    Some(ap @ Value::Object(_)) => {
-                        validate(root, ap, val, &format!("{path}.{k}"), errs)
-                    }
+                    Some(ap @ Value::Object(_)) => validate(root, ap, val, &format!("{path}.{k}"), errs),
                     _ => {}
                 },
             }
@@ -113,11 +95,7 @@ fn check_file(path: &Path) -> Vec<String> {
     let file: Arc<Path> = Arc::from(path);
     let mut findings = Vec::new();
     let docs = parse(&src, &file, &mut findings);
-    assert!(
-        findings.is_empty() && !docs.is_empty(),
-        "{}: {findings:?}",
-        path.display()
-    );
+    assert!(findings.is_empty() && !docs.is_empty(), "{}: {findings:?}", path.display());
     let root = schema();
     let mut errs = Vec::new();
     for d in &docs {
@@ -130,10 +108,7 @@ fn check_file(path: &Path) -> Vec<String> {
 fn schema_is_draft_2020_12() {
     let s = schema();
     assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
-    assert_eq!(
-        s["properties"]["apiVersion"]["const"],
-        dfdwatch_dfd::model::API_VERSION
-    );
+    assert_eq!(s["properties"]["apiVersion"]["const"], dfdwatch_dfd::model::API_VERSION);
 }
 
 #[test]
@@ -157,12 +132,6 @@ fn shipped_dfds_and_fixtures_validate() {
 #[test]
 fn schema_rejects_what_the_decoder_rejects() {
     let errs = check_file(&root().join("dfd/tests/fixtures/broken.yaml"));
-    assert!(
-        errs.iter().any(|e| e.contains("unknown field ownr")),
-        "{errs:?}"
-    );
-    assert!(
-        errs.iter().any(|e| e.contains("$.spec.tiers[0].level")),
-        "{errs:?}"
-    );
+    assert!(errs.iter().any(|e| e.contains("unknown field ownr")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.contains("$.spec.tiers[0].level")), "{errs:?}");
 }

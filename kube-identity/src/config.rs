@@ -131,9 +131,7 @@ impl KubeConfig {
         if self.node_name.is_empty() {
             errors.push(ConfigError::EmptyNodeName);
         } else if self.node_name.len() > 253 {
-            errors.push(ConfigError::NodeNameTooLong {
-                len: self.node_name.len(),
-            });
+            errors.push(ConfigError::NodeNameTooLong { len: self.node_name.len() });
         }
         let trust_domain = match TrustDomain::new(&self.trust_domain) {
             Ok(td) => Some(td),
@@ -143,14 +141,10 @@ impl KubeConfig {
             }
         };
         if self.probe_interval_secs == 0 {
-            errors.push(ConfigError::ZeroDuration {
-                field: "probe_interval_secs",
-            });
+            errors.push(ConfigError::ZeroDuration { field: "probe_interval_secs" });
         }
         if self.max_backoff_secs == 0 {
-            errors.push(ConfigError::ZeroDuration {
-                field: "max_backoff_secs",
-            });
+            errors.push(ConfigError::ZeroDuration { field: "max_backoff_secs" });
         }
         let l = &self.limits;
         for (field, value) in [
@@ -216,9 +210,7 @@ impl Settings {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// `node_name` is empty.
-    #[error(
-        "node_name is empty; set it to this node's Kubernetes name (downward API spec.nodeName)"
-    )]
+    #[error("node_name is empty; set it to this node's Kubernetes name (downward API spec.nodeName)")]
     EmptyNodeName,
     /// `node_name` is longer than a Kubernetes name can be.
     #[error("node_name is {len} bytes long; Kubernetes names have at most 253")]
@@ -260,9 +252,7 @@ mod tests {
         let errors = c.validate().unwrap_err();
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors.contains(&ConfigError::EmptyNodeName));
-        assert!(errors.contains(&ConfigError::ZeroLimit {
-            field: "limits.max_pods"
-        }));
+        assert!(errors.contains(&ConfigError::ZeroLimit { field: "limits.max_pods" }));
     }
 
     #[test]

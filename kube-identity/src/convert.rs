@@ -11,9 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::config::Settings;
 use crate::health::{HealthState, RefusalReason, ResourceKind};
-use crate::model::{
-    BackendPod, ContainerIdentity, ContainerKind, Labels, PodIdentity, ServiceIdentity, ServicePort,
-};
+use crate::model::{BackendPod, ContainerIdentity, ContainerKind, Labels, PodIdentity, ServiceIdentity, ServicePort};
 use crate::spiffe::SpiffeId;
 
 /// The label EndpointSlices carry naming their Service.
@@ -83,9 +81,7 @@ impl Converter<'_> {
         match value {
             None => Err(RefusalReason::MissingField),
             Some(v) if v.is_empty() => Err(RefusalReason::MissingField),
-            Some(v) if v.len() > self.settings.limits.max_name_len => {
-                Err(RefusalReason::NameTooLong)
-            }
+            Some(v) if v.len() > self.settings.limits.max_name_len => Err(RefusalReason::NameTooLong),
             Some(v) => Ok(v),
         }
     }
@@ -98,10 +94,7 @@ impl Converter<'_> {
         if labels.len() > l.max_labels {
             return Err(RefusalReason::TooManyLabels);
         }
-        if labels
-            .iter()
-            .any(|(k, v)| k.len() > l.max_label_key_len || v.len() > l.max_label_value_len)
-        {
+        if labels.iter().any(|(k, v)| k.len() > l.max_label_key_len || v.len() > l.max_label_value_len) {
             return Err(RefusalReason::LabelTooLong);
         }
         Ok(labels.clone())
@@ -151,15 +144,11 @@ impl Converter<'_> {
         let mut containers = Vec::new();
         if let Some(spec) = spec {
             let init = spec.init_containers.iter().flatten();
-            containers
-                .extend(init.map(|c| (c.name.as_str(), ContainerKind::Init, c.image.clone())));
+            containers.extend(init.map(|c| (c.name.as_str(), ContainerKind::Init, c.image.clone())));
             let regular = spec.containers.iter();
-            containers.extend(
-                regular.map(|c| (c.name.as_str(), ContainerKind::Regular, c.image.clone())),
-            );
+            containers.extend(regular.map(|c| (c.name.as_str(), ContainerKind::Regular, c.image.clone())));
             let eph = spec.ephemeral_containers.iter().flatten();
-            containers
-                .extend(eph.map(|c| (c.name.as_str(), ContainerKind::Ephemeral, c.image.clone())));
+            containers.extend(eph.map(|c| (c.name.as_str(), ContainerKind::Ephemeral, c.image.clone())));
         }
         if containers.len() > self.settings.limits.max_containers {
             return Err(RefusalReason::TooManyContainers);
@@ -180,20 +169,8 @@ impl Converter<'_> {
                 .iter()
                 .flatten()
                 .map(|s| (ContainerKind::Init, s))
-                .chain(
-                    status
-                        .container_statuses
-                        .iter()
-                        .flatten()
-                        .map(|s| (ContainerKind::Regular, s)),
-                )
-                .chain(
-                    status
-                        .ephemeral_container_statuses
-                        .iter()
-                        .flatten()
-                        .map(|s| (ContainerKind::Ephemeral, s)),
-                );
+                .chain(status.container_statuses.iter().flatten().map(|s| (ContainerKind::Regular, s)))
+                .chain(status.ephemeral_container_statuses.iter().flatten().map(|s| (ContainerKind::Ephemeral, s)));
             for (kind, cs) in statuses {
                 let Some(raw) = cs.container_id.as_deref().filter(|s| !s.is_empty()) else {
                     continue;
@@ -202,10 +179,7 @@ impl Converter<'_> {
                     return Err(RefusalReason::NameTooLong);
                 }
                 let (runtime, id) = split_container_id(raw);
-                if let Some(c) = containers
-                    .iter_mut()
-                    .find(|c| c.kind == kind && c.name == cs.name)
-                {
+                if let Some(c) = containers.iter_mut().find(|c| c.kind == kind && c.name == cs.name) {
                     c.container_id = Some(id.to_owned());
                     c.runtime = runtime.map(str::to_owned);
                 }
@@ -224,11 +198,7 @@ impl Converter<'_> {
             },
             None => Vec::new(),
         };
-        let spiffe_id = match SpiffeId::for_workload(
-            &self.settings.trust_domain,
-            &namespace,
-            &service_account,
-        ) {
+        let spiffe_id = match SpiffeId::for_workload(&self.settings.trust_domain, &namespace, &service_account) {
             Ok(id) => Some(id),
             Err(err) => {
                 self.health.refuse(RefusalReason::SpiffeRejected);
@@ -258,14 +228,9 @@ impl Converter<'_> {
     pub(crate) fn namespace(&self, ns: &Namespace) -> Option<NamespaceRecord> {
         let meta = &ns.metadata;
         let result = self.name(meta.name.as_ref()).and_then(|name| {
-            Ok(NamespaceRecord {
-                name: name.to_owned(),
-                labels: Arc::new(self.labels(meta.labels.as_ref())?),
-            })
+            Ok(NamespaceRecord { name: name.to_owned(), labels: Arc::new(self.labels(meta.labels.as_ref())?) })
         });
-        result
-            .or_else(|r| self.refuse(ResourceKind::Namespaces, meta, r).ok_or(()))
-            .ok()
+        result.or_else(|r| self.refuse(ResourceKind::Namespaces, meta, r).ok_or(())).ok()
     }
 
     pub(crate) fn service(&self, svc: &Service) -> Option<Arc<ServiceIdentity>> {
@@ -289,11 +254,7 @@ impl Converter<'_> {
             return Err(RefusalReason::TooManyEntries);
         }
         // "None" marks a headless Service: no ClusterIP, not an invalid address.
-        let cluster_ips = self.ips(
-            raw_ips
-                .into_iter()
-                .filter(|s| !s.is_empty() && *s != "None"),
-        )?;
+        let cluster_ips = self.ips(raw_ips.into_iter().filter(|s| !s.is_empty() && *s != "None"))?;
         let raw_ports = spec.and_then(|s| s.ports.as_ref());
         if raw_ports.is_some_and(|p| p.len() > self.settings.limits.max_ports) {
             return Err(RefusalReason::TooManyEntries);
@@ -361,9 +322,7 @@ impl Converter<'_> {
             let ips = self.ips(ep.addresses.iter().map(String::as_str))?;
             let pod = match ep.target_ref.as_ref() {
                 Some(r) if r.kind.as_deref() == Some("Pod") => Some(BackendPod {
-                    namespace: self
-                        .name(r.namespace.as_ref().or(Some(&namespace)))?
-                        .to_owned(),
+                    namespace: self.name(r.namespace.as_ref().or(Some(&namespace)))?.to_owned(),
                     name: self.name(r.name.as_ref())?.to_owned(),
                     uid: match r.uid.as_ref() {
                         Some(u) if !u.is_empty() => Some(self.name(Some(u))?.to_owned()),
@@ -376,20 +335,9 @@ impl Converter<'_> {
                 Some(n) if !n.is_empty() => Some(self.name(Some(n))?.to_owned()),
                 _ => None,
             };
-            endpoints.push(SliceEndpoint {
-                ips,
-                ready: ep.conditions.as_ref().and_then(|c| c.ready),
-                pod,
-                node_name,
-            });
+            endpoints.push(SliceEndpoint { ips, ready: ep.conditions.as_ref().and_then(|c| c.ready), pod, node_name });
         }
-        Ok(SliceRecord {
-            namespace,
-            name,
-            service,
-            ports,
-            endpoints,
-        })
+        Ok(SliceRecord { namespace, name, service, ports, endpoints })
     }
 }
 

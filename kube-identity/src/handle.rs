@@ -36,10 +36,7 @@ impl KubeIdentity {
     }
 
     fn resolve(index: &Index, pod: &Arc<PodIdentity>) -> ResolvedPod {
-        ResolvedPod {
-            pod: Arc::clone(pod),
-            namespace_labels: index.namespaces.get(&pod.namespace).cloned(),
-        }
+        ResolvedPod { pod: Arc::clone(pod), namespace_labels: index.namespaces.get(&pod.namespace).cloned() }
     }
 
     /// A pod (on any node) by UID; terminated pods stay known until deleted.
@@ -52,10 +49,7 @@ impl KubeIdentity {
     pub fn pod_by_container_id(&self, container_id: &str) -> Option<ResolvedPod> {
         let (_, id) = split_container_id(container_id);
         let index = self.shared.read();
-        index
-            .pods
-            .by_container(id)
-            .map(|p| Self::resolve(&index, p))
+        index.pods.by_container(id).map(|p| Self::resolve(&index, p))
     }
 
     /// The pod that holds this IP now (never a terminated, deleted or superseded pod, never a
@@ -70,20 +64,10 @@ impl KubeIdentity {
     pub fn service_by_cluster_ip(&self, ip: IpAddr, port: u16) -> Option<ResolvedService> {
         let index = self.shared.read();
         let service = index.services.by_ip(ip)?;
-        let service_port = service
-            .ports
-            .iter()
-            .find(|p| p.port == port && p.protocol == "TCP")
-            .cloned();
+        let service_port = service.ports.iter().find(|p| p.port == port && p.protocol == "TCP").cloned();
         let backends = service_port
             .as_ref()
-            .and_then(|p| {
-                index
-                    .slices
-                    .backends(&service.namespace, &service.name)
-                    .and_then(|b| b.for_port(p))
-                    .cloned()
-            })
+            .and_then(|p| index.slices.backends(&service.namespace, &service.name).and_then(|b| b.for_port(p)).cloned())
             .unwrap_or_else(|| Arc::from(Vec::new()));
         Some(ResolvedService {
             service: Arc::clone(service),

@@ -20,12 +20,7 @@ pub enum ResourceKind {
 
 impl ResourceKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [ResourceKind; 4] = [
-        Self::Pods,
-        Self::Namespaces,
-        Self::Services,
-        Self::EndpointSlices,
-    ];
+    pub const ALL: [ResourceKind; 4] = [Self::Pods, Self::Namespaces, Self::Services, Self::EndpointSlices];
 
     /// A stable name, usable as a metric label.
     pub fn as_str(self) -> &'static str {
@@ -145,10 +140,7 @@ impl Health {
 
     /// Refusals counted for one reason.
     pub fn refused_for(&self, reason: RefusalReason) -> u64 {
-        self.refused
-            .iter()
-            .find(|(r, _)| *r == reason)
-            .map_or(0, |(_, n)| *n)
+        self.refused.iter().find(|(r, _)| *r == reason).map_or(0, |(_, n)| *n)
     }
 }
 
@@ -174,9 +166,7 @@ pub(crate) struct HealthState {
 impl HealthState {
     fn status(&self) -> std::sync::MutexGuard<'_, Status> {
         // A panic while holding this lock cannot leave it inconsistent (plain field stores).
-        self.status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn refuse(&self, reason: RefusalReason) {
@@ -249,10 +239,7 @@ impl HealthState {
             last_error: s.last_error.clone(),
             last_error_at: s.last_error_at,
             last_event_at: s.last_event_at,
-            refused: RefusalReason::ALL
-                .iter()
-                .map(|r| (*r, self.refused[r.index()].load(Ordering::Relaxed)))
-                .collect(),
+            refused: RefusalReason::ALL.iter().map(|r| (*r, self.refused[r.index()].load(Ordering::Relaxed))).collect(),
             ip_conflicts: self.ip_conflicts.load(Ordering::Relaxed),
         }
     }

@@ -24,8 +24,8 @@ pub use config::{ClientSource, ConfigError, KubeConfig, Limits, Settings};
 pub use handle::KubeIdentity;
 pub use health::{Health, RefusalReason, ResourceHealth, ResourceKind};
 pub use model::{
-    Backend, BackendPod, ContainerIdentity, ContainerKind, Labels, PodIdentity, ResolvedPod,
-    ResolvedService, ServiceIdentity, ServicePort,
+    Backend, BackendPod, ContainerIdentity, ContainerKind, Labels, PodIdentity, ResolvedPod, ResolvedService,
+    ServiceIdentity, ServicePort,
 };
 pub use spiffe::{SpiffeError, SpiffeId, TrustDomain};
 pub use watch::KubeIdentityService;
@@ -51,11 +51,7 @@ pub enum StartError {
 }
 
 fn list(errors: &[ConfigError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// Validates the configuration, loads the client configuration and builds the client, and
@@ -64,37 +60,18 @@ fn list(errors: &[ConfigError]) -> String {
 pub async fn start(config: KubeConfig) -> Result<(KubeIdentity, KubeIdentityService), StartError> {
     let settings = config.validate().map_err(StartError::Config)?;
     let client_config = match &config.source {
-        ClientSource::Infer => {
-            kube::Config::infer()
-                .await
-                .map_err(|e| StartError::ClientConfig {
-                    source_kind: "infer",
-                    source: Box::new(e),
-                })?
-        }
-        ClientSource::InCluster => {
-            kube::Config::incluster().map_err(|e| StartError::ClientConfig {
-                source_kind: "in-cluster",
-                source: Box::new(e),
-            })?
-        }
+        ClientSource::Infer => kube::Config::infer()
+            .await
+            .map_err(|e| StartError::ClientConfig { source_kind: "infer", source: Box::new(e) })?,
+        ClientSource::InCluster => kube::Config::incluster()
+            .map_err(|e| StartError::ClientConfig { source_kind: "in-cluster", source: Box::new(e) })?,
         ClientSource::Kubeconfig { path, context } => {
-            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
-                StartError::ClientConfig {
-                    source_kind: "kubeconfig",
-                    source: Box::new(e),
-                }
-            })?;
-            let options = kube::config::KubeConfigOptions {
-                context: context.clone(),
-                ..Default::default()
-            };
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| StartError::ClientConfig { source_kind: "kubeconfig", source: Box::new(e) })?;
+            let options = kube::config::KubeConfigOptions { context: context.clone(), ..Default::default() };
             kube::Config::from_custom_kubeconfig(file, &options)
                 .await
-                .map_err(|e| StartError::ClientConfig {
-                    source_kind: "kubeconfig",
-                    source: Box::new(e),
-                })?
+                .map_err(|e| StartError::ClientConfig { source_kind: "kubeconfig", source: Box::new(e) })?
         }
     };
     let client = kube::Client::try_from(client_config).map_err(StartError::Client)?;

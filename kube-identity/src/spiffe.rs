@@ -24,17 +24,13 @@ pub enum SpiffeError {
     #[error("the SPIFFE trust domain is empty")]
     EmptyTrustDomain,
     /// The trust domain is longer than 255 bytes.
-    #[error(
-        "the SPIFFE trust domain is {len} bytes long; at most {MAX_TRUST_DOMAIN_LEN} are allowed"
-    )]
+    #[error("the SPIFFE trust domain is {len} bytes long; at most {MAX_TRUST_DOMAIN_LEN} are allowed")]
     TrustDomainTooLong {
         /// Its length in bytes.
         len: usize,
     },
     /// The trust domain holds a character SPIFFE forbids there.
-    #[error(
-        "the SPIFFE trust domain {trust_domain:?} holds {found:?}; only a-z, 0-9, '.', '-' and '_' are allowed"
-    )]
+    #[error("the SPIFFE trust domain {trust_domain:?} holds {found:?}; only a-z, 0-9, '.', '-' and '_' are allowed")]
     TrustDomainCharacter {
         /// The refused trust domain.
         trust_domain: String,
@@ -50,9 +46,7 @@ pub enum SpiffeError {
         value: String,
     },
     /// A path segment holds a character SPIFFE forbids there.
-    #[error(
-        "the {field} {value:?} holds {found:?}; a SPIFFE path segment allows only A-Z, a-z, 0-9, '.', '-' and '_'"
-    )]
+    #[error("the {field} {value:?} holds {found:?}; a SPIFFE path segment allows only A-Z, a-z, 0-9, '.', '-' and '_'")]
     SegmentCharacter {
         /// Which field: "namespace" or "service account".
         field: &'static str,
@@ -83,13 +77,10 @@ impl TrustDomain {
         if value.len() > MAX_TRUST_DOMAIN_LEN {
             return Err(SpiffeError::TrustDomainTooLong { len: value.len() });
         }
-        if let Some(found) = value.chars().find(|c| {
-            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
-        }) {
-            return Err(SpiffeError::TrustDomainCharacter {
-                trust_domain: value.to_owned(),
-                found,
-            });
+        if let Some(found) =
+            value.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')))
+        {
+            return Err(SpiffeError::TrustDomainCharacter { trust_domain: value.to_owned(), found });
         }
         Ok(Self(value.to_owned()))
     }
@@ -146,20 +137,10 @@ impl fmt::Display for SpiffeId {
 
 fn check_segment(field: &'static str, value: &str) -> Result<(), SpiffeError> {
     if value.is_empty() || value == "." || value == ".." {
-        return Err(SpiffeError::BadSegment {
-            field,
-            value: value.to_owned(),
-        });
+        return Err(SpiffeError::BadSegment { field, value: value.to_owned() });
     }
-    if let Some(found) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
-    {
-        return Err(SpiffeError::SegmentCharacter {
-            field,
-            value: value.to_owned(),
-            found,
-        });
+    if let Some(found) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
+        return Err(SpiffeError::SegmentCharacter { field, value: value.to_owned(), found });
     }
     Ok(())
 }
@@ -172,10 +153,7 @@ mod tests {
     fn derives_the_standard_form() {
         let td = TrustDomain::new("prod.example.org").unwrap();
         let id = SpiffeId::for_workload(&td, "shop", "checkout-sa").unwrap();
-        assert_eq!(
-            id.as_str(),
-            "spiffe://prod.example.org/ns/shop/sa/checkout-sa"
-        );
+        assert_eq!(id.as_str(), "spiffe://prod.example.org/ns/shop/sa/checkout-sa");
         assert_eq!(id.to_string(), id.as_str());
     }
 
@@ -183,54 +161,31 @@ mod tests {
     fn default_trust_domain_is_cluster_local() {
         let id = SpiffeId::for_workload(&TrustDomain::default(), "default", "default").unwrap();
         assert_eq!(id.as_str(), "spiffe://cluster.local/ns/default/sa/default");
-        assert_eq!(
-            TrustDomain::new(DEFAULT_TRUST_DOMAIN).unwrap(),
-            TrustDomain::default()
-        );
+        assert_eq!(TrustDomain::new(DEFAULT_TRUST_DOMAIN).unwrap(), TrustDomain::default());
     }
 
     #[test]
     fn kubernetes_names_with_dots_and_underscores_pass() {
         let td = TrustDomain::new("my_domain-1.local").unwrap();
         let id = SpiffeId::for_workload(&td, "kube-system", "system.node_agent").unwrap();
-        assert_eq!(
-            id.as_str(),
-            "spiffe://my_domain-1.local/ns/kube-system/sa/system.node_agent"
-        );
+        assert_eq!(id.as_str(), "spiffe://my_domain-1.local/ns/kube-system/sa/system.node_agent");
     }
 
     #[test]
     fn trust_domain_is_not_silently_fixed() {
         assert_eq!(
             TrustDomain::new("Cluster.local"),
-            Err(SpiffeError::TrustDomainCharacter {
-                trust_domain: "Cluster.local".into(),
-                found: 'C'
-            })
+            Err(SpiffeError::TrustDomainCharacter { trust_domain: "Cluster.local".into(), found: 'C' })
         );
-        for bad in [
-            "a b",
-            "a/b",
-            "a:8080",
-            "user@a",
-            "a%2f",
-            "é.local",
-            " cluster.local",
-        ] {
+        for bad in ["a b", "a/b", "a:8080", "user@a", "a%2f", "é.local", " cluster.local"] {
             assert!(
-                matches!(
-                    TrustDomain::new(bad),
-                    Err(SpiffeError::TrustDomainCharacter { .. })
-                ),
+                matches!(TrustDomain::new(bad), Err(SpiffeError::TrustDomainCharacter { .. })),
                 "{bad:?} should be refused"
             );
         }
         assert_eq!(TrustDomain::new(""), Err(SpiffeError::EmptyTrustDomain));
         let long = "a".repeat(256);
-        assert_eq!(
-            TrustDomain::new(&long),
-            Err(SpiffeError::TrustDomainTooLong { len: 256 })
-        );
+        assert_eq!(TrustDomain::new(&long), Err(SpiffeError::TrustDomainTooLong { len: 256 }));
         assert!(TrustDomain::new(&"a".repeat(255)).is_ok());
     }
 
@@ -251,10 +206,7 @@ mod tests {
             }
         }
         for (ns, sa) in [("", "sa"), ("ns", ""), (".", "sa"), ("ns", "..")] {
-            assert!(matches!(
-                SpiffeId::for_workload(&td, ns, sa),
-                Err(SpiffeError::BadSegment { .. })
-            ));
+            assert!(matches!(SpiffeId::for_workload(&td, ns, sa), Err(SpiffeError::BadSegment { .. })));
         }
     }
 
@@ -262,9 +214,6 @@ mod tests {
     fn overlong_ids_are_rejected() {
         let td = TrustDomain::default();
         let sa = "s".repeat(2100);
-        assert!(matches!(
-            SpiffeId::for_workload(&td, "ns", &sa),
-            Err(SpiffeError::IdTooLong { .. })
-        ));
+        assert!(matches!(SpiffeId::for_workload(&td, "ns", &sa), Err(SpiffeError::IdTooLong { .. })));
     }
 }

@@ -27,9 +27,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One kind of watched object and how it enters the index.
-trait Watched:
-    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
-{
+trait Watched: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static {
     type Record: Send;
     const KIND: ResourceKind;
     fn max(limits: &Limits) -> usize;
@@ -42,10 +40,7 @@ trait Watched:
 
 fn meta_key<K: Resource>(obj: &K) -> (String, String) {
     let m = obj.meta();
-    (
-        m.namespace.clone().unwrap_or_default(),
-        m.name.clone().unwrap_or_default(),
-    )
+    (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default())
 }
 
 fn write(shared: &Shared) -> std::sync::RwLockWriteGuard<'_, Index> {
@@ -161,10 +156,7 @@ struct CappedBackoff {
 
 impl CappedBackoff {
     fn new(max: Duration) -> Self {
-        Self {
-            next: MIN_BACKOFF.min(max),
-            max,
-        }
+        Self { next: MIN_BACKOFF.min(max), max }
     }
 }
 
@@ -218,9 +210,7 @@ pub struct KubeIdentityService {
 
 impl Debug for KubeIdentityService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeIdentityService")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
+        f.debug_struct("KubeIdentityService").field("settings", &self.settings).finish_non_exhaustive()
     }
 }
 
@@ -230,20 +220,10 @@ impl KubeIdentityService {
     pub fn new(client: Client, settings: Settings) -> (Self, KubeIdentity) {
         let shared = Arc::new(Shared::default());
         let handle = KubeIdentity::new(Arc::clone(&shared));
-        (
-            Self {
-                client,
-                settings,
-                shared,
-            },
-            handle,
-        )
+        (Self { client, settings, shared }, handle)
     }
 
-    fn stream<K: Watched>(
-        &self,
-        wrap: fn(Box<watcher::Result<Event<K>>>) -> Update,
-    ) -> BoxStream<'static, Update> {
+    fn stream<K: Watched>(&self, wrap: fn(Box<watcher::Result<Event<K>>>) -> Update) -> BoxStream<'static, Update> {
         // Bookmarks are requested (the default); a 410 Gone from a watch makes the watcher relist.
         let config = watcher::Config::default();
         let events = watcher::watcher(Api::<K>::all(self.client.clone()), config);
@@ -290,12 +270,8 @@ impl KubeIdentityService {
             let timeout = PROBE_TIMEOUT.min(self.settings.probe_interval);
             match tokio::time::timeout(timeout, self.client.apiserver_version()).await {
                 Ok(Ok(_)) => reconnected(self.shared.health.reachable()),
-                Ok(Err(err)) => {
-                    self.record_error(None, format!("probe: {err}"), is_reachable(&err))
-                }
-                Err(_) => {
-                    self.record_error(None, format!("probe: no answer within {timeout:?}"), false)
-                }
+                Ok(Err(err)) => self.record_error(None, format!("probe: {err}"), is_reachable(&err)),
+                Err(_) => self.record_error(None, format!("probe: no answer within {timeout:?}"), false),
             }
         }
     }
@@ -310,15 +286,8 @@ impl KubeIdentityService {
         self.shared.health.error(kind, message, reachable);
     }
 
-    fn on_event<K: Watched>(
-        &self,
-        event: watcher::Result<Event<K>>,
-        relist: &mut Relist<K::Record>,
-    ) {
-        let converter = Converter {
-            settings: &self.settings,
-            health: &self.shared.health,
-        };
+    fn on_event<K: Watched>(&self, event: watcher::Result<Event<K>>, relist: &mut Relist<K::Record>) {
+        let converter = Converter { settings: &self.settings, health: &self.shared.health };
         let max = K::max(&self.settings.limits);
         let health = &self.shared.health;
         match event {
@@ -329,10 +298,7 @@ impl KubeIdentityService {
                     | watcher::Error::WatchFailed(e) => is_reachable(e),
                     watcher::Error::WatchError(status) => {
                         if status.code == 410 {
-                            tracing::info!(
-                                kind = K::KIND.as_str(),
-                                "watch expired (410 Gone); relisting"
-                            );
+                            tracing::info!(kind = K::KIND.as_str(), "watch expired (410 Gone); relisting");
                         }
                         true
                     }
@@ -387,8 +353,5 @@ fn reconnected(ended_outage: bool) {
 /// Whether a client error means the API server answered (an error status, a bad body) rather
 /// than could not be reached.
 fn is_reachable(err: &kube::Error) -> bool {
-    !matches!(
-        err,
-        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_)
-    )
+    !matches!(err, kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_))
 }

@@ -113,8 +113,6 @@ async fn heap_per_pod_and_lookup_cost() {
         let _ = id.pod_by_uid(&format!("uid-{}", i % PODS));
     }
     let per_uid = t.elapsed().as_nanos() / u128::from(n);
-    println!(
-        "pod_by_ip: {per} ns per lookup (half hits); pod_by_uid: {per_uid} ns incl. formatting the key"
-    );
+    println!("pod_by_ip: {per} ns per lookup (half hits); pod_by_uid: {per_uid} ns incl. formatting the key");
     h.shutdown().await;
 }

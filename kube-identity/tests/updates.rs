@@ -10,8 +10,7 @@ use serde_json::json;
 use support::{Harness, Kind, WAIT, eventually, namespace, pod};
 
 fn ip(s: &str) -> IpAddr {
-    s.parse()
-        .unwrap_or_else(|e| panic!("bad test address {s:?}: {e}"))
+    s.parse().unwrap_or_else(|e| panic!("bad test address {s:?}: {e}"))
 }
 
 const T1: &str = "2026-11-23T10:00:00Z";
@@ -19,42 +18,18 @@ const T1: &str = "2026-11-23T10:00:00Z";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_label_changes_show_in_pod_lookups() {
     let h = Harness::start(|api| {
-        api.apply(
-            Kind::Namespaces,
-            namespace("shop", json!({"zone": "internal"})),
-        );
-        api.apply(
-            Kind::Pods,
-            pod(
-                "shop",
-                "a",
-                "uid-a",
-                "node-a",
-                Some("10.1.0.1"),
-                "Running",
-                T1,
-            ),
-        );
+        api.apply(Kind::Namespaces, namespace("shop", json!({"zone": "internal"})));
+        api.apply(Kind::Pods, pod("shop", "a", "uid-a", "node-a", Some("10.1.0.1"), "Running", T1));
     })
     .await;
     let zone = |h: &Harness| {
-        h.identity
-            .pod_by_ip(ip("10.1.0.1"))
-            .and_then(|p| p.namespace_labels)
-            .and_then(|l| l.get("zone").cloned())
+        h.identity.pod_by_ip(ip("10.1.0.1")).and_then(|p| p.namespace_labels).and_then(|l| l.get("zone").cloned())
     };
     assert_eq!(zone(&h).as_deref(), Some("internal"));
-    h.api
-        .apply(Kind::Namespaces, namespace("shop", json!({"zone": "dmz"})));
-    eventually("new namespace label", WAIT, || {
-        (zone(&h).as_deref() == Some("dmz")).then_some(())
-    })
-    .await;
+    h.api.apply(Kind::Namespaces, namespace("shop", json!({"zone": "dmz"})));
+    eventually("new namespace label", WAIT, || (zone(&h).as_deref() == Some("dmz")).then_some(())).await;
     h.api.delete(Kind::Namespaces, "", "shop");
-    eventually("namespace gone", WAIT, || {
-        h.identity.namespace_labels("shop").is_none().then_some(())
-    })
-    .await;
+    eventually("namespace gone", WAIT, || h.identity.namespace_labels("shop").is_none().then_some(())).await;
     let p = h.identity.pod_by_ip(ip("10.1.0.1")).unwrap();
     assert_eq!(p.namespace_labels, None);
     h.shutdown().await;
@@ -63,81 +38,33 @@ async fn namespace_label_changes_show_in_pod_lookups() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_update_removes_the_previous_version() {
     let h = Harness::start(|api| {
-        api.apply(
-            Kind::Pods,
-            pod(
-                "shop",
-                "a",
-                "uid-a",
-                "node-a",
-                Some("10.1.0.1"),
-                "Running",
-                T1,
-            ),
-        );
+        api.apply(Kind::Pods, pod("shop", "a", "uid-a", "node-a", Some("10.1.0.1"), "Running", T1));
     })
     .await;
     assert!(h.identity.pod_by_ip(ip("10.1.0.1")).is_some());
-    let mut bloated = pod(
-        "shop",
-        "a",
-        "uid-a",
-        "node-a",
-        Some("10.1.0.1"),
-        "Running",
-        T1,
-    );
-    let containers: Vec<serde_json::Value> =
-        (0..65).map(|i| json!({"name": format!("c{i}")})).collect();
+    let mut bloated = pod("shop", "a", "uid-a", "node-a", Some("10.1.0.1"), "Running", T1);
+    let containers: Vec<serde_json::Value> = (0..65).map(|i| json!({"name": format!("c{i}")})).collect();
     bloated["spec"]["containers"] = json!(containers);
     h.api.apply(Kind::Pods, bloated);
-    eventually("stale version dropped", WAIT, || {
-        h.identity.pod_by_uid("uid-a").is_none().then_some(())
-    })
-    .await;
+    eventually("stale version dropped", WAIT, || h.identity.pod_by_uid("uid-a").is_none().then_some(())).await;
     assert_eq!(h.identity.pod_by_ip(ip("10.1.0.1")), None);
-    assert_eq!(
-        h.identity
-            .health()
-            .refused_for(RefusalReason::TooManyContainers),
-        1
-    );
+    assert_eq!(h.identity.health().refused_for(RefusalReason::TooManyContainers), 1);
     h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_watch_event_does_not_stop_the_watch() {
     let h = Harness::start(|_| {}).await;
-    eventually("pod watch open", WAIT, || {
-        (h.api.open_watches(Kind::Pods) == 1).then_some(())
-    })
-    .await;
-    h.api.send_raw(Kind::Pods, r#"{"type":"ADDED","object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":7},"spec":"x"}}"#);
-    h.api.send_raw(Kind::Pods, "this is not json");
-    h.api.apply(
+    eventually("pod watch open", WAIT, || (h.api.open_watches(Kind::Pods) == 1).then_some(())).await;
+    h.api.send_raw(
         Kind::Pods,
-        pod(
-            "shop",
-            "b",
-            "uid-b",
-            "node-a",
-            Some("10.1.0.2"),
-            "Running",
-            T1,
-        ),
+        r#"{"type":"ADDED","object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":7},"spec":"x"}}"#,
     );
-    eventually("pod after the garbage", WAIT, || {
-        h.identity.pod_by_ip(ip("10.1.0.2"))
-    })
-    .await;
+    h.api.send_raw(Kind::Pods, "this is not json");
+    h.api.apply(Kind::Pods, pod("shop", "b", "uid-b", "node-a", Some("10.1.0.2"), "Running", T1));
+    eventually("pod after the garbage", WAIT, || h.identity.pod_by_ip(ip("10.1.0.2"))).await;
     let health = h.identity.health();
-    assert!(
-        health
-            .resource(dfdwatch_kube::ResourceKind::Pods)
-            .unwrap()
-            .errors
-            >= 1
-    );
+    assert!(health.resource(dfdwatch_kube::ResourceKind::Pods).unwrap().errors >= 1);
     assert!(health.connected, "a bad body is an answer, not an outage");
     h.shutdown().await;
 }

@@ -9,7 +9,7 @@ pub mod event;
 pub mod offsets;
 pub mod stats;
 
-pub use event::{ConnEvent, EventKind, ProcCtx, ListenKey, EVENT_VERSION};
+pub use event::{ConnEvent, EVENT_VERSION, EventKind, ListenKey, ProcCtx};
 pub use offsets::KernelOffsets;
 pub use stats::Stat;
 

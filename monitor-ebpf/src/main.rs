@@ -19,13 +19,7 @@ use aya_ebpf::{
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn dfdw_tp_state(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets checked against the tracepoint's format file by the daemon.
-    let args = unsafe {
-        (
-            ctx.read_at::<u64>(8),
-            ctx.read_at::<i32>(16),
-            ctx.read_at::<i32>(20),
-        )
-    };
+    let args = unsafe { (ctx.read_at::<u64>(8), ctx.read_at::<i32>(16), ctx.read_at::<i32>(20)) };
     if let (Ok(sk), Ok(old), Ok(new)) = args {
         state::on_state_change(&ctx, sk as *const u8, old, new);
     }

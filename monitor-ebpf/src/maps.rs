@@ -5,20 +5,18 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    stats::STAT_COUNT, KernelOffsets, ListenKey, ProcCtx, Stat, CONNECTING_ENTRIES,
-    DEFAULT_RING_BYTES, LISTENER_ENTRIES,
+    CONNECTING_ENTRIES, DEFAULT_RING_BYTES, KernelOffsets, LISTENER_ENTRIES, ListenKey, ProcCtx, Stat,
+    stats::STAT_COUNT,
 };
 
 #[map]
 pub static DFDW_EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
 #[map]
-pub static DFDW_CONNECTING: LruHashMap<u64, ProcCtx> =
-    LruHashMap::with_max_entries(CONNECTING_ENTRIES, 0);
+pub static DFDW_CONNECTING: LruHashMap<u64, ProcCtx> = LruHashMap::with_max_entries(CONNECTING_ENTRIES, 0);
 
 #[map]
-pub static DFDW_LISTENERS: HashMap<ListenKey, ProcCtx> =
-    HashMap::with_max_entries(LISTENER_ENTRIES, 0);
+pub static DFDW_LISTENERS: HashMap<ListenKey, ProcCtx> = HashMap::with_max_entries(LISTENER_ENTRIES, 0);
 
 #[map]
 pub static DFDW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
@@ -74,12 +72,7 @@ pub fn self_tgid() -> u32 {
 #[inline(always)]
 pub fn wakeup_thresholds() -> (u64, u64) {
     // SAFETY: as in `offsets`.
-    unsafe {
-        (
-            core::ptr::read_volatile(&DFDW_WAKEUP_BYTES),
-            core::ptr::read_volatile(&DFDW_WAKEUP_NS),
-        )
-    }
+    unsafe { (core::ptr::read_volatile(&DFDW_WAKEUP_BYTES), core::ptr::read_volatile(&DFDW_WAKEUP_NS)) }
 }
 
 /// Adds one to a loss or anomaly counter.

@@ -1,7 +1,7 @@
 //! Reads the fields of a `struct sock` through the BTF offsets the daemon supplied.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use monitor_common::{KernelOffsets, Stat, AF_INET, AF_INET6};
+use monitor_common::{AF_INET, AF_INET6, KernelOffsets, Stat};
 
 use crate::maps::count;
 

@@ -15,12 +15,12 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use monitor_common::{
-    event::FLAG_PROCESS_KNOWN, tcp_state, ConnEvent, EventKind, KernelOffsets, ListenKey,
-    ProcCtx, Stat, EVENT_VERSION, IPPROTO_TCP,
+    ConnEvent, EVENT_VERSION, EventKind, IPPROTO_TCP, KernelOffsets, ListenKey, ProcCtx, Stat,
+    event::FLAG_PROCESS_KNOWN, tcp_state,
 };
 
 use crate::{
-    maps::{self, count, DFDW_CONNECTING, DFDW_EVENTS, DFDW_LISTENERS, DFDW_WAKEUP},
+    maps::{self, DFDW_CONNECTING, DFDW_EVENTS, DFDW_LISTENERS, DFDW_WAKEUP, count},
     sock,
 };
 
@@ -50,12 +50,8 @@ pub fn on_state_change<C: EbpfContext>(ctx: &C, sk: *const u8, old: i32, new: i3
     }
     match (old, new) {
         (tcp_state::CLOSE, tcp_state::SYN_SENT) => remember_connecting(ctx, sk),
-        (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) => {
-            finish_connect(&o, sk, family, EventKind::Connect)
-        }
-        (tcp_state::SYN_SENT, tcp_state::CLOSE) => {
-            finish_connect(&o, sk, family, EventKind::ConnectFailed)
-        }
+        (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) => finish_connect(&o, sk, family, EventKind::Connect),
+        (tcp_state::SYN_SENT, tcp_state::CLOSE) => finish_connect(&o, sk, family, EventKind::ConnectFailed),
         (tcp_state::CLOSE, tcp_state::LISTEN) => remember_listener(ctx, &o, sk),
         (tcp_state::LISTEN, tcp_state::CLOSE) => forget_listener(&o, sk),
         _ => emit_accept(&o, sk, family),
@@ -90,14 +86,12 @@ fn finish_connect(o: &KernelOffsets, sk: *const u8, family: u16, kind: EventKind
     // Copy the fields out at once: an `Option<ProcCtx>` kept across helper calls leaves an
     // undefined payload that the verifier rejects ("R9 !read_ok").
     // SAFETY: the fields are copied before the entry is removed.
-    let recorded = unsafe { DFDW_CONNECTING.get(&key) }
-        .map(|pc| (pc.ignore, pc.tgid, pc.pid, pc.uid, pc.cgroup_id, pc.comm));
+    let recorded =
+        unsafe { DFDW_CONNECTING.get(&key) }.map(|pc| (pc.ignore, pc.tgid, pc.pid, pc.uid, pc.cgroup_id, pc.comm));
     let _ = DFDW_CONNECTING.remove(&key);
     let (flags, tgid, pid, uid, cgroup_id, comm) = match recorded {
         Some((ignore, _, _, _, _, _)) if ignore != 0 => return,
-        Some((_, tgid, pid, uid, cgroup_id, comm)) => {
-            (FLAG_PROCESS_KNOWN, tgid, pid, uid, cgroup_id, comm)
-        }
+        Some((_, tgid, pid, uid, cgroup_id, comm)) => (FLAG_PROCESS_KNOWN, tgid, pid, uid, cgroup_id, comm),
         None => {
             count(Stat::ConnectNoContext);
             (0, 0, 0, sock::uid(o, sk), sock::cgroup_id(o, sk), [0u8; 16])
@@ -136,8 +130,7 @@ fn finish_connect(o: &KernelOffsets, sk: *const u8, family: u16, kind: EventKind
 }
 
 fn remember_listener<C: EbpfContext>(ctx: &C, o: &KernelOffsets, sk: *const u8) {
-    let Ok(port) = sock::addrs(o, sk, sock::family(o, sk).unwrap_or(0)).map(|a| a.local_port)
-    else {
+    let Ok(port) = sock::addrs(o, sk, sock::family(o, sk).unwrap_or(0)).map(|a| a.local_port) else {
         return;
     };
     let key = ListenKey { netns: sock::netns(o, sk), port, _pad: 0 };
@@ -150,8 +143,7 @@ fn remember_listener<C: EbpfContext>(ctx: &C, o: &KernelOffsets, sk: *const u8) 
 }
 
 fn forget_listener(o: &KernelOffsets, sk: *const u8) {
-    let Ok(port) = sock::addrs(o, sk, sock::family(o, sk).unwrap_or(0)).map(|a| a.local_port)
-    else {
+    let Ok(port) = sock::addrs(o, sk, sock::family(o, sk).unwrap_or(0)).map(|a| a.local_port) else {
         return;
     };
     let key = ListenKey { netns: sock::netns(o, sk), port, _pad: 0 };

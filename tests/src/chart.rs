@@ -57,7 +57,8 @@ pub struct Rendered {
 impl Rendered {
     /// The one object of `kind` (and `name`, when given).
     pub fn object(&self, kind: &str, name: Option<&str>) -> Result<&Value> {
-        let mut found = self.objects.iter().filter(|o| o["kind"] == kind && name.is_none_or(|n| o["metadata"]["name"] == n));
+        let mut found =
+            self.objects.iter().filter(|o| o["kind"] == kind && name.is_none_or(|n| o["metadata"]["name"] == n));
         let first = found.next().with_context(|| format!("no {kind} {name:?} rendered"))?;
         ensure!(found.next().is_none(), "more than one {kind} {name:?} rendered");
         Ok(first)
@@ -71,7 +72,8 @@ pub fn render(dir: &Path, tag: &str, extra: &[String]) -> Result<Rendered> {
     let monitoring = dir.join(format!("{tag}-monitoring.yaml"));
     let json = dir.join(format!("{tag}.json"));
     let chart = chart_dir();
-    let mut args = vec!["render", path_str(&chart)?, "--out", path_str(&main)?, "--monitoring-out", path_str(&monitoring)?];
+    let mut args =
+        vec!["render", path_str(&chart)?, "--out", path_str(&main)?, "--monitoring-out", path_str(&monitoring)?];
     args.extend(["--json-out", path_str(&json)?]);
     args.extend(extra.iter().map(String::as_str));
     deploy_check(&args)?;
@@ -92,7 +94,8 @@ pub fn metric_names(text: &str) -> BTreeSet<String> {
     let mut rest = text;
     while let Some(i) = rest.find("dfdwatch_") {
         let tail = &rest[i..];
-        let end = tail.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).unwrap_or(tail.len());
+        let end =
+            tail.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).unwrap_or(tail.len());
         names.insert(tail[..end].to_owned());
         rest = &tail[end..];
     }

@@ -152,11 +152,7 @@ impl Daemon {
     }
 
     /// Polls the events until `done` holds for them or `timeout` passes; returns the last read.
-    pub fn wait_for(
-        &self,
-        timeout: Duration,
-        done: impl Fn(&[Value]) -> bool,
-    ) -> Result<Vec<Value>> {
+    pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> Result<Vec<Value>> {
         let deadline = Instant::now() + timeout;
         loop {
             let events = self.events()?;
@@ -213,10 +209,7 @@ fn read_events(path: &PathBuf) -> Result<Vec<Value>> {
         Some(end) => &text[..end],
         None => "",
     };
-    complete
-        .lines()
-        .map(|l| serde_json::from_str(l).with_context(|| format!("bad event line: {l}")))
-        .collect()
+    complete.lines().map(|l| serde_json::from_str(l).with_context(|| format!("bad event line: {l}"))).collect()
 }
 
 /// A counter from [`Finished::counters`], e.g. `counter(&c, "kernel", "lost_accept")`.

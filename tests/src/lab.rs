@@ -3,8 +3,8 @@
 //! (10.213.K.0/24 and fd00:dfd:0:K::/64); no namespace gets a default route, so traffic never
 //! leaves what the lab built. Dropping the lab ends its processes and removes everything.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ffi::OsStr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -128,8 +128,7 @@ impl Lab {
         sys::run("ip", &["-n", &netns, "-6", "addr", "add", &v6, "dev", "eth0", "nodad"])?;
         sys::run("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
         sys::run("ip", &["-n", &netns, "link", "set", "lo", "up"])?;
-        std::fs::create_dir_all(&cgroup_dir)
-            .with_context(|| format!("create cgroup {}", cgroup_dir.display()))?;
+        std::fs::create_dir_all(&cgroup_dir).with_context(|| format!("create cgroup {}", cgroup_dir.display()))?;
         let netns_inode = sys::inode(&PathBuf::from("/run/netns").join(&netns))?;
         let cgroup_id = sys::inode(&cgroup_dir)?;
         let pod = self.pods.last_mut().context("pod just added")?;
@@ -207,10 +206,7 @@ impl Lab {
 
     /// Whether a child started with [`Lab::spawn`] is still running.
     pub fn is_running(&mut self, pid: u32) -> bool {
-        self.children
-            .iter_mut()
-            .find(|c| c.id() == pid)
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.children.iter_mut().find(|c| c.id() == pid).is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 

@@ -14,8 +14,7 @@ pub fn nginx_args(dir: &Path, port: u16) -> Result<Vec<String>> {
 /// As [`nginx_args`], listening on several ports.
 pub fn nginx_args_ports(dir: &Path, ports: &[u16]) -> Result<Vec<String>> {
     let d = dir.display();
-    let listen: String =
-        ports.iter().map(|p| format!("    listen {p};\n    listen [::]:{p};\n")).collect();
+    let listen: String = ports.iter().map(|p| format!("    listen {p};\n    listen [::]:{p};\n")).collect();
     let conf = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
          error_log {d}/error.log;\nevents {{ worker_connections 4096; }}\n\
@@ -25,22 +24,28 @@ pub fn nginx_args_ports(dir: &Path, ports: &[u16]) -> Result<Vec<String>> {
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).with_context(|| format!("write {}", path.display()))?;
-    Ok(vec![
-        "-p".into(),
-        d.to_string(),
-        "-e".into(),
-        format!("{d}/error.log"),
-        "-c".into(),
-        path.display().to_string(),
-    ])
+    Ok(vec!["-p".into(), d.to_string(), "-e".into(), format!("{d}/error.log"), "-c".into(), path.display().to_string()])
 }
 
 /// Arguments for a foreground `redis-server` on `bind:port` with no persistence.
 pub fn redis_args(dir: &Path, bind: &str, port: u16) -> Vec<String> {
-    ["--port", &port.to_string(), "--bind", bind, "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", &dir.display().to_string()]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        bind,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+        "--dir",
+        &dir.display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
 }
 
 /// Creates a PostgreSQL cluster in `dir` (owned by the `postgres` user, trust authentication)
@@ -53,7 +58,17 @@ pub fn postgres_command(dir: &Path, listen: &str) -> Result<Vec<String>> {
     crate::sys::run("chown", &["-R", "postgres:postgres", &dir.display().to_string()])?;
     crate::sys::run(
         "setpriv",
-        &["--reuid=postgres", "--regid=postgres", "--init-groups", &format!("{bin}/initdb"), "-D", &data.display().to_string(), "--auth=trust", "-U", "postgres"],
+        &[
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            &format!("{bin}/initdb"),
+            "-D",
+            &data.display().to_string(),
+            "--auth=trust",
+            "-U",
+            "postgres",
+        ],
     )?;
     // Accept the lab's clients from any address of their namespaces (the lab is closed).
     let hba = data.join("pg_hba.conf");

@@ -8,17 +8,9 @@ use anyhow::{Context, Result, bail};
 
 /// Runs a command to completion and fails with its stderr when it exits non-zero.
 pub fn run(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {program}"))?;
+    let out = Command::new(program).args(args).output().with_context(|| format!("cannot run {program}"))?;
     if !out.status.success() {
-        bail!(
-            "{program} {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{program} {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -93,10 +85,7 @@ impl Drop for Scratch {
 /// A fresh, empty scratch directory under the target directory, named after `tag`; removed when
 /// the returned guard drops.
 pub fn scratch_dir(tag: &str) -> Result<Scratch> {
-    let dir = workspace_root()
-        .join("target")
-        .join("lab")
-        .join(format!("{tag}-{}", std::process::id()));
+    let dir = workspace_root().join("target").join("lab").join(format!("{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     Ok(Scratch(dir))

@@ -80,8 +80,14 @@ fn repeated_unapproved_flow_gives_one_alert_then_one_count() -> Result<()> {
     ensure!(first["schema"] == "dfdwatch.alert.v1" && first["occurrence"] == "first" && first["count"] == 1, "{first}");
     ensure!(first["verdict"]["kind"] == "wrong_port" && first["verdict"]["attempt"] == true, "{first}");
     ensure!(first["event"]["dst"]["port"] == 8080 && first["event"]["src"]["dfd"]["node"] == "worker", "{first}");
-    ensure!(first["dfd"]["name"] == "alerts-test" && first["dfd"]["sha256"].as_str().is_some_and(|h| h.len() == 64), "{first}");
-    ensure!(repeats["occurrence"] == "repeats" && repeats["count"] == 4 && repeats["flow_key"] == first["flow_key"], "{repeats}");
+    ensure!(
+        first["dfd"]["name"] == "alerts-test" && first["dfd"]["sha256"].as_str().is_some_and(|h| h.len() == 64),
+        "{first}"
+    );
+    ensure!(
+        repeats["occurrence"] == "repeats" && repeats["count"] == 4 && repeats["flow_key"] == first["flow_key"],
+        "{repeats}"
+    );
     // The approved request raised nothing.
     ensure!(lines.iter().all(|l| l["verdict"]["kind"] != "approved"), "{lines:#?}");
     Ok(())

@@ -19,12 +19,18 @@ fn check_shipped_broken_and_missing() -> Result<()> {
         let out = dfdwatch(&["check", "--today", "2026-11-23", "--format", "json", &shipped.display().to_string()])?;
         let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         ensure!(out.status.code() == Some(0), "{dir} must check clean: {report}");
-        ensure!(report["findings"].as_array().is_some_and(Vec::is_empty), "{dir} must have no findings at all: {report}");
+        ensure!(
+            report["findings"].as_array().is_some_and(Vec::is_empty),
+            "{dir} must have no findings at all: {report}"
+        );
     }
 
     let dir = sys::scratch_dir("cli-check")?;
     let broken = dir.join("broken.yaml");
-    std::fs::write(&broken, "apiVersion: dfd.dfdwatch.dev/v1alpha1\nkind: ApprovedDataFlowDiagram\nmetadata: {name: x}\nspec:\n  zones: 12\n")?;
+    std::fs::write(
+        &broken,
+        "apiVersion: dfd.dfdwatch.dev/v1alpha1\nkind: ApprovedDataFlowDiagram\nmetadata: {name: x}\nspec:\n  zones: 12\n",
+    )?;
     let out = dfdwatch(&["check", &broken.display().to_string()])?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.code() == Some(1), "broken file must exit 1: {text}");
@@ -40,11 +46,16 @@ fn render_is_accepted_by_graphviz() -> Result<()> {
     let shipped = sys::workspace_root().join("approved-dfd");
     let out = dfdwatch(&["render", &shipped.display().to_string(), "--format", "dot"])?;
     ensure!(out.status.success(), "render: {out:?}");
-    let mut dot = Command::new("dot").arg("-Tsvg").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut dot =
+        Command::new("dot").arg("-Tsvg").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     if let Some(mut stdin) = dot.stdin.take() {
         std::io::Write::write_all(&mut stdin, &out.stdout)?;
     }
     let svg = dot.wait_with_output()?;
-    ensure!(svg.status.success() && String::from_utf8_lossy(&svg.stdout).contains("<svg"), "dot refused: {}", String::from_utf8_lossy(&svg.stderr));
+    ensure!(
+        svg.status.success() && String::from_utf8_lossy(&svg.stdout).contains("<svg"),
+        "dot refused: {}",
+        String::from_utf8_lossy(&svg.stderr)
+    );
     Ok(())
 }

@@ -73,7 +73,10 @@ fn chart_lints_and_its_manifests_pass_strict_schemas_and_yamllint() -> Result<()
         chart::run_ok(&yamllint, &["-s", "-c", &config, path_str(&r.main)?, path_str(&r.monitoring)?])?;
     }
     // The hand-written YAML; the config's `ignore` (the templates) is relative to the root.
-    let out = std::process::Command::new(&yamllint).args(["-s", "-c", &config, "deploy"]).current_dir(sys::workspace_root()).output()?;
+    let out = std::process::Command::new(&yamllint)
+        .args(["-s", "-c", &config, "deploy"])
+        .current_dir(sys::workspace_root())
+        .output()?;
     ensure!(out.status.success(), "yamllint deploy: {}", String::from_utf8_lossy(&out.stdout));
     Ok(())
 }
@@ -84,16 +87,37 @@ fn prometheus_operator_objects_match_their_crds_and_the_rules_pass_promtool() ->
     let rules_file = root_path("deploy/prometheus/dfdwatch-rules.yaml");
     for (name, r) in scenarios(&scratch.0)? {
         let rules = scratch.0.join(format!("{name}-rules.yaml"));
-        chart::deploy_check(&["crds", path_str(&r.monitoring)?, "--rules-out", path_str(&rules)?, "--expect-rules", &rules_file])?;
-        let out = std::process::Command::new("promtool").args(["check", "rules"]).arg(&rules).output()
+        chart::deploy_check(&[
+            "crds",
+            path_str(&r.monitoring)?,
+            "--rules-out",
+            path_str(&rules)?,
+            "--expect-rules",
+            &rules_file,
+        ])?;
+        let out = std::process::Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(&rules)
+            .output()
             .context("run promtool (Debian package prometheus, installed by cargo xtask setup)")?;
         ensure!(out.status.success(), "{name}: promtool check rules: {}", String::from_utf8_lossy(&out.stderr));
     }
     // One source of truth: the chart's copies are links to the files in deploy/.
-    for (link, target) in [("files/dfdwatch-rules.yaml", "deploy/prometheus/dfdwatch-rules.yaml"), ("files/dfdwatch-dashboard.json", "deploy/grafana/dfdwatch-dashboard.json")] {
+    for (link, target) in [
+        ("files/dfdwatch-rules.yaml", "deploy/prometheus/dfdwatch-rules.yaml"),
+        ("files/dfdwatch-dashboard.json", "deploy/grafana/dfdwatch-dashboard.json"),
+    ] {
         let link = chart::chart_dir().join(link);
-        ensure!(link.symlink_metadata()?.file_type().is_symlink(), "{} must be a symbolic link to {target}", link.display());
-        ensure!(link.canonicalize()? == sys::workspace_root().join(target).canonicalize()?, "{} does not point to {target}", link.display());
+        ensure!(
+            link.symlink_metadata()?.file_type().is_symlink(),
+            "{} must be a symbolic link to {target}",
+            link.display()
+        );
+        ensure!(
+            link.canonicalize()? == sys::workspace_root().join(target).canonicalize()?,
+            "{} does not point to {target}",
+            link.display()
+        );
     }
     Ok(())
 }
@@ -118,20 +142,31 @@ fn dashboard_queries(dashboard: &Value) -> Vec<String> {
 fn dashboard_and_rules_query_only_metrics_the_daemon_exports() -> Result<()> {
     let root = sys::workspace_root();
     let defined = metric_names(&std::fs::read_to_string(root.join("monitor-user/src/metrics.rs"))?);
-    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/dfdwatch-dashboard.json"))?)?;
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/dfdwatch-dashboard.json"))?)?;
     let queries = dashboard_queries(&dashboard);
     let rules = std::fs::read_to_string(root.join("deploy/prometheus/dfdwatch-rules.yaml"))?;
     let used = metric_names(&queries.join("\n"));
     for name in used.iter().chain(&metric_names(&rules)) {
         // A histogram's series are NAME_bucket, NAME_sum and NAME_count.
-        let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).filter(|b| defined.contains(*b));
-        ensure!(defined.contains(name) || base.is_some(), "{name} is queried but monitor-user/src/metrics.rs does not define it");
+        let base =
+            ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).filter(|b| defined.contains(*b));
+        ensure!(
+            defined.contains(name) || base.is_some(),
+            "{name} is queried but monitor-user/src/metrics.rs does not define it"
+        );
     }
     // What the dashboard must show (issue 7): flows by verdict, violations by zone pair and
     // severity, kernel loss, decode errors, identity misses, latency p99, the DFD and its reloads.
     for needed in [
-        "dfdwatch_flows_total", "dfdwatch_violations_total", "dfdwatch_kernel_stats_total", "dfdwatch_decode_errors_total",
-        "dfdwatch_identity_misses_total", "dfdwatch_processing_latency_seconds_bucket", "dfdwatch_dfd_info", "dfdwatch_dfd_loaded_timestamp_seconds",
+        "dfdwatch_flows_total",
+        "dfdwatch_violations_total",
+        "dfdwatch_kernel_stats_total",
+        "dfdwatch_decode_errors_total",
+        "dfdwatch_identity_misses_total",
+        "dfdwatch_processing_latency_seconds_bucket",
+        "dfdwatch_dfd_info",
+        "dfdwatch_dfd_loaded_timestamp_seconds",
     ] {
         ensure!(used.contains(needed), "the dashboard has no panel on {needed}");
     }
@@ -143,7 +178,9 @@ fn plain_manifests_are_what_the_chart_renders() -> Result<()> {
     let scratch = Scratch::new("deploy-plain")?;
     let r = chart::render(&scratch.0, "plain", &["--values".to_owned(), root_path("deploy/kubernetes/values.yaml")])?;
     let root = sys::workspace_root();
-    for (fresh, committed) in [(&r.main, "deploy/kubernetes/dfdwatch.yaml"), (&r.monitoring, "deploy/kubernetes/monitoring.yaml")] {
+    for (fresh, committed) in
+        [(&r.main, "deploy/kubernetes/dfdwatch.yaml"), (&r.monitoring, "deploy/kubernetes/monitoring.yaml")]
+    {
         let want = std::fs::read_to_string(fresh)?;
         let have = std::fs::read_to_string(root.join(committed))?;
         ensure!(
@@ -169,25 +206,49 @@ fn daemonset_is_least_privilege_and_wired_for_kubernetes_and_hot_reload() -> Res
         let pod = &ds["spec"]["template"]["spec"];
         let c = &pod["containers"][0];
         let sc = &c["securityContext"];
-        ensure!(pod["hostPID"] == true && pod["hostNetwork"] == false, "{name}: host PID namespace, own network namespace");
-        ensure!(sc["privileged"] == false && sc["allowPrivilegeEscalation"] == false && sc["readOnlyRootFilesystem"] == true, "{name}: {sc}");
-        ensure!(sc["capabilities"]["drop"] == serde_json::json!(["ALL"]), "{name}: every capability must be dropped first");
+        ensure!(
+            pod["hostPID"] == true && pod["hostNetwork"] == false,
+            "{name}: host PID namespace, own network namespace"
+        );
+        ensure!(
+            sc["privileged"] == false
+                && sc["allowPrivilegeEscalation"] == false
+                && sc["readOnlyRootFilesystem"] == true,
+            "{name}: {sc}"
+        );
+        ensure!(
+            sc["capabilities"]["drop"] == serde_json::json!(["ALL"]),
+            "{name}: every capability must be dropped first"
+        );
         for cap in sc["capabilities"]["add"].as_array().context("capabilities.add")? {
             let cap = cap.as_str().context("capability")?;
-            ensure!(docs.contains(&format!("| `CAP_{cap}` |")), "{name}: CAP_{cap} is added but docs/deploy.md does not justify it");
+            ensure!(
+                docs.contains(&format!("| `CAP_{cap}` |")),
+                "{name}: CAP_{cap} is added but docs/deploy.md does not justify it"
+            );
         }
         ensure!(pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", "{name}: seccomp");
-        ensure!(c["resources"]["requests"]["memory"].is_string() && c["resources"]["limits"]["memory"].is_string(), "{name}: memory request and limit");
-        ensure!(pod["tolerations"] == serde_json::json!([{"operator": "Exists"}]), "{name}: every node, tainted ones included");
+        ensure!(
+            c["resources"]["requests"]["memory"].is_string() && c["resources"]["limits"]["memory"].is_string(),
+            "{name}: memory request and limit"
+        );
+        ensure!(
+            pod["tolerations"] == serde_json::json!([{"operator": "Exists"}]),
+            "{name}: every node, tainted ones included"
+        );
         let args = args_of(&r)?;
         for want in ["run", "--node-name=$(NODE_NAME)", "--kube-in-cluster"] {
             ensure!(args.iter().any(|a| a == want), "{name}: no {want} in {args:?}");
         }
-        ensure!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName", "{name}: NODE_NAME from the downward API");
+        ensure!(
+            c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName",
+            "{name}: NODE_NAME from the downward API"
+        );
         // Hot reload: the ConfigMap is mounted as a directory (a subPath mount never updates).
         if name != "defaults" {
             ensure!(args.iter().any(|a| a == "--dfd=/etc/dfdwatch/dfd"), "{name}: no --dfd");
-            let mount = c["volumeMounts"].as_array().into_iter().flatten().find(|m| m["name"] == "dfd").context("dfd mount")?;
+            let mount =
+                c["volumeMounts"].as_array().into_iter().flatten().find(|m| m["name"] == "dfd").context("dfd mount")?;
             ensure!(mount.get("subPath").is_none(), "{name}: the DFD mount must not use subPath");
         }
         let role = r.object("ClusterRole", None)?;
@@ -230,7 +291,10 @@ fn daemon_accepts_every_flag_the_chart_passes() -> Result<()> {
     for (name, r) in scenarios(&scratch.0)? {
         for arg in args_of(&r)?.iter().filter(|a| a.starts_with("--")) {
             let flag = arg.split('=').next().unwrap_or(arg);
-            ensure!(help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")), "{name}: the chart passes {flag}, which `dfdwatch run` does not know");
+            ensure!(
+                help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                "{name}: the chart passes {flag}, which `dfdwatch run` does not know"
+            );
         }
     }
     Ok(())

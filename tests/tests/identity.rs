@@ -32,10 +32,8 @@ fn local_and_remote_identity_from_cgroups_proc_and_the_identity_file() -> Result
     let dir = sys::scratch_dir("identity")?;
     let names = dir.join("identities.toml");
     std::fs::write(&names, format!("[[host]]\nname = \"billing-cache\"\ncidrs = [\"{}/32\"]\n", server.ipv4))?;
-    let options = DaemonOptions {
-        extra_args: vec!["--identity-file".into(), names.display().to_string()],
-        ..Default::default()
-    };
+    let options =
+        DaemonOptions { extra_args: vec!["--identity-file".into(), names.display().to_string()], ..Default::default() };
     let daemon = Daemon::start("identity", &options)?;
 
     let port = REDIS_PORT.to_string();
@@ -47,7 +45,9 @@ fn local_and_remote_identity_from_cgroups_proc_and_the_identity_file() -> Result
     let (cli_pid, out) = lab.run(&client, "redis-cli", &["-h", &bind, "-p", &port, "BLPOP", "dfdwatch-test", "1"])?;
     ensure!(out.status.success(), "redis-cli failed: {out:?}");
     let s = server.clone();
-    daemon.wait_for(Duration::from_secs(5), |ev| ev.iter().any(|e| e["kind"] == "accept" && e["local"]["netns"].as_u64() == Some(s.netns_inode)))?;
+    daemon.wait_for(Duration::from_secs(5), |ev| {
+        ev.iter().any(|e| e["kind"] == "accept" && e["local"]["netns"].as_u64() == Some(s.netns_inode))
+    })?;
     let done = daemon.stop()?;
     let find = |kind: &str, netns: u64| -> Result<&Value> {
         done.events
@@ -92,16 +92,26 @@ fn short_lived_process_keeps_kernel_fields_and_counts_the_miss() -> Result<()> {
         lab.run(&client, "curl", &["-s", "-m", "1", "-o", "/dev/null", &url])?;
     }
     let c = client.clone();
-    daemon.wait_for(Duration::from_secs(5), |ev| ev.iter().filter(|e| e["local"]["netns"].as_u64() == Some(c.netns_inode)).count() >= 20)?;
+    daemon.wait_for(Duration::from_secs(5), |ev| {
+        ev.iter().filter(|e| e["local"]["netns"].as_u64() == Some(c.netns_inode)).count() >= 20
+    })?;
     let done = daemon.stop()?;
-    let ours: Vec<&Value> = done.events.iter().filter(|e| e["local"]["netns"].as_u64() == Some(client.netns_inode)).collect();
+    let ours: Vec<&Value> =
+        done.events.iter().filter(|e| e["local"]["netns"].as_u64() == Some(client.netns_inode)).collect();
     ensure!(ours.len() == 20, "want 20 failed connects: {ours:#?}");
     let without_exe = ours.iter().filter(|e| e["local"].get("exe").is_none()).count() as u64;
     for e in &ours {
-        ensure!(e["local"]["comm"] == "curl" && e["local"]["cgroup_id"].as_u64() == Some(client.cgroup_id), "kernel fields: {e}");
+        ensure!(
+            e["local"]["comm"] == "curl" && e["local"]["cgroup_id"].as_u64() == Some(client.cgroup_id),
+            "kernel fields: {e}"
+        );
         ensure!(e["local"]["cgroup_path"].as_str().is_some_and(|p| p.ends_with("/client")), "cgroup path: {e}");
     }
-    ensure!(counter(&done.counters, "pipeline", "identity_exe_misses") >= without_exe, "misses not counted: {without_exe} vs {}", done.counters);
+    ensure!(
+        counter(&done.counters, "pipeline", "identity_exe_misses") >= without_exe,
+        "misses not counted: {without_exe} vs {}",
+        done.counters
+    );
     Ok(())
 }
 

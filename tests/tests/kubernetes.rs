@@ -71,17 +71,31 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
     let start = "2026-11-23T00:00:00Z";
     api.apply(Kind::Namespaces, support::namespace("shop", json!({"team": "shop"})));
     api.apply(Kind::Namespaces, support::namespace("batch", json!({})));
-    api.apply(Kind::Pods, support::pod("shop", "web", "uid-web", "test-node", Some(&server.ipv4.to_string()), "Running", start));
-    api.apply(Kind::Pods, support::pod("batch", "worker", "uid-worker", "test-node", Some(&client.ipv4.to_string()), "Running", start));
+    api.apply(
+        Kind::Pods,
+        support::pod("shop", "web", "uid-web", "test-node", Some(&server.ipv4.to_string()), "Running", start),
+    );
+    api.apply(
+        Kind::Pods,
+        support::pod("batch", "worker", "uid-worker", "test-node", Some(&client.ipv4.to_string()), "Running", start),
+    );
     api.apply(Kind::Namespaces, support::namespace("ops", json!({})));
-    api.apply(Kind::Pods, support::pod("ops", "prober", "uid-prober", "test-node", Some(&prober.ipv4.to_string()), "Running", start));
+    api.apply(
+        Kind::Pods,
+        support::pod("ops", "prober", "uid-prober", "test-node", Some(&prober.ipv4.to_string()), "Running", start),
+    );
 
     let dir = sys::scratch_dir("kube")?;
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, sys::kubeconfig(&api.url()))?;
     std::fs::write(dir.join("dfd.yaml"), DFD)?;
     let options = DaemonOptions {
-        extra_args: vec!["--kubeconfig".into(), kubeconfig.display().to_string(), "--dfd".into(), dir.join("dfd.yaml").display().to_string()],
+        extra_args: vec![
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--dfd".into(),
+            dir.join("dfd.yaml").display().to_string(),
+        ],
         ..Default::default()
     };
     let daemon = Daemon::start("kube", &options)?;
@@ -95,9 +109,13 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
     // The API server goes away: the daemon says so and keeps answering from its cache.
     rt.block_on(api.stop());
     daemon.wait_log("answering from the cached identities", 1)?;
-    let readyz = std::process::Command::new("curl").args(["-s", &format!("{}/readyz", daemon.metrics_base()?)]).output()?;
+    let readyz =
+        std::process::Command::new("curl").args(["-s", &format!("{}/readyz", daemon.metrics_base()?)]).output()?;
     let body = String::from_utf8_lossy(&readyz.stdout);
-    ensure!(body.starts_with("ready\n") && body.contains("API server unreachable, answering from cache"), "/readyz during the outage: {body}");
+    ensure!(
+        body.starts_with("ready\n") && body.contains("API server unreachable, answering from cache"),
+        "/readyz during the outage: {body}"
+    );
     let (second, _) = lab.run(&client, "curl", &["-s", "-m", "3", "-o", "/dev/null", &url])?;
 
     daemon.wait_for(Duration::from_secs(5), |ev| {
@@ -116,23 +134,47 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
         "no connect to the API server may appear"
     );
     let connect_of = |pid: u32| -> Result<&Value> {
-        done.events.iter().find(|e| e["kind"] == "connect" && e["local"]["tgid"].as_u64() == Some(u64::from(pid))).context("connect event")
+        done.events
+            .iter()
+            .find(|e| e["kind"] == "connect" && e["local"]["tgid"].as_u64() == Some(u64::from(pid)))
+            .context("connect event")
     };
     for pid in [first, second] {
         let c = connect_of(pid)?;
         ensure!(
-            c["src"]["k8s"] == json!({"namespace": "batch", "pod": "worker", "pod_uid": "uid-worker", "service_account": "worker-sa", "spiffe_id": "spiffe://cluster.local/ns/batch/sa/worker-sa", "node": "test-node"}),
+            c["src"]["k8s"]
+                == json!({"namespace": "batch", "pod": "worker", "pod_uid": "uid-worker", "service_account": "worker-sa", "spiffe_id": "spiffe://cluster.local/ns/batch/sa/worker-sa", "node": "test-node"}),
             "client identity: {c}"
         );
-        ensure!(c["dst"]["k8s"]["pod"] == "web" && c["dst"]["k8s"]["spiffe_id"] == "spiffe://cluster.local/ns/shop/sa/web-sa", "server identity: {c}");
-        ensure!(c["src"]["dfd"]["node"] == "worker" && c["dst"]["dfd"]["node"] == "web", "placed by k8s selectors: {c}");
+        ensure!(
+            c["dst"]["k8s"]["pod"] == "web"
+                && c["dst"]["k8s"]["spiffe_id"] == "spiffe://cluster.local/ns/shop/sa/web-sa",
+            "server identity: {c}"
+        );
+        ensure!(
+            c["src"]["dfd"]["node"] == "worker" && c["dst"]["dfd"]["node"] == "web",
+            "placed by k8s selectors: {c}"
+        );
         ensure!(c["verdict"]["kind"] == "approved", "verdict: {c}");
     }
     let a = connect_of(ambiguous)?;
     ensure!(a["src"]["k8s"]["pod"] == "prober", "prober identity: {a}");
-    ensure!(a["src"]["dfd"]["ambiguous"] == json!(["prober", "ops-tools"]) || a["src"]["dfd"]["ambiguous"] == json!(["ops-tools", "prober"]), "both claimants named: {a}");
-    ensure!(a["verdict"]["kind"] == "ambiguous_endpoint" && a["verdict"]["alert"] == true && a["verdict"]["severity"] == "medium", "verdict: {a}");
-    let accept = done.events.iter().find(|e| e["kind"] == "accept" && e["local"]["netns"].as_u64() == Some(server.netns_inode)).context("accept")?;
+    ensure!(
+        a["src"]["dfd"]["ambiguous"] == json!(["prober", "ops-tools"])
+            || a["src"]["dfd"]["ambiguous"] == json!(["ops-tools", "prober"]),
+        "both claimants named: {a}"
+    );
+    ensure!(
+        a["verdict"]["kind"] == "ambiguous_endpoint"
+            && a["verdict"]["alert"] == true
+            && a["verdict"]["severity"] == "medium",
+        "verdict: {a}"
+    );
+    let accept = done
+        .events
+        .iter()
+        .find(|e| e["kind"] == "accept" && e["local"]["netns"].as_u64() == Some(server.netns_inode))
+        .context("accept")?;
     ensure!(accept["dst"]["k8s"]["pod"] == "web" && accept["src"]["k8s"]["pod"] == "worker", "accept side: {accept}");
     drop(rt);
     Ok(())

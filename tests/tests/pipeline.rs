@@ -14,10 +14,7 @@ const CLOSED_PORT: u16 = 81;
 
 /// Events of one kind whose local end is in `pod`'s network namespace.
 fn of_kind<'a>(events: &'a [Value], kind: &str, pod: &Pod) -> Vec<&'a Value> {
-    events
-        .iter()
-        .filter(|e| e["kind"] == kind && e["local"]["netns"].as_u64() == Some(pod.netns_inode))
-        .collect()
+    events.iter().filter(|e| e["kind"] == kind && e["local"]["netns"].as_u64() == Some(pod.netns_inode)).collect()
 }
 
 /// A lab with a client pod and a server pod running nginx.
@@ -69,7 +66,11 @@ fn assert_pair(scene: &Scene, events: &[Value], curl_pid: u32, ipv6: bool) -> Re
     ensure!(l["pid"].as_u64() == Some(u64::from(curl_pid)), "pid: {c}");
     ensure!(l["comm"] == "curl", "comm: {c}");
     ensure!(l["uid"] == 0, "uid: {c}");
-    ensure!(l["cgroup_id"].as_u64() == Some(scene.client.cgroup_id), "cgroup_id (want {}): {c}", scene.client.cgroup_id);
+    ensure!(
+        l["cgroup_id"].as_u64() == Some(scene.client.cgroup_id),
+        "cgroup_id (want {}): {c}",
+        scene.client.cgroup_id
+    );
     ensure!(l["attribution"] == "task", "attribution: {c}");
 
     let accepts: Vec<_> = of_kind(events, "accept", &scene.server)
@@ -85,7 +86,11 @@ fn assert_pair(scene: &Scene, events: &[Value], curl_pid: u32, ipv6: bool) -> Re
     let l = &a["local"];
     ensure!(l["tgid"].as_u64() == Some(u64::from(scene.nginx_pid)), "tgid (want nginx {}): {a}", scene.nginx_pid);
     ensure!(l["comm"] == "nginx", "comm: {a}");
-    ensure!(l["cgroup_id"].as_u64() == Some(scene.server.cgroup_id), "cgroup_id (want {}): {a}", scene.server.cgroup_id);
+    ensure!(
+        l["cgroup_id"].as_u64() == Some(scene.server.cgroup_id),
+        "cgroup_id (want {}): {a}",
+        scene.server.cgroup_id
+    );
     ensure!(l["attribution"] == "listener", "attribution: {a}");
     Ok(())
 }
@@ -110,8 +115,14 @@ fn exact_events(attach: &str) -> Result<()> {
     let done = clean_stop(daemon)?;
     assert_pair(&scene, &done.events, pid4, false)?;
     assert_pair(&scene, &done.events, pid6, true)?;
-    ensure!(done.log.contains(&format!("attach_point=\"{}", if attach == "tracepoint" { "tracepoint" } else { "raw_tracepoint" })),
-        "attach point not logged:\n{}", done.log);
+    ensure!(
+        done.log.contains(&format!(
+            "attach_point=\"{}",
+            if attach == "tracepoint" { "tracepoint" } else { "raw_tracepoint" }
+        )),
+        "attach point not logged:\n{}",
+        done.log
+    );
     Ok(())
 }
 
@@ -177,7 +188,8 @@ fn connection_storm_is_counted() -> Result<()> {
     let url = format!("url = \"http://{}:{HTTP_PORT}/\"\noutput = \"/dev/null\"\n", scene.server.ipv4);
     std::fs::write(&config_path, url.repeat(N))?;
     let config = config_path.display().to_string();
-    let (_, out) = scene.lab.run(&scene.client, "curl", &["-s", "--no-keepalive", "-H", "Connection: close", "-K", &config])?;
+    let (_, out) =
+        scene.lab.run(&scene.client, "curl", &["-s", "--no-keepalive", "-H", "Connection: close", "-K", &config])?;
     ensure!(out.status.success(), "storm client failed: {out:?}");
     let (client, server) = (scene.client.clone(), scene.server.clone());
     daemon.wait_for(Duration::from_secs(10), |ev| {
@@ -187,12 +199,18 @@ fn connection_storm_is_counted() -> Result<()> {
     let connects = of_kind(&done.events, "connect", &scene.client).len();
     let accepts = of_kind(&done.events, "accept", &scene.server).len();
     // Runs the kernel skipped (the probe already running on that CPU) lose both ends' events.
-    ensure!(done.counters["kernel"]["skipped_recursion"].is_u64(), "the kernel's recursion_misses is reported: {}", done.counters);
+    ensure!(
+        done.counters["kernel"]["skipped_recursion"].is_u64(),
+        "the kernel's recursion_misses is reported: {}",
+        done.counters
+    );
     ensure!(!done.log.contains("recursion_misses failed"), "reading recursion_misses works:\n{}", done.log);
     let skipped = counter(&done.counters, "kernel", "skipped_recursion") as usize;
     let lost_connect = counter(&done.counters, "kernel", "lost_connect") as usize + skipped;
     let lost_accept = counter(&done.counters, "kernel", "lost_accept") as usize + skipped;
-    eprintln!("storm: {N} connections, {connects} connects (+{lost_connect} lost), {accepts} accepts (+{lost_accept} lost)");
+    eprintln!(
+        "storm: {N} connections, {connects} connects (+{lost_connect} lost), {accepts} accepts (+{lost_accept} lost)"
+    );
     ensure!(connects <= N && accepts <= N, "more events than connections: {connects} / {accepts}");
     ensure!(connects + lost_connect >= N, "{} connects unaccounted for", N - connects);
     ensure!(accepts + lost_accept >= N, "{} accepts unaccounted for", N - accepts);
@@ -250,7 +268,8 @@ fn abandoned_connect_to_a_silent_address() -> Result<()> {
     let mut lab = Lab::new("silent")?;
     let client = lab.add_pod("client")?;
     // An address on the lab subnet that no pod holds: the SYN gets no answer at all.
-    let silent = std::net::Ipv4Addr::new(client.ipv4.octets()[0], client.ipv4.octets()[1], client.ipv4.octets()[2], 250);
+    let silent =
+        std::net::Ipv4Addr::new(client.ipv4.octets()[0], client.ipv4.octets()[1], client.ipv4.octets()[2], 250);
     let url = format!("http://{silent}:443/");
     let (pid, out) = lab.run(&client, "curl", &["-s", "--connect-timeout", "1", "-o", "/dev/null", &url])?;
     ensure!(out.status.code() == Some(28), "curl should time out: {out:?}");

@@ -75,7 +75,11 @@ fn both_ends_are_placed_on_nodes_zones_and_tiers() -> Result<()> {
     // The metrics saw the same verdicts, with zone labels from the DFD.
     ensure!(metric(&metrics, "dfdwatch_flows_total{verdict=\"approved\"}") >= 1.0, "{metrics}");
     ensure!(metric(&metrics, "dfdwatch_flows_total{verdict=\"wrong_port\"}") >= 1.0, "{metrics}");
-    ensure!(metric(&metrics, "dfdwatch_violations_total{dst_zone=\"partner\",severity=\"medium\",src_zone=\"internal\"}") >= 1.0, "{metrics}");
+    ensure!(
+        metric(&metrics, "dfdwatch_violations_total{dst_zone=\"partner\",severity=\"medium\",src_zone=\"internal\"}")
+            >= 1.0,
+        "{metrics}"
+    );
     ensure!(metrics.contains("dfdwatch_dfd_info{name=\"placement-test\",sha256=\""), "{metrics}");
     ensure!(metrics.contains("dfdwatch_processing_latency_seconds_count"), "{metrics}");
     let find = |kind: &str, netns: u64| -> Result<&Value> {
@@ -88,11 +92,19 @@ fn both_ends_are_placed_on_nodes_zones_and_tiers() -> Result<()> {
     ensure!(c["src"]["dfd"] == json!({"node": "worker", "zone": "internal", "tier": "T2"}), "client placement: {c}");
     ensure!(c["dst"]["dfd"] == json!({"node": "partner-api", "zone": "partner", "tier": "T1"}), "server by CIDR: {c}");
     let a = find("accept", server.netns_inode)?;
-    ensure!(a["dst"]["dfd"] == json!({"node": "partner-api", "zone": "partner", "tier": "T1"}), "server placement: {a}");
+    ensure!(
+        a["dst"]["dfd"] == json!({"node": "partner-api", "zone": "partner", "tier": "T1"}),
+        "server placement: {a}"
+    );
     // Seen from the server, the client is a remote address that no CIDR covers: unmodelled.
     ensure!(a["src"]["dfd"] == json!({}), "remote client is unplaced: {a}");
     // Verdicts.
-    ensure!(c["verdict"]["kind"] == "approved" && c["verdict"]["flow"] == "worker-to-partner" && c["verdict"]["alert"] == false, "approved: {c}");
+    ensure!(
+        c["verdict"]["kind"] == "approved"
+            && c["verdict"]["flow"] == "worker-to-partner"
+            && c["verdict"]["alert"] == false,
+        "approved: {c}"
+    );
     ensure!(a["verdict"]["kind"] == "unmodelled_endpoint" && a["verdict"]["alert"] == true, "unmodelled: {a}");
     let f = find("connect_failed", client.netns_inode)?;
     let v = &f["verdict"];
@@ -120,21 +132,27 @@ fn scrape(daemon: &Daemon) -> Result<String> {
         std::io::Write::write_all(&mut stdin, text.as_bytes())?;
     }
     let checked = check.wait_with_output()?;
-    ensure!(checked.status.success(), "promtool check metrics: {}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    ensure!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
     Ok(text)
 }
 
 /// The value of one sample line, or 0.
 fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
 
 #[test]
 fn dfd_with_errors_is_refused_at_start() -> Result<()> {
     let dir = sys::scratch_dir("placement-bad")?;
-    std::fs::write(dir.join("dfd.yaml"), DFD.replace("zone: partner\n", "zone: nowhere\n").replace("SERVER", "192.0.2.1"))?;
+    std::fs::write(
+        dir.join("dfd.yaml"),
+        DFD.replace("zone: partner\n", "zone: nowhere\n").replace("SERVER", "192.0.2.1"),
+    )?;
     let out = dfdwatch_tests::daemon::run_to_exit(&["run".as_ref(), "--dfd".as_ref(), dir.as_os_str()])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.code() == Some(78), "exit {:?}: {stderr}", out.status.code());

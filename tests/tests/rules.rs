@@ -11,8 +11,18 @@ use dfdwatch_tests::{chart::metric_names, sys};
 fn rules_check_and_unit_tests_pass_with_promtool() -> Result<()> {
     let dir = sys::workspace_root().join("deploy/prometheus");
     for args in [vec!["check", "rules", "dfdwatch-rules.yaml"], vec!["test", "rules", "dfdwatch-rules.test.yaml"]] {
-        let out = Command::new("promtool").args(&args).current_dir(&dir).output().context("run promtool (Debian package prometheus)")?;
-        ensure!(out.status.success(), "promtool {}: {}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("promtool")
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .context("run promtool (Debian package prometheus)")?;
+        ensure!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }

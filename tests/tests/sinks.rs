@@ -128,11 +128,8 @@ fn metrics_keep_counting_while_the_events_file_is_on_a_full_filesystem() -> Resu
     let _serial = lab::exclusive();
     let s = setup("sinks-full")?;
     let full = FullFs::mount(&s.dir.join("full"))?;
-    let options = DaemonOptions {
-        extra_args: s.dfd_arg(),
-        events_file: Some(full.0.join("events.jsonl")),
-        ..Default::default()
-    };
+    let options =
+        DaemonOptions { extra_args: s.dfd_arg(), events_file: Some(full.0.join("events.jsonl")), ..Default::default() };
     let daemon = Daemon::start("sinks-full", &options)?;
     for _ in 0..5 {
         s.request()?;
@@ -141,7 +138,9 @@ fn metrics_keep_counting_while_the_events_file_is_on_a_full_filesystem() -> Resu
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let text = loop {
         let text = daemon.metrics()?;
-        if metric(&text, "dfdwatch_flows_total{verdict=\"approved\"}") == Some(5.0) || std::time::Instant::now() > deadline {
+        if metric(&text, "dfdwatch_flows_total{verdict=\"approved\"}") == Some(5.0)
+            || std::time::Instant::now() > deadline
+        {
             break text;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -151,7 +150,11 @@ fn metrics_keep_counting_while_the_events_file_is_on_a_full_filesystem() -> Resu
     ensure!(errors >= 1.0, "the full disk is counted as write errors:\n{text}");
     let done = daemon.stop()?;
     ensure!(done.log.contains("No space left on device"), "the write error is logged:\n{}", done.log);
-    ensure!(counter(&done.counters, "pipeline", "events_written") >= 10, "the events sink took every line (its buffer, not the disk): {}", done.counters);
+    ensure!(
+        counter(&done.counters, "pipeline", "events_written") >= 10,
+        "the events sink took every line (its buffer, not the disk): {}",
+        done.counters
+    );
     Ok(())
 }
 
@@ -173,7 +176,11 @@ fn an_approval_that_expired_yesterday_is_admitted_with_a_warning_and_metrics() -
     s.request()?;
     let done = daemon.stop()?;
     ensure!(done.log.contains("approval of flow worker-to-web expired on"), "a warning at load:\n{}", done.log);
-    ensure!(done.log.contains("approval of flow web-to-worker expires on"), "a warning for the one expiring:\n{}", done.log);
+    ensure!(
+        done.log.contains("approval of flow web-to-worker expires on"),
+        "a warning for the one expiring:\n{}",
+        done.log
+    );
     let connect = done.events.iter().find(|e| e["kind"] == "connect").context("no connect event")?;
     ensure!(connect["verdict"]["kind"] == "approved", "{connect}");
 

@@ -26,7 +26,10 @@ fn verdicts_for_real_connections() -> Result<()> {
     let payments = lab.add_external_pod("payments", Ipv4Addr::new(203, 0, 113, 10))?;
     let intruder = lab.add_pod("intruder")?;
     let dfd = sys::workspace_root().join("approved-dfd/demo");
-    let daemon = Daemon::start("verdicts", &DaemonOptions { extra_args: vec!["--dfd".into(), dfd.display().to_string()], ..Default::default() })?;
+    let daemon = Daemon::start(
+        "verdicts",
+        &DaemonOptions { extra_args: vec!["--dfd".into(), dfd.display().to_string()], ..Default::default() },
+    )?;
     let scratch = sys::scratch_dir("verdicts")?;
     for (pod, port) in [(&api, 8080), (&postgres, 5432), (&payments, 443)] {
         lab.start_nginx(pod, &scratch.join(&pod.name), &[port])?;
@@ -62,8 +65,14 @@ fn verdicts_for_real_connections() -> Result<()> {
     let skip = &by_pid(pids[3])?["verdict"];
     ensure!(skip["tier_direction"] == "skipping_up" && skip["severity"] == "critical", "front -> postgres: {skip}");
     let egress = &by_pid(pids[5])?["verdict"];
-    ensure!(egress["tier_direction"] == "down" && egress["capitals"].as_array().is_some_and(|c| c.iter().any(|x| x == "I")), "exfiltration: {egress}");
+    ensure!(
+        egress["tier_direction"] == "down" && egress["capitals"].as_array().is_some_and(|c| c.iter().any(|x| x == "I")),
+        "exfiltration: {egress}"
+    );
     let stranger = by_pid(pids[6])?;
-    ensure!(stranger["src"]["dfd"] == serde_json::json!({}) && stranger["dst"]["dfd"]["node"] == "api", "unmodelled: {stranger}");
+    ensure!(
+        stranger["src"]["dfd"] == serde_json::json!({}) && stranger["dst"]["dfd"]["node"] == "api",
+        "unmodelled: {stranger}"
+    );
     Ok(())
 }

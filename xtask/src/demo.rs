@@ -36,7 +36,13 @@ pub fn run() -> Result<()> {
     let postgres = lab.add_pod("postgres")?;
     let redis = lab.add_pod("redis")?;
     let payments = lab.add_external_pod("payments", PAYMENTS)?;
-    for (pod, role) in [(&front, "nginx front (edge, T1)"), (&api, "api (app, T2)"), (&postgres, "PostgreSQL (data, T3)"), (&redis, "Redis (data, T3)"), (&payments, "payment provider (external)")] {
+    for (pod, role) in [
+        (&front, "nginx front (edge, T1)"),
+        (&api, "api (app, T2)"),
+        (&postgres, "PostgreSQL (data, T3)"),
+        (&redis, "Redis (data, T3)"),
+        (&payments, "payment provider (external)"),
+    ] {
         println!("  {:<9} {:<15} {role}", pod.name, pod.ipv4);
     }
 
@@ -54,23 +60,63 @@ pub fn run() -> Result<()> {
         ..Default::default()
     };
     let daemon = Daemon::start("demo", &options)?;
-    println!("\ndfdwatch is running (pid {}), metrics at {}/metrics", daemon.pid().unwrap_or(0), daemon.metrics_base()?);
+    println!(
+        "\ndfdwatch is running (pid {}), metrics at {}/metrics",
+        daemon.pid().unwrap_or(0),
+        daemon.metrics_base()?
+    );
 
     start_servers(&mut lab, &scratch, &api, &postgres, &redis, &payments)?;
     let before = scrape(&daemon)?;
 
     println!("\n-- approved traffic --");
-    step(&lab, &front, "front -> api:8080 (front-to-api)", "curl", &["-s", "-m", "3", "-o", "/dev/null", &format!("http://{}:8080/", api.ipv4)])?;
-    step(&lab, &api, "api -> postgres:5432 (api-to-postgres)", "psql", &["-h", &postgres.ipv4.to_string(), "-U", "postgres", "-c", "select 1", "-qtA"])?;
+    step(
+        &lab,
+        &front,
+        "front -> api:8080 (front-to-api)",
+        "curl",
+        &["-s", "-m", "3", "-o", "/dev/null", &format!("http://{}:8080/", api.ipv4)],
+    )?;
+    step(
+        &lab,
+        &api,
+        "api -> postgres:5432 (api-to-postgres)",
+        "psql",
+        &["-h", &postgres.ipv4.to_string(), "-U", "postgres", "-c", "select 1", "-qtA"],
+    )?;
     step(&lab, &api, "api -> redis:6379 (api-to-redis)", "redis-cli", &["-h", &redis.ipv4.to_string(), "PING"])?;
-    step(&lab, &api, "api -> payments:443 (api-to-payments)", "curl", &["-s", "-m", "3", "-o", "/dev/null", &format!("http://{PAYMENTS}:443/")])?;
+    step(
+        &lab,
+        &api,
+        "api -> payments:443 (api-to-payments)",
+        "curl",
+        &["-s", "-m", "3", "-o", "/dev/null", &format!("http://{PAYMENTS}:443/")],
+    )?;
 
     println!("\n-- the attacker's moves --");
-    step(&lab, &front, "front -> postgres:5432, skipping the api tier", "psql", &["-h", &postgres.ipv4.to_string(), "-U", "postgres", "-c", "select 1", "-qtA"])?;
+    step(
+        &lab,
+        &front,
+        "front -> postgres:5432, skipping the api tier",
+        "psql",
+        &["-h", &postgres.ipv4.to_string(), "-U", "postgres", "-c", "select 1", "-qtA"],
+    )?;
     for port in [22, 3306, 5432, 6379, 8080] {
-        step(&lab, &redis, &format!("port scan from redis -> postgres:{port}"), "curl", &["-s", "-m", "1", "-o", "/dev/null", &format!("http://{}:{port}/", postgres.ipv4)])?;
+        step(
+            &lab,
+            &redis,
+            &format!("port scan from redis -> postgres:{port}"),
+            "curl",
+            &["-s", "-m", "1", "-o", "/dev/null", &format!("http://{}:{port}/", postgres.ipv4)],
+        )?;
     }
-    step(&lab, &postgres, "exfiltration: postgres -> payments host:443", "curl", &["-s", "-m", "3", "-o", "/dev/null", &format!("http://{PAYMENTS}:443/")])?;
+    step(
+        &lab,
+        &postgres,
+        "exfiltration: postgres -> payments host:443",
+        "curl",
+        &["-s", "-m", "3", "-o", "/dev/null", &format!("http://{PAYMENTS}:443/")],
+    )?;
 
     // Let the alert windows close so repeat summaries are written too.
     std::thread::sleep(Duration::from_millis(2500));
@@ -84,7 +130,9 @@ pub fn run() -> Result<()> {
         let a: Value = serde_json::from_str(line).context("alert line")?;
         let v = &a["verdict"];
         let e = &a["event"];
-        let in_lab = |end: &Value| end["addr"].as_str().is_some_and(|ip| ip.starts_with("10.213.99.") || ip.starts_with("203.0.113."));
+        let in_lab = |end: &Value| {
+            end["addr"].as_str().is_some_and(|ip| ip.starts_with("10.213.99.") || ip.starts_with("203.0.113."))
+        };
         if !in_lab(&e["src"]) || !in_lab(&e["dst"]) {
             others += 1;
             continue;
@@ -107,14 +155,20 @@ pub fn run() -> Result<()> {
         );
     }
     if others > 0 {
-        println!("({others} more from outside the shop: the demo's own scrapes of /metrics on 127.0.0.1, which this DFD does not model)");
+        println!(
+            "({others} more from outside the shop: the demo's own scrapes of /metrics on 127.0.0.1, which this DFD does not model)"
+        );
     }
     println!("\n(full alert JSON: {})", alerts_path.display());
 
     println!("\n== metrics that changed ==");
     for (series, value) in &after {
         let old = before.get(series).copied().unwrap_or(0.0);
-        if (value - old).abs() > f64::EPSILON && (series.starts_with("dfdwatch_flows_total") || series.starts_with("dfdwatch_violations_total") || series.starts_with("dfdwatch_alerts")) {
+        if (value - old).abs() > f64::EPSILON
+            && (series.starts_with("dfdwatch_flows_total")
+                || series.starts_with("dfdwatch_violations_total")
+                || series.starts_with("dfdwatch_alerts"))
+        {
             println!("  {series} {old} -> {value}");
         }
     }
@@ -125,7 +179,14 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn start_servers(lab: &mut Lab, scratch: &std::path::Path, api: &Pod, postgres: &Pod, redis: &Pod, payments: &Pod) -> Result<()> {
+fn start_servers(
+    lab: &mut Lab,
+    scratch: &std::path::Path,
+    api: &Pod,
+    postgres: &Pod,
+    redis: &Pod,
+    payments: &Pod,
+) -> Result<()> {
     lab.start_nginx(api, &scratch.join("api"), &[8080])?;
     lab.start_nginx(payments, &scratch.join("payments"), &[443])?;
     lab.spawn(redis, "redis-server", &servers::redis_args(scratch, &redis.ipv4.to_string(), 6379))?;
@@ -147,13 +208,18 @@ fn pg_dir() -> std::path::PathBuf {
 
 fn step(lab: &Lab, pod: &Pod, what: &str, program: &str, args: &[&str]) -> Result<()> {
     let (_, out) = lab.run(pod, program, args)?;
-    let status = if out.status.success() { "ok".to_owned() } else { format!("failed (exit {})", out.status.code().unwrap_or(-1)) };
+    let status = if out.status.success() {
+        "ok".to_owned()
+    } else {
+        format!("failed (exit {})", out.status.code().unwrap_or(-1))
+    };
     println!("  {what:<48} {status}");
     Ok(())
 }
 
 fn scrape(daemon: &Daemon) -> Result<BTreeMap<String, f64>> {
-    let out = std::process::Command::new("curl").args(["-sf", &format!("{}/metrics", daemon.metrics_base()?)]).output()?;
+    let out =
+        std::process::Command::new("curl").args(["-sf", &format!("{}/metrics", daemon.metrics_base()?)]).output()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     Ok(text
         .lines()
@@ -163,7 +229,8 @@ fn scrape(daemon: &Daemon) -> Result<BTreeMap<String, f64>> {
 }
 
 fn endpoint(v: &Value) -> String {
-    let who = v["dfd"]["node"].as_str().map(str::to_owned).unwrap_or_else(|| v["addr"].as_str().unwrap_or("?").to_owned());
+    let who =
+        v["dfd"]["node"].as_str().map(str::to_owned).unwrap_or_else(|| v["addr"].as_str().unwrap_or("?").to_owned());
     format!("{who}:{}", v["port"])
 }
 

@@ -24,25 +24,27 @@ pub fn install() -> Result<()> {
         if !cmd::is_root() {
             bail!("`python3 -m venv` failed; install Debian's python3-venv or run `cargo xtask setup` as root");
         }
-        cmd::run(Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-q", "--no-install-recommends", "python3-venv"]))?;
+        cmd::run(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "python3-venv",
+        ]))?;
         if !make_venv(&venv) {
             bail!("`python3 -m venv {}` failed even with python3-venv installed", venv.display());
         }
     }
     // Wheels only: helm-python-sdk's sdist would need Go to build the Helm library.
-    cmd::run(Command::new(venv.join("bin/pip"))
-        .args(["install", "-q", "--disable-pip-version-check", "--only-binary", ":all:", "-r"])
-        .arg(&requirements))
+    cmd::run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check", "--only-binary", ":all:", "-r"])
+            .arg(&requirements),
+    )
     .context("install the deployment test tools from PyPI")?;
     std::fs::write(&stamp, wanted).with_context(|| format!("write {}", stamp.display()))
 }
 
 fn make_venv(venv: &std::path::Path) -> bool {
-    Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(venv)
-        .status()
-        .is_ok_and(|s| s.success())
+    Command::new("python3").args(["-m", "venv", "--clear"]).arg(venv).status().is_ok_and(|s| s.success())
 }

@@ -25,7 +25,6 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-
 fn toolchain(name: &str, components: &[&str]) -> Result<()> {
     let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", name]))
         .unwrap_or_default();
@@ -74,10 +73,12 @@ fn debian_packages() -> Result<()> {
         make_executable(policy)?;
     }
     let result = cmd::run(Command::new("apt-get").args(["update", "-q"])).and_then(|()| {
-        cmd::run(Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing))
+        cmd::run(
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing),
+        )
     });
     if own_policy {
         let _ = std::fs::remove_file(policy);
@@ -97,11 +98,13 @@ fn bpf_linker() -> Result<()> {
         return Ok(());
     }
     let path = std::env::var("PATH").unwrap_or_default();
-    cmd::run(Command::new("cargo")
-        .args([&format!("+{}", crate::toolchain::STABLE), "install", "bpf-linker", "--locked", "--force"])
-        .args(["--version", BPF_LINKER_VERSION, "--no-default-features", "--features", "llvm-22"])
-        .env("PATH", format!("{LLVM_PREFIX}/bin:{path}"))
-        .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX))
+    cmd::run(
+        Command::new("cargo")
+            .args([&format!("+{}", crate::toolchain::STABLE), "install", "bpf-linker", "--locked", "--force"])
+            .args(["--version", BPF_LINKER_VERSION, "--no-default-features", "--features", "llvm-22"])
+            .env("PATH", format!("{LLVM_PREFIX}/bin:{path}"))
+            .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
+    )
     .context("build bpf-linker against Debian's LLVM 22")
 }
 
@@ -111,11 +114,12 @@ fn tracefs() -> Result<()> {
         return Ok(());
     }
     if !cmd::is_root() {
-        eprintln!("xtask: tracefs is not mounted and we are not root; `dfdwatch run` will fall back to the raw tracepoint");
+        eprintln!(
+            "xtask: tracefs is not mounted and we are not root; `dfdwatch run` will fall back to the raw tracepoint"
+        );
         return Ok(());
     }
-    cmd::run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
-        .context("mount tracefs")
+    cmd::run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])).context("mount tracefs")
 }
 
 /// The DFD renderer's Mermaid output is checked by the real mermaid parser from npm.

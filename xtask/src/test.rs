@@ -11,7 +11,9 @@ use crate::setup;
 
 pub fn run() -> Result<()> {
     if !cmd::is_root() {
-        bail!("cargo xtask test needs root: the kernel tests load eBPF programs and create network namespaces and cgroups");
+        bail!(
+            "cargo xtask test needs root: the kernel tests load eBPF programs and create network namespaces and cgroups"
+        );
     }
     setup::run()?;
     let started = Instant::now();
@@ -21,19 +23,17 @@ pub fn run() -> Result<()> {
     // (monitor-user's build script compiles it, with rustc's own warnings denied there).
     cmd::run(cmd::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     // The eBPF crate, linted on its own target with the nightly that builds it.
-    cmd::run(std::process::Command::new("rustup")
-        .current_dir(cmd::root().join("monitor-ebpf"))
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .args(["run", crate::toolchain::EBPF_NIGHTLY, "cargo", "clippy", "--release"])
-        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings"])
-        .env("CARGO_TARGET_DIR", cmd::root().join("target/ebpf-clippy")))?;
+    cmd::run(
+        std::process::Command::new("rustup")
+            .current_dir(cmd::root().join("monitor-ebpf"))
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .args(["run", crate::toolchain::EBPF_NIGHTLY, "cargo", "clippy", "--release"])
+            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings"])
+            .env("CARGO_TARGET_DIR", cmd::root().join("target/ebpf-clippy")),
+    )?;
     let started = Instant::now();
-    cmd::run(cmd::cargo()
-        .args(["test"])
-        .env("DFDWATCH_BIN", cmd::daemon_binary())
-        .env_remove("RUST_BACKTRACE"))?;
+    cmd::run(cmd::cargo().args(["test"]).env("DFDWATCH_BIN", cmd::daemon_binary()).env_remove("RUST_BACKTRACE"))?;
     eprintln!("xtask: tests took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
-

@@ -10,9 +10,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::selector::{
-    Branch, Constraint, Dim, LabelOperator, is_glob, literal_prefix, literal_suffix,
-};
+use crate::selector::{Branch, Constraint, Dim, LabelOperator, is_glob, literal_prefix, literal_suffix};
 
 /// Identifies a compiled branch (index into the matcher's branch table).
 pub(super) type BranchId = u32;
@@ -56,22 +54,10 @@ impl StrIndex {
         out.extend(self.exact.get(value).into_iter().flatten());
         out.extend(&self.any);
         for &n in self.prefix_lens.iter().take_while(|n| **n <= value.len()) {
-            out.extend(
-                value
-                    .get(..n)
-                    .and_then(|p| self.prefix.get(p))
-                    .into_iter()
-                    .flatten(),
-            );
+            out.extend(value.get(..n).and_then(|p| self.prefix.get(p)).into_iter().flatten());
         }
         for &n in self.suffix_lens.iter().take_while(|n| **n <= value.len()) {
-            out.extend(
-                value
-                    .get(value.len() - n..)
-                    .and_then(|p| self.suffix.get(p))
-                    .into_iter()
-                    .flatten(),
-            );
+            out.extend(value.get(value.len() - n..).and_then(|p| self.suffix.get(p)).into_iter().flatten());
         }
     }
 }
@@ -91,12 +77,7 @@ impl CidrIndex {
             self.lens.push(key);
             self.lens.sort_by_key(|k| std::cmp::Reverse(k.1));
         }
-        self.by_len
-            .entry(key)
-            .or_default()
-            .entry(net.network())
-            .or_default()
-            .push(b);
+        self.by_len.entry(key).or_default().entry(net.network()).or_default().push(b);
     }
 
     fn lookup(&self, ip: IpAddr, out: &mut Vec<BranchId>) {
@@ -105,11 +86,7 @@ impl CidrIndex {
             let Ok(net) = IpNet::new(ip, len) else {
                 continue;
             };
-            if let Some(v) = self
-                .by_len
-                .get(&(is6, len))
-                .and_then(|m| m.get(&net.trunc().network()))
-            {
+            if let Some(v) = self.by_len.get(&(is6, len)).and_then(|m| m.get(&net.trunc().network())) {
                 out.extend(v);
             }
         }
@@ -134,11 +111,7 @@ pub(super) struct Index {
 /// label key -> label value -> branches.
 pub(super) type LabelMap = HashMap<String, HashMap<String, Vec<BranchId>>>;
 
-fn label_lookup(
-    map: &LabelMap,
-    labels: &std::collections::BTreeMap<String, String>,
-    out: &mut Vec<BranchId>,
-) {
+fn label_lookup(map: &LabelMap, labels: &std::collections::BTreeMap<String, String>, out: &mut Vec<BranchId>) {
     if map.is_empty() {
         return;
     }
@@ -162,9 +135,7 @@ impl Index {
     pub fn add(&mut self, branch: &Branch, b: BranchId) {
         let find = |d: Dim| branch.constraints.iter().find(|c| c.dim() == d);
         let in_label = match find(Dim::PodLabels) {
-            Some(Constraint::Labels(_, exprs)) => {
-                exprs.iter().find(|e| e.operator == LabelOperator::In)
-            }
+            Some(Constraint::Labels(_, exprs)) => exprs.iter().find(|e| e.operator == LabelOperator::In),
             _ => None,
         };
         let namespaces = literal_patterns(find(Dim::Namespace));
@@ -174,12 +145,7 @@ impl Index {
             for n in ns {
                 for v in &l.values {
                     let by_key = self.ns_label.entry(n.clone()).or_default();
-                    by_key
-                        .entry(l.key.clone())
-                        .or_default()
-                        .entry(v.clone())
-                        .or_default()
-                        .push(b);
+                    by_key.entry(l.key.clone()).or_default().entry(v.clone()).or_default().push(b);
                 }
             }
             return;
@@ -213,12 +179,7 @@ impl Index {
         }
         if let Some(l) = in_label {
             for v in &l.values {
-                self.label
-                    .entry(l.key.clone())
-                    .or_default()
-                    .entry(v.clone())
-                    .or_default()
-                    .push(b);
+                self.label.entry(l.key.clone()).or_default().entry(v.clone()).or_default().push(b);
             }
             return;
         }

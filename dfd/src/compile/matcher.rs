@@ -95,19 +95,12 @@ impl Test {
                 })
             }),
             Test::Labels(d, exprs) => {
-                let labels = if *d == Dim::NamespaceLabels {
-                    &id.namespace_labels
-                } else {
-                    &id.labels
-                };
-                exprs.iter().all(|e| {
-                    e.operator
-                        .test(&e.values, labels.get(&e.key).map(String::as_str))
-                })
+                let labels = if *d == Dim::NamespaceLabels { &id.namespace_labels } else { &id.labels };
+                exprs.iter().all(|e| e.operator.test(&e.values, labels.get(&e.key).map(String::as_str)))
             }
-            Test::Cidrs(inc, exc) => id.ip.is_some_and(|ip| {
-                inc.iter().any(|n| n.contains(&ip)) && !exc.iter().any(|n| n.contains(&ip))
-            }),
+            Test::Cidrs(inc, exc) => {
+                id.ip.is_some_and(|ip| inc.iter().any(|n| n.contains(&ip)) && !exc.iter().any(|n| n.contains(&ip)))
+            }
         }
     }
 }
@@ -140,11 +133,7 @@ fn compile_branch(b: &Branch, owner: usize) -> CompiledBranch {
         })
         .collect();
     let workload = b.dims().any(|d| !matches!(d, Dim::Ip | Dim::Fqdn));
-    CompiledBranch {
-        owner,
-        workload,
-        tests,
-    }
+    CompiledBranch { owner, workload, tests }
 }
 
 /// One set of selectors (nodes or zones) compiled for lookup.
@@ -159,17 +148,10 @@ impl Table {
         if sel.is_empty() {
             return Ok(());
         }
-        let branches = sel
-            .branches()
-            .ok_or_else(|| CompileError::TooManyBranches {
-                owner: name.to_owned(),
-            })?;
+        let branches = sel.branches().ok_or_else(|| CompileError::TooManyBranches { owner: name.to_owned() })?;
         for b in &branches {
-            let id = BranchId::try_from(self.branches.len()).map_err(|_| {
-                CompileError::TooManyBranches {
-                    owner: name.to_owned(),
-                }
-            })?;
+            let id = BranchId::try_from(self.branches.len())
+                .map_err(|_| CompileError::TooManyBranches { owner: name.to_owned() })?;
             self.index.add(b, id);
             self.branches.push(compile_branch(b, owner));
         }
@@ -236,10 +218,7 @@ pub struct Matcher {
 impl Matcher {
     /// Compiles the node and zone selectors of `dfd`; `node_zone[i]` is the zone of node `i`.
     pub fn new(dfd: &Dfd, node_zone: &[usize]) -> Result<Matcher, CompileError> {
-        let mut m = Matcher {
-            node_zone: node_zone.to_vec(),
-            ..Matcher::default()
-        };
+        let mut m = Matcher { node_zone: node_zone.to_vec(), ..Matcher::default() };
         for (i, n) in dfd.nodes.iter().enumerate() {
             if let Some(sel) = &n.selector {
                 m.nodes.add(sel, i, &format!("node {}", n.id))?;
@@ -265,27 +244,13 @@ impl Matcher {
             },
             [] => {
                 let (zones, zt) = self.zones.lookup(id);
-                let zone = if let [z] = zones.as_slice() {
-                    Some(*z)
-                } else {
-                    None
-                };
-                Resolution {
-                    node: None,
-                    zone,
-                    ambiguous: Vec::new(),
-                    candidates_tested: tested + zt,
-                }
+                let zone = if let [z] = zones.as_slice() { Some(*z) } else { None };
+                Resolution { node: None, zone, ambiguous: Vec::new(), candidates_tested: tested + zt }
             }
             many => {
                 let mut ambiguous = many.to_vec();
                 ambiguous.sort_unstable();
-                Resolution {
-                    node: None,
-                    zone: None,
-                    ambiguous,
-                    candidates_tested: tested,
-                }
+                Resolution { node: None, zone: None, ambiguous, candidates_tested: tested }
             }
         }
     }

@@ -63,10 +63,7 @@ impl Compiled {
         let mut zone_ix: HashMap<&str, usize> = HashMap::new();
         for (i, z) in dfd.zones.iter().enumerate() {
             if zone_ix.insert(z.id.as_str(), i).is_some() {
-                return Err(CompileError::Duplicate {
-                    what: "zone",
-                    id: z.id.clone(),
-                });
+                return Err(CompileError::Duplicate { what: "zone", id: z.id.clone() });
             }
             if dfd.tier(&z.tier.id).is_none() {
                 return Err(CompileError::Dangling {
@@ -89,47 +86,31 @@ impl Compiled {
             };
             node_zone.push(*z);
             if node_index.insert(n.id.clone(), graph.add_node(i)).is_some() {
-                return Err(CompileError::Duplicate {
-                    what: "node",
-                    id: n.id.clone(),
-                });
+                return Err(CompileError::Duplicate { what: "node", id: n.id.clone() });
             }
         }
         for (i, f) in dfd.flows.iter().enumerate() {
             let end = |r: &crate::model::Ref| {
-                node_index
-                    .get(&r.id)
-                    .copied()
-                    .ok_or_else(|| CompileError::Dangling {
-                        what: "node",
-                        id: r.id.clone(),
-                        by: format!("flow {}", f.id),
-                    })
+                node_index.get(&r.id).copied().ok_or_else(|| CompileError::Dangling {
+                    what: "node",
+                    id: r.id.clone(),
+                    by: format!("flow {}", f.id),
+                })
             };
             graph.add_edge(end(&f.from)?, end(&f.to)?, i);
         }
         let matcher = Matcher::new(&dfd, &node_zone)?;
-        Ok(Compiled {
-            dfd,
-            graph,
-            node_index,
-            node_zone,
-            matcher,
-        })
+        Ok(Compiled { dfd, graph, node_index, node_zone, matcher })
     }
 
     /// The DFD node behind a graph node.
     pub fn node(&self, ix: NodeIndex) -> Option<&Node> {
-        self.graph
-            .node_weight(ix)
-            .and_then(|i| self.dfd.nodes.get(*i))
+        self.graph.node_weight(ix).and_then(|i| self.dfd.nodes.get(*i))
     }
 
     /// The zone of the DFD node at `node` (index into `dfd.nodes`).
     pub fn zone_of(&self, node: usize) -> Option<&Zone> {
-        self.node_zone
-            .get(node)
-            .and_then(|z| self.dfd.zones.get(*z))
+        self.node_zone.get(node).and_then(|z| self.dfd.zones.get(*z))
     }
 
     /// The flows approved from node `from` to node `to` (indices into `dfd.nodes`, which are also
@@ -149,16 +130,11 @@ impl Compiled {
         let (Some(a), Some(b)) = (self.node_index.get(from), self.node_index.get(to)) else {
             return Vec::new();
         };
-        self.graph
-            .edges_connecting(*a, *b)
-            .filter_map(|e| self.dfd.flows.get(*e.weight()))
-            .collect()
+        self.graph.edges_connecting(*a, *b).filter_map(|e| self.dfd.flows.get(*e.weight())).collect()
     }
 
     /// The flow behind a graph edge.
     pub fn flow(&self, e: EdgeIndex) -> Option<&Flow> {
-        self.graph
-            .edge_weight(e)
-            .and_then(|i| self.dfd.flows.get(*i))
+        self.graph.edge_weight(e).and_then(|i| self.dfd.flows.get(*i))
     }
 }

@@ -37,21 +37,14 @@ impl<'y> Obj<'y> {
     /// Reads `y` as a mapping describing a `what` (e.g. "flow"); reports and returns `None` otherwise.
     pub fn new(cx: &mut Cx<'_>, y: &'y Yaml, what: &'static str) -> Option<Obj<'y>> {
         match &y.value {
-            Value::Map(entries) => Some(Obj {
-                entries,
-                used: vec![false; entries.len()],
-                known: Vec::new(),
-                loc: &y.loc,
-                what,
-            }),
+            Value::Map(entries) => {
+                Some(Obj { entries, used: vec![false; entries.len()], known: Vec::new(), loc: &y.loc, what })
+            }
             _ => {
                 cx.report(
                     "P004",
                     &y.loc,
-                    format!(
-                        "{what} must be a mapping (`key: value` lines), not {}",
-                        y.kind_word()
-                    ),
+                    format!("{what} must be a mapping (`key: value` lines), not {}", y.kind_word()),
                 );
                 None
             }
@@ -68,11 +61,7 @@ impl<'y> Obj<'y> {
             *u = true;
         }
         let v = &self.entries.get(i)?.1;
-        if matches!(v.value, Value::Null) {
-            None
-        } else {
-            Some(v)
-        }
+        if matches!(v.value, Value::Null) { None } else { Some(v) }
     }
 
     /// The value of a required `key`; reports it missing with an example (`hint`).
@@ -82,10 +71,7 @@ impl<'y> Obj<'y> {
             cx.report(
                 "P004",
                 self.loc,
-                format!(
-                    "{} is missing required field `{key}`; add `{key}: {hint}`",
-                    self.what
-                ),
+                format!("{} is missing required field `{key}`; add `{key}: {hint}`", self.what),
             );
         }
         v
@@ -94,22 +80,12 @@ impl<'y> Obj<'y> {
     /// Reports every field that was never asked for, suggesting the closest known name.
     pub fn finish(self, cx: &mut Cx<'_>) {
         let unknown = self.used.iter().filter(|u| !**u).count();
-        for (n, ((key, _), _)) in self
-            .entries
-            .iter()
-            .zip(&self.used)
-            .filter(|(_, u)| !**u)
-            .enumerate()
-        {
+        for (n, ((key, _), _)) in self.entries.iter().zip(&self.used).filter(|(_, u)| !**u).enumerate() {
             if n == MAX_UNKNOWN_REPORTED {
                 cx.report(
                     "P003",
                     &key.loc,
-                    format!(
-                        "{} more unknown fields in {}; is this the right place for them?",
-                        unknown - n,
-                        self.what
-                    ),
+                    format!("{} more unknown fields in {}; is this the right place for them?", unknown - n, self.what),
                 );
                 break;
             }
@@ -117,20 +93,13 @@ impl<'y> Obj<'y> {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => format!("known fields: {}", self.known.join(", ")),
             };
-            cx.report(
-                "P003",
-                &key.loc,
-                format!("unknown field `{}` in {}; {hint}", key.text, self.what),
-            );
+            cx.report("P003", &key.loc, format!("unknown field `{}` in {}; {hint}", key.text, self.what));
         }
     }
 }
 
 fn norm(s: &str) -> String {
-    s.chars()
-        .filter(|c| *c != '_' && *c != '-')
-        .flat_map(char::to_lowercase)
-        .collect()
+    s.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -157,16 +126,7 @@ pub fn closest<'k>(got: &str, known: &[&'k str]) -> Option<&'k str> {
     let g = norm(got);
     known
         .iter()
-        .map(|k| {
-            (
-                if norm(k) == g {
-                    0
-                } else {
-                    edit_distance(&g, &norm(k))
-                },
-                *k,
-            )
-        })
+        .map(|k| (if norm(k) == g { 0 } else { edit_distance(&g, &norm(k)) }, *k))
         .filter(|(d, _)| *d <= 2)
         .min()
         .map(|(_, k)| k)
@@ -177,11 +137,7 @@ pub fn string(cx: &mut Cx<'_>, y: &Yaml, field: &str) -> Option<String> {
     match &y.value {
         Value::Scalar { text, .. } => Some(text.clone()),
         _ => {
-            cx.report(
-                "P004",
-                &y.loc,
-                format!("`{field}` must be a string, not {}", y.kind_word()),
-            );
+            cx.report("P004", &y.loc, format!("`{field}` must be a string, not {}", y.kind_word()));
             None
         }
     }
@@ -194,11 +150,7 @@ pub fn int(cx: &mut Cx<'_>, y: &Yaml, field: &str) -> Option<i64> {
     {
         return Some(n);
     }
-    cx.report(
-        "P004",
-        &y.loc,
-        format!("`{field}` must be a whole number without quotes, e.g. `{field}: 2`"),
-    );
+    cx.report("P004", &y.loc, format!("`{field}` must be a whole number without quotes, e.g. `{field}: 2`"));
     None
 }
 
@@ -208,11 +160,7 @@ pub fn boolean(cx: &mut Cx<'_>, y: &Yaml, field: &str) -> Option<bool> {
         Value::Scalar { text, plain: true } if text == "true" => Some(true),
         Value::Scalar { text, plain: true } if text == "false" => Some(false),
         _ => {
-            cx.report(
-                "P004",
-                &y.loc,
-                format!("`{field}` must be `true` or `false` (unquoted)"),
-            );
+            cx.report("P004", &y.loc, format!("`{field}` must be `true` or `false` (unquoted)"));
             None
         }
     }
@@ -226,10 +174,7 @@ pub fn list<'y>(cx: &mut Cx<'_>, y: &'y Yaml, field: &str) -> &'y [Yaml] {
             cx.report(
                 "P004",
                 &y.loc,
-                format!(
-                    "`{field}` must be a list (`- item` lines or `[a, b]`), not {}",
-                    y.kind_word()
-                ),
+                format!("`{field}` must be a list (`- item` lines or `[a, b]`), not {}", y.kind_word()),
             );
             &[]
         }
@@ -238,18 +183,11 @@ pub fn list<'y>(cx: &mut Cx<'_>, y: &'y Yaml, field: &str) -> &'y [Yaml] {
 
 /// A list of strings; bad items are reported and skipped.
 pub fn strings(cx: &mut Cx<'_>, y: &Yaml, field: &str) -> Vec<String> {
-    list(cx, y, field)
-        .iter()
-        .filter_map(|i| string(cx, i, field))
-        .collect()
+    list(cx, y, field).iter().filter_map(|i| string(cx, i, field)).collect()
 }
 
 /// A mapping of strings to strings (labels, params).
-pub fn string_map(
-    cx: &mut Cx<'_>,
-    y: &Yaml,
-    field: &str,
-) -> std::collections::BTreeMap<String, String> {
+pub fn string_map(cx: &mut Cx<'_>, y: &Yaml, field: &str) -> std::collections::BTreeMap<String, String> {
     let mut out = std::collections::BTreeMap::new();
     match &y.value {
         Value::Map(entries) => {
@@ -259,14 +197,9 @@ pub fn string_map(
                 }
             }
         }
-        _ => cx.report(
-            "P004",
-            &y.loc,
-            format!(
-                "`{field}` must be a mapping of names to strings, not {}",
-                y.kind_word()
-            ),
-        ),
+        _ => {
+            cx.report("P004", &y.loc, format!("`{field}` must be a mapping of names to strings, not {}", y.kind_word()))
+        }
     }
     out
 }
@@ -278,17 +211,8 @@ pub fn one_of<T: Copy>(cx: &mut Cx<'_>, y: &Yaml, field: &str, table: &[(&str, T
         return Some(*v);
     }
     let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
-    let hint = closest(&s, &names)
-        .map(|c| format!("did you mean `{c}`? "))
-        .unwrap_or_default();
-    cx.report(
-        "P004",
-        &y.loc,
-        format!(
-            "`{field}: {s}` is not allowed; {hint}use one of: {}",
-            names.join(", ")
-        ),
-    );
+    let hint = closest(&s, &names).map(|c| format!("did you mean `{c}`? ")).unwrap_or_default();
+    cx.report("P004", &y.loc, format!("`{field}: {s}` is not allowed; {hint}use one of: {}", names.join(", ")));
     None
 }
 
@@ -298,8 +222,7 @@ pub fn id(cx: &mut Cx<'_>, y: &Yaml, field: &str) -> Option<String> {
     let ok = !s.is_empty()
         && s.len() <= MAX_ID_LEN
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Some(s)
     } else {
@@ -314,16 +237,10 @@ pub fn id(cx: &mut Cx<'_>, y: &Yaml, field: &str) -> Option<String> {
 
 /// A reference to another item's id.
 pub fn reference(cx: &mut Cx<'_>, y: &Yaml, field: &str) -> Option<crate::model::Ref> {
-    id(cx, y, field).map(|id| crate::model::Ref {
-        id,
-        loc: y.loc.clone(),
-    })
+    id(cx, y, field).map(|id| crate::model::Ref { id, loc: y.loc.clone() })
 }
 
 /// A list of references.
 pub fn references(cx: &mut Cx<'_>, y: &Yaml, field: &str) -> Vec<crate::model::Ref> {
-    list(cx, y, field)
-        .iter()
-        .filter_map(|i| reference(cx, i, field))
-        .collect()
+    list(cx, y, field).iter().filter_map(|i| reference(cx, i, field)).collect()
 }

@@ -3,9 +3,7 @@
 use ipnet::IpNet;
 
 use super::fields::{Cx, Obj, list, string, string_map, strings};
-use crate::selector::{
-    K8sSelector, LabelExpression, LabelOperator, Selector, compile_glob, is_glob,
-};
+use crate::selector::{K8sSelector, LabelExpression, LabelOperator, Selector, compile_glob, is_glob};
 use crate::yaml::Yaml;
 
 /// Deepest `anyOf` nesting accepted.
@@ -14,10 +12,7 @@ pub const MAX_ANY_OF_DEPTH: usize = 4;
 /// Reads a selector; `None` when it is not a mapping.
 pub fn selector(cx: &mut Cx<'_>, y: &Yaml, depth: usize) -> Option<Selector> {
     let mut o = Obj::new(cx, y, "selector (`match`)")?;
-    let mut s = Selector {
-        loc: Some(y.loc.clone()),
-        ..Selector::default()
-    };
+    let mut s = Selector { loc: Some(y.loc.clone()), ..Selector::default() };
     if let Some(v) = o.get("k8s") {
         s.k8s = k8s(cx, v);
     }
@@ -52,28 +47,16 @@ pub fn selector(cx: &mut Cx<'_>, y: &Yaml, depth: usize) -> Option<Selector> {
             cx.report(
                 "P007",
                 &v.loc,
-                format!(
-                    "`anyOf` nested more than {MAX_ANY_OF_DEPTH} deep; flatten the alternatives"
-                ),
+                format!("`anyOf` nested more than {MAX_ANY_OF_DEPTH} deep; flatten the alternatives"),
             );
         } else {
-            s.any_of = list(cx, v, "anyOf")
-                .iter()
-                .filter_map(|i| selector(cx, i, depth + 1))
-                .collect();
+            s.any_of = list(cx, v, "anyOf").iter().filter_map(|i| selector(cx, i, depth + 1)).collect();
         }
     }
-    for (field, absolute) in [
-        ("executables", &s.executables),
-        ("cgroupPaths", &s.cgroup_paths),
-    ] {
+    for (field, absolute) in [("executables", &s.executables), ("cgroupPaths", &s.cgroup_paths)] {
         for p in absolute {
             if !p.starts_with('/') && !p.starts_with('*') {
-                cx.report(
-                    "P004",
-                    &y.loc,
-                    format!("`{field}` entry {p:?} must be an absolute path starting with `/`"),
-                );
+                cx.report("P004", &y.loc, format!("`{field}` entry {p:?} must be an absolute path starting with `/`"));
             }
         }
     }
@@ -89,13 +72,13 @@ fn patterns(cx: &mut Cx<'_>, y: &Yaml, field: &str) -> Vec<String> {
             continue;
         };
         if p.is_empty() {
+            cx.report("P004", &item.loc, format!("`{field}` entries must not be empty"));
+        } else if is_glob(&p) && compile_glob(&p).is_none() {
             cx.report(
                 "P004",
                 &item.loc,
-                format!("`{field}` entries must not be empty"),
+                format!("`{field}` entry {p:?} is not a valid glob; close every `[` and escape literal `*` as `\\*`"),
             );
-        } else if is_glob(&p) && compile_glob(&p).is_none() {
-            cx.report("P004", &item.loc, format!("`{field}` entry {p:?} is not a valid glob; close every `[` and escape literal `*` as `\\*`"));
         } else {
             out.push(p);
         }
@@ -161,16 +144,10 @@ fn k8s(cx: &mut Cx<'_>, y: &Yaml) -> Option<K8sSelector> {
 
 fn label_expression(cx: &mut Cx<'_>, y: &Yaml) -> Option<LabelExpression> {
     let mut o = Obj::new(cx, y, "label expression")?;
-    let key = o
-        .require(cx, "key", "app")
-        .and_then(|v| string(cx, v, "key"));
-    let operator = o
-        .require(cx, "operator", "In")
-        .and_then(|v| super::fields::one_of(cx, v, "operator", LabelOperator::ALL));
-    let values = o
-        .get("values")
-        .map(|v| strings(cx, v, "values"))
-        .unwrap_or_default();
+    let key = o.require(cx, "key", "app").and_then(|v| string(cx, v, "key"));
+    let operator =
+        o.require(cx, "operator", "In").and_then(|v| super::fields::one_of(cx, v, "operator", LabelOperator::ALL));
+    let values = o.get("values").map(|v| strings(cx, v, "values")).unwrap_or_default();
     o.finish(cx);
     let (key, operator) = (key?, operator?);
     let needs_values = matches!(operator, LabelOperator::In | LabelOperator::NotIn);
@@ -183,9 +160,5 @@ fn label_expression(cx: &mut Cx<'_>, y: &Yaml) -> Option<LabelExpression> {
         cx.report("P004", &y.loc, msg);
         return None;
     }
-    Some(LabelExpression {
-        key,
-        operator,
-        values,
-    })
+    Some(LabelExpression { key, operator, values })
 }

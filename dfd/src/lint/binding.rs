@@ -22,10 +22,7 @@ pub(super) fn check(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
             out.push(Finding::new(
                 "P007",
                 sel.loc.as_ref(),
-                format!(
-                    "node {}'s selector expands into too many `anyOf` alternatives; simplify it",
-                    n.id
-                ),
+                format!("node {}'s selector expands into too many `anyOf` alternatives; simplify it", n.id),
             ));
             continue;
         };
@@ -54,9 +51,7 @@ pub(super) fn check(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
 }
 
 /// The CIDR constraints (include, except) of each branch of a selector.
-fn cidr_sets(
-    sel: Option<&crate::selector::Selector>,
-) -> Vec<(Vec<ipnet::IpNet>, Vec<ipnet::IpNet>)> {
+fn cidr_sets(sel: Option<&crate::selector::Selector>) -> Vec<(Vec<ipnet::IpNet>, Vec<ipnet::IpNet>)> {
     sel.and_then(crate::selector::Selector::branches)
         .unwrap_or_default()
         .into_iter()
@@ -89,37 +84,27 @@ fn external_overlaps_internal(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>)
             dfd.nodes
                 .iter()
                 .filter(|n| ix.zones.get(n.zone.id.as_str()).is_some_and(|z| z.external))
-                .map(|n| {
-                    (
-                        format!("node {} (in an external zone)", n.id),
-                        n.selector.as_ref(),
-                    )
-                }),
+                .map(|n| (format!("node {} (in an external zone)", n.id), n.selector.as_ref())),
         );
     for (what, sel) in externals {
         let ext = cidr_sets(sel);
         for (zone, int) in &internal {
-            let hit = ext.iter().any(|(ei, ee)| {
-                int.iter()
-                    .any(|(ii, ie)| super::overlap::cidrs_meet(ei, ee, ii, ie))
-            });
+            let hit = ext.iter().any(|(ei, ee)| int.iter().any(|(ii, ie)| super::overlap::cidrs_meet(ei, ee, ii, ie)));
             if hit {
                 out.push(Finding::new(
                     "B004",
                     sel.and_then(|s| s.loc.as_ref()),
-                    format!("{what} has CIDRs that overlap internal zone {}'s; carve them out with `exceptCidrs`", zone.id),
+                    format!(
+                        "{what} has CIDRs that overlap internal zone {}'s; carve them out with `exceptCidrs`",
+                        zone.id
+                    ),
                 ));
             }
         }
     }
 }
 
-fn outside_zone(
-    n: &crate::model::Node,
-    branches: &[Branch],
-    ix: &Index<'_>,
-    out: &mut Vec<Finding>,
-) {
+fn outside_zone(n: &crate::model::Node, branches: &[Branch], ix: &Index<'_>, out: &mut Vec<Finding>) {
     let Some(zone) = ix.zones.get(n.zone.id.as_str()) else {
         return;
     };

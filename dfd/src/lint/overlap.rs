@@ -4,8 +4,7 @@
 use ipnet::IpNet;
 
 use crate::selector::{
-    Branch, Constraint, Dim, LabelExpression, LabelOperator, is_glob, literal_prefix,
-    literal_suffix, pattern_matches,
+    Branch, Constraint, Dim, LabelExpression, LabelOperator, is_glob, literal_prefix, literal_suffix, pattern_matches,
 };
 
 /// Whether two patterns can match a common string.
@@ -56,17 +55,14 @@ fn labels_meet(a: &[LabelExpression], b: &[LabelExpression]) -> bool {
 /// Whether the requirements `inner` imply requirement `req`.
 fn label_implied(req: &LabelExpression, inner: &[LabelExpression]) -> bool {
     use LabelOperator::{DoesNotExist, Exists, In, NotIn};
-    inner
-        .iter()
-        .filter(|x| x.key == req.key)
-        .any(|x| match (req.operator, x.operator) {
-            (In, In) => x.values.iter().all(|v| req.values.contains(v)),
-            (Exists, In | Exists) => true,
-            (NotIn, In) => !x.values.iter().any(|v| req.values.contains(v)),
-            (NotIn, NotIn) => req.values.iter().all(|v| x.values.contains(v)),
-            (DoesNotExist, DoesNotExist) | (NotIn, DoesNotExist) => true,
-            _ => false,
-        })
+    inner.iter().filter(|x| x.key == req.key).any(|x| match (req.operator, x.operator) {
+        (In, In) => x.values.iter().all(|v| req.values.contains(v)),
+        (Exists, In | Exists) => true,
+        (NotIn, In) => !x.values.iter().any(|v| req.values.contains(v)),
+        (NotIn, NotIn) => req.values.iter().all(|v| x.values.contains(v)),
+        (DoesNotExist, DoesNotExist) | (NotIn, DoesNotExist) => true,
+        _ => false,
+    })
 }
 
 fn net_covered(n: &IpNet, by: &[IpNet]) -> bool {
@@ -76,11 +72,7 @@ fn net_covered(n: &IpNet, by: &[IpNet]) -> bool {
 pub(crate) fn cidrs_meet(ai: &[IpNet], ae: &[IpNet], bi: &[IpNet], be: &[IpNet]) -> bool {
     ai.iter().any(|a| {
         bi.iter().any(|b| {
-            let small = if a.prefix_len() >= b.prefix_len() {
-                a
-            } else {
-                b
-            };
+            let small = if a.prefix_len() >= b.prefix_len() { a } else { b };
             (a.contains(b) || b.contains(a)) && !net_covered(small, ae) && !net_covered(small, be)
         })
     })
@@ -92,16 +84,9 @@ fn constraint_meets(a: &Constraint, b: &Constraint) -> bool {
             p.iter().any(|x| q.iter().any(|y| patterns_meet(x, y)))
         }
         (Constraint::Labels(_, x), Constraint::Labels(_, y)) => labels_meet(x, y),
-        (
-            Constraint::Cidrs {
-                include: ai,
-                except: ae,
-            },
-            Constraint::Cidrs {
-                include: bi,
-                except: be,
-            },
-        ) => cidrs_meet(ai, ae, bi, be),
+        (Constraint::Cidrs { include: ai, except: ae }, Constraint::Cidrs { include: bi, except: be }) => {
+            cidrs_meet(ai, ae, bi, be)
+        }
         _ => true,
     }
 }
@@ -131,28 +116,14 @@ fn constraint_within(outer: &Constraint, inner: &Constraint) -> bool {
         (Constraint::Patterns(_, o), Constraint::Patterns(_, i)) => {
             i.iter().all(|x| o.iter().any(|p| pattern_covers(p, x)))
         }
-        (Constraint::Labels(_, o), Constraint::Labels(_, i)) => {
-            o.iter().all(|r| label_implied(r, i))
-        }
-        (
-            Constraint::Cidrs {
-                include: oi,
-                except: oe,
-            },
-            Constraint::Cidrs {
-                include: ii,
-                except: ie,
-            },
-        ) => {
+        (Constraint::Labels(_, o), Constraint::Labels(_, i)) => o.iter().all(|r| label_implied(r, i)),
+        (Constraint::Cidrs { include: oi, except: oe }, Constraint::Cidrs { include: ii, except: ie }) => {
             !ii.is_empty()
                 && ii.iter().all(|n| {
                     // n must be inside the outer networks, and every outer exception inside n must
                     // also be an inner exception (an exception covering all of n leaves nothing).
                     net_covered(n, oi)
-                        && oe.iter().all(|e| {
-                            !(n.contains(e) || e.contains(n))
-                                || (n.contains(e) && net_covered(e, ie))
-                        })
+                        && oe.iter().all(|e| !(n.contains(e) || e.contains(n)) || (n.contains(e) && net_covered(e, ie)))
                 })
         }
         _ => false,
@@ -162,10 +133,7 @@ fn constraint_within(outer: &Constraint, inner: &Constraint) -> bool {
 /// Whether every endpoint matching `inner` also matches `outer`: each dimension `outer`
 /// constrains must be constrained at least as tightly by `inner`.
 pub fn branch_within(outer: &Branch, inner: &Branch) -> bool {
-    outer
-        .constraints
-        .iter()
-        .all(|oc| of(inner, oc.dim()).any(|ic| constraint_within(oc, ic)))
+    outer.constraints.iter().all(|oc| of(inner, oc.dim()).any(|ic| constraint_within(oc, ic)))
 }
 
 #[cfg(test)]
@@ -178,11 +146,7 @@ mod tests {
     }
 
     fn label(key: &str, op: LabelOperator, values: &[&str]) -> LabelExpression {
-        LabelExpression {
-            key: key.into(),
-            operator: op,
-            values: values.iter().map(|s| (*s).to_owned()).collect(),
-        }
+        LabelExpression { key: key.into(), operator: op, values: values.iter().map(|s| (*s).to_owned()).collect() }
     }
 
     fn branch(c: Vec<Constraint>) -> Branch {
@@ -200,48 +164,21 @@ mod tests {
         assert!(!patterns_meet("spiffe://td/ns/a/*", "spiffe://td/ns/b/*"));
         assert!(patterns_meet("*.example.com", "api.example.com"));
         assert!(!patterns_meet("*.example.com", "*.example.org"));
-        assert!(pattern_covers(
-            "spiffe://td/ns/a/*",
-            "spiffe://td/ns/a/sa/*"
-        ));
-        assert!(!pattern_covers(
-            "spiffe://td/ns/a/sa/*",
-            "spiffe://td/ns/a/*"
-        ));
+        assert!(pattern_covers("spiffe://td/ns/a/*", "spiffe://td/ns/a/sa/*"));
+        assert!(!pattern_covers("spiffe://td/ns/a/sa/*", "spiffe://td/ns/a/*"));
         assert!(pattern_covers("shop", "shop"));
     }
 
     #[test]
     fn labels() {
         use LabelOperator::{DoesNotExist, Exists, In, NotIn};
-        assert!(!labels_meet(
-            &[label("app", In, &["a"])],
-            &[label("app", In, &["b"])]
-        ));
-        assert!(labels_meet(
-            &[label("app", In, &["a", "b"])],
-            &[label("app", In, &["b"])]
-        ));
-        assert!(!labels_meet(
-            &[label("app", In, &["a"])],
-            &[label("app", NotIn, &["a"])]
-        ));
-        assert!(!labels_meet(
-            &[label("app", Exists, &[])],
-            &[label("app", DoesNotExist, &[])]
-        ));
-        assert!(labels_meet(
-            &[label("app", In, &["a"])],
-            &[label("tier", In, &["x"])]
-        ));
-        assert!(label_implied(
-            &label("app", Exists, &[]),
-            &[label("app", In, &["a"])]
-        ));
-        assert!(!label_implied(
-            &label("app", In, &["a"]),
-            &[label("app", Exists, &[])]
-        ));
+        assert!(!labels_meet(&[label("app", In, &["a"])], &[label("app", In, &["b"])]));
+        assert!(labels_meet(&[label("app", In, &["a", "b"])], &[label("app", In, &["b"])]));
+        assert!(!labels_meet(&[label("app", In, &["a"])], &[label("app", NotIn, &["a"])]));
+        assert!(!labels_meet(&[label("app", Exists, &[])], &[label("app", DoesNotExist, &[])]));
+        assert!(labels_meet(&[label("app", In, &["a"])], &[label("tier", In, &["x"])]));
+        assert!(label_implied(&label("app", Exists, &[]), &[label("app", In, &["a"])]));
+        assert!(!label_implied(&label("app", In, &["a"]), &[label("app", Exists, &[])]));
     }
 
     #[test]
@@ -252,46 +189,22 @@ mod tests {
         assert!(!cidrs_meet(&all, &private, &pod, &[]));
         assert!(cidrs_meet(&all, &[], &pod, &[]));
         assert!(!cidrs_meet(&nets(&["192.0.2.0/24"]), &[], &pod, &[]));
-        let zone = Constraint::Cidrs {
-            include: all.clone(),
-            except: private.clone(),
-        };
-        let inner = Constraint::Cidrs {
-            include: all,
-            except: nets(&["10.0.0.0/8", "172.16.0.0/12"]),
-        };
+        let zone = Constraint::Cidrs { include: all.clone(), except: private.clone() };
+        let inner = Constraint::Cidrs { include: all, except: nets(&["10.0.0.0/8", "172.16.0.0/12"]) };
         assert!(constraint_within(&zone, &inner));
-        assert!(!constraint_within(
-            &zone,
-            &Constraint::Cidrs {
-                include: pod,
-                except: vec![]
-            }
-        ));
+        assert!(!constraint_within(&zone, &Constraint::Cidrs { include: pod, except: vec![] }));
     }
 
     #[test]
     fn branches() {
         let a = branch(vec![
             pats(Dim::Namespace, &["shop"]),
-            Constraint::Labels(
-                Dim::PodLabels,
-                vec![label("app", LabelOperator::In, &["api"])],
-            ),
+            Constraint::Labels(Dim::PodLabels, vec![label("app", LabelOperator::In, &["api"])]),
         ]);
         let b = branch(vec![pats(Dim::Namespace, &["shop"])]);
-        let c = branch(vec![Constraint::Cidrs {
-            include: nets(&["0.0.0.0/0"]),
-            except: vec![],
-        }]);
-        assert!(
-            branches_overlap(&a, &b),
-            "a label subset in the same namespace overlaps"
-        );
-        assert!(
-            !branches_overlap(&a, &c),
-            "different identity kinds are not compared"
-        );
+        let c = branch(vec![Constraint::Cidrs { include: nets(&["0.0.0.0/0"]), except: vec![] }]);
+        assert!(branches_overlap(&a, &b), "a label subset in the same namespace overlaps");
+        assert!(!branches_overlap(&a, &c), "different identity kinds are not compared");
         assert!(branch_within(&b, &a));
         assert!(!branch_within(&a, &b));
     }

@@ -12,37 +12,22 @@ pub(super) fn check(dfd: &Dfd, ix: &Index<'_>, today: Option<Date>, out: &mut Ve
             expiry(f, today, out);
         }
         placement(f, ix, out);
-        let (Some((_, fz, ft)), Some((tn, tz, tt))) =
-            (ix.placement(&f.from.id), ix.placement(&f.to.id))
-        else {
+        let (Some((_, fz, ft)), Some((tn, tz, tt))) = (ix.placement(&f.from.id), ix.placement(&f.to.id)) else {
             continue;
         };
-        let kinds: Vec<CheckpointKind> = f
-            .checkpoints
-            .iter()
-            .filter_map(|c| ix.checkpoints.get(c.id.as_str()))
-            .map(|c| c.kind)
-            .collect();
+        let kinds: Vec<CheckpointKind> =
+            f.checkpoints.iter().filter_map(|c| ix.checkpoints.get(c.id.as_str())).map(|c| c.kind).collect();
         let crossing = fz.id != tz.id;
         let upward = tt.level > ft.level;
         let plaintext = f.encryption.required == EncryptionKind::None;
-        if upward
-            && !kinds
-                .iter()
-                .any(|k| matches!(k, CheckpointKind::Authn | CheckpointKind::MtlsPeer))
-        {
+        if upward && !kinds.iter().any(|k| matches!(k, CheckpointKind::Authn | CheckpointKind::MtlsPeer)) {
             out.push(Finding::new(
                 "X001",
                 Some(&f.loc),
                 format!("flow {} crosses up {}->{} without an authn checkpoint; add a checkpoint of kind `authn` (or `mtls-peer`) enforced by {}", f.id, ft.id, tt.id, f.to.id),
             ));
         }
-        if upward
-            && ix
-                .tiers
-                .values()
-                .any(|t| t.level > ft.level && t.level < tt.level)
-        {
+        if upward && ix.tiers.values().any(|t| t.level > ft.level && t.level < tt.level) {
             out.push(Finding::new(
                 "X002",
                 Some(&f.loc),
@@ -70,7 +55,10 @@ pub(super) fn check(dfd: &Dfd, ix: &Index<'_>, today: Option<Date>, out: &mut Ve
                 out.push(Finding::new(
                     "X008",
                     Some(&f.loc),
-                    format!("flow {} crosses from zone {} to {} unencrypted; require tls, mtls, wireguard or ipsec", f.id, fz.id, tz.id),
+                    format!(
+                        "flow {} crosses from zone {} to {} unencrypted; require tls, mtls, wireguard or ipsec",
+                        f.id, fz.id, tz.id
+                    ),
                 ));
             }
         }
@@ -121,15 +109,16 @@ pub(super) fn check(dfd: &Dfd, ix: &Index<'_>, today: Option<Date>, out: &mut Ve
                 format!("flow {} enters from external zone {} without a rate-limit checkpoint; add one of kind `rate-limit`", f.id, fz.id),
             ));
         }
-        let web = f
-            .app_protocol
-            .as_deref()
-            .is_some_and(|p| matches!(p, "http" | "https" | "grpc" | "h2" | "http2"));
+        let web = f.app_protocol.as_deref().is_some_and(|p| matches!(p, "http" | "https" | "grpc" | "h2" | "http2"));
         if upward && web && !kinds.contains(&CheckpointKind::SchemaValidation) {
             out.push(Finding::new(
                 "X006",
                 Some(&f.loc),
-                format!("flow {} is an upward {} crossing without schema validation; add a `schema-validation` checkpoint", f.id, f.app_protocol.as_deref().unwrap_or("http")),
+                format!(
+                    "flow {} is an upward {} crossing without schema validation; add a `schema-validation` checkpoint",
+                    f.id,
+                    f.app_protocol.as_deref().unwrap_or("http")
+                ),
             ));
         }
     }
@@ -139,16 +128,15 @@ fn expiry(f: &Flow, today: Date, out: &mut Vec<Finding>) {
     if let Some(a) = &f.approval
         && let Some(exp) = a.expires.filter(|e| *e < today)
     {
-        let ticket = a
-            .ticket
-            .as_deref()
-            .map(|t| format!(" (ticket {t})"))
-            .unwrap_or_default();
+        let ticket = a.ticket.as_deref().map(|t| format!(" (ticket {t})")).unwrap_or_default();
         out.push(Finding::new(
-                "H001",
-                Some(&a.loc),
-                format!("approval of flow {}{ticket} expired on {exp}; renew it with a new `expires` date or remove the flow", f.id),
-            ));
+            "H001",
+            Some(&a.loc),
+            format!(
+                "approval of flow {}{ticket} expired on {exp}; renew it with a new `expires` date or remove the flow",
+                f.id
+            ),
+        ));
     }
 }
 

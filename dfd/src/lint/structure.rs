@@ -22,7 +22,9 @@ fn dup<'a>(what: &str, items: impl Iterator<Item = (&'a str, &'a Loc)>, out: &mu
             out.push(Finding::new(
                 "S002",
                 Some(loc),
-                format!("duplicate {what} id `{id}` (first declared at {first}); ids are global across files, rename one"),
+                format!(
+                    "duplicate {what} id `{id}` (first declared at {first}); ids are global across files, rename one"
+                ),
             ));
         } else {
             seen.insert(id, loc);
@@ -31,53 +33,18 @@ fn dup<'a>(what: &str, items: impl Iterator<Item = (&'a str, &'a Loc)>, out: &mu
 }
 
 fn duplicates(dfd: &Dfd, out: &mut Vec<Finding>) {
-    dup(
-        "tier",
-        dfd.tiers.iter().map(|t| (t.id.as_str(), &t.loc)),
-        out,
-    );
-    dup(
-        "data class",
-        dfd.data_classes.iter().map(|t| (t.id.as_str(), &t.loc)),
-        out,
-    );
-    dup(
-        "checkpoint",
-        dfd.checkpoints.iter().map(|t| (t.id.as_str(), &t.loc)),
-        out,
-    );
-    dup(
-        "zone",
-        dfd.zones.iter().map(|t| (t.id.as_str(), &t.loc)),
-        out,
-    );
-    dup(
-        "node",
-        dfd.nodes.iter().map(|t| (t.id.as_str(), &t.loc)),
-        out,
-    );
-    dup(
-        "flow",
-        dfd.flows.iter().map(|t| (t.id.as_str(), &t.loc)),
-        out,
-    );
+    dup("tier", dfd.tiers.iter().map(|t| (t.id.as_str(), &t.loc)), out);
+    dup("data class", dfd.data_classes.iter().map(|t| (t.id.as_str(), &t.loc)), out);
+    dup("checkpoint", dfd.checkpoints.iter().map(|t| (t.id.as_str(), &t.loc)), out);
+    dup("zone", dfd.zones.iter().map(|t| (t.id.as_str(), &t.loc)), out);
+    dup("node", dfd.nodes.iter().map(|t| (t.id.as_str(), &t.loc)), out);
+    dup("flow", dfd.flows.iter().map(|t| (t.id.as_str(), &t.loc)), out);
 }
 
-fn missing<T>(
-    r: &Ref,
-    map: &HashMap<&str, T>,
-    what: &str,
-    field: &str,
-    owner: &str,
-    out: &mut Vec<Finding>,
-) {
+fn missing<T>(r: &Ref, map: &HashMap<&str, T>, what: &str, field: &str, owner: &str, out: &mut Vec<Finding>) {
     if !map.contains_key(r.id.as_str()) {
         // Suggestions cost an edit distance per known id: offer them for DFDs of human size.
-        let known: Vec<&str> = if map.len() <= 2000 {
-            map.keys().copied().collect()
-        } else {
-            Vec::new()
-        };
+        let known: Vec<&str> = if map.len() <= 2000 { map.keys().copied().collect() } else { Vec::new() };
         let hint = match crate::decode::closest(&r.id, &known) {
             Some(c) => format!("did you mean `{c}`?"),
             None => format!("declare it under `spec.{what}` or fix the id"),
@@ -85,10 +52,7 @@ fn missing<T>(
         out.push(Finding::new(
             "S001",
             Some(&r.loc),
-            format!(
-                "{owner} `{field}` refers to unknown {what} `{}`; {hint}",
-                r.id
-            ),
+            format!("{owner} `{field}` refers to unknown {what} `{}`; {hint}", r.id),
         ));
     }
 }
@@ -113,14 +77,7 @@ fn dangling(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
     }
     for c in &dfd.checkpoints {
         if let Some(e) = &c.enforced_by {
-            missing(
-                e,
-                &ix.nodes,
-                "nodes",
-                "enforcedBy",
-                &format!("checkpoint {}", c.id),
-                out,
-            );
+            missing(e, &ix.nodes, "nodes", "enforcedBy", &format!("checkpoint {}", c.id), out);
         }
     }
     for f in &dfd.flows {
@@ -131,14 +88,7 @@ fn dangling(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
             missing(d, &ix.data, "dataClasses", "data", &owner, out);
         }
         for c in &f.checkpoints {
-            missing(
-                c,
-                &ix.checkpoints,
-                "checkpoints",
-                "checkpoints",
-                &owner,
-                out,
-            );
+            missing(c, &ix.checkpoints, "checkpoints", "checkpoints", &owner, out);
         }
     }
 }
@@ -146,10 +96,7 @@ fn dangling(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
 fn overlapping_flows(dfd: &Dfd, out: &mut Vec<Finding>) {
     let mut by_pair: HashMap<(&str, &str), Vec<&crate::model::Flow>> = HashMap::new();
     for f in &dfd.flows {
-        by_pair
-            .entry((f.from.id.as_str(), f.to.id.as_str()))
-            .or_default()
-            .push(f);
+        by_pair.entry((f.from.id.as_str(), f.to.id.as_str())).or_default().push(f);
     }
     for f in &dfd.flows {
         let Some(peers) = by_pair.get(&(f.from.id.as_str(), f.to.id.as_str())) else {
@@ -159,9 +106,7 @@ fn overlapping_flows(dfd: &Dfd, out: &mut Vec<Finding>) {
             let clash = f.ports.iter().find_map(|p| {
                 g.ports
                     .iter()
-                    .find(|q| {
-                        p.protocol == q.protocol && p.port <= q.end_port && q.port <= p.end_port
-                    })
+                    .find(|q| p.protocol == q.protocol && p.port <= q.end_port && q.port <= p.end_port)
                     .map(|q| (p, q))
             });
             if let Some((p, q)) = clash {
@@ -182,39 +127,36 @@ fn nesting(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
     for z in &dfd.zones {
         let mut seen = HashSet::new();
         let mut cur = z;
-        while let Some(p) = cur
-            .parent
-            .as_ref()
-            .and_then(|p| ix.zones.get(p.id.as_str()))
-        {
+        while let Some(p) = cur.parent.as_ref().and_then(|p| ix.zones.get(p.id.as_str())) {
             if std::ptr::eq(*p, z) || !seen.insert(p.id.as_str()) {
                 out.push(Finding::new(
                     "S004",
                     Some(&z.loc),
-                    format!("zone {} is its own ancestor through `parent`; remove one `parent` link to break the cycle", z.id),
+                    format!(
+                        "zone {} is its own ancestor through `parent`; remove one `parent` link to break the cycle",
+                        z.id
+                    ),
                 ));
                 break;
             }
             cur = p;
         }
-        let tier_of = |id: &str| {
-            ix.zones
-                .get(id)
-                .and_then(|z| ix.tiers.get(z.tier.id.as_str()))
-                .map(|t| t.level)
-        };
+        let tier_of = |id: &str| ix.zones.get(id).and_then(|z| ix.tiers.get(z.tier.id.as_str())).map(|t| t.level);
         if let (Some(p), Some(own)) = (&z.parent, tier_of(&z.id))
             && let Some(pl) = tier_of(&p.id)
             && own < pl
         {
             out.push(
-                        Finding::new(
-                            "S004",
-                            Some(&p.loc),
-                            format!("zone {} has a lower tier than its parent {}; a nested zone should be at least as trusted", z.id, p.id),
-                        )
-                        .with_severity(Severity::Warning),
-                    );
+                Finding::new(
+                    "S004",
+                    Some(&p.loc),
+                    format!(
+                        "zone {} has a lower tier than its parent {}; a nested zone should be at least as trusted",
+                        z.id, p.id
+                    ),
+                )
+                .with_severity(Severity::Warning),
+            );
         }
     }
 }
@@ -238,11 +180,7 @@ fn orphans(dfd: &Dfd, out: &mut Vec<Finding>) {
         .nodes
         .iter()
         .map(|n| n.zone.id.as_str())
-        .chain(
-            dfd.zones
-                .iter()
-                .filter_map(|z| z.parent.as_ref().map(|p| p.id.as_str())),
-        )
+        .chain(dfd.zones.iter().filter_map(|z| z.parent.as_ref().map(|p| p.id.as_str())))
         .collect();
     for z in &dfd.zones {
         if !zones_used.contains(z.id.as_str()) {
@@ -260,10 +198,7 @@ fn orphans(dfd: &Dfd, out: &mut Vec<Finding>) {
                 Finding::new(
                     "H002",
                     Some(&t.loc),
-                    format!(
-                        "tier {} is used by no zone; remove it if it is not planned",
-                        t.id
-                    ),
+                    format!("tier {} is used by no zone; remove it if it is not planned", t.id),
                 )
                 .with_severity(Severity::Info),
             );
@@ -282,22 +217,18 @@ fn orphans(dfd: &Dfd, out: &mut Vec<Finding>) {
             out.push(Finding::new(
                 "H002",
                 Some(&d.loc),
-                format!(
-                    "data class {} is used nowhere; remove it or list it on a flow",
-                    d.id
-                ),
+                format!("data class {} is used nowhere; remove it or list it on a flow", d.id),
             ));
         }
     }
-    let cp_used: HashSet<&str> = dfd
-        .flows
-        .iter()
-        .flat_map(|f| f.checkpoints.iter())
-        .map(|r| r.id.as_str())
-        .collect();
+    let cp_used: HashSet<&str> = dfd.flows.iter().flat_map(|f| f.checkpoints.iter()).map(|r| r.id.as_str()).collect();
     for c in &dfd.checkpoints {
         if !cp_used.contains(c.id.as_str()) {
-            out.push(Finding::new("H002", Some(&c.loc), format!("checkpoint {} is on no flow; list it under a flow's `checkpoints` or remove it", c.id)));
+            out.push(Finding::new(
+                "H002",
+                Some(&c.loc),
+                format!("checkpoint {} is on no flow; list it under a flow's `checkpoints` or remove it", c.id),
+            ));
         }
     }
 }

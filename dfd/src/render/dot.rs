@@ -30,24 +30,11 @@ fn shape(kind: NodeKind) -> &'static str {
 
 fn zone(v: &View<'_>, z: &Zone, depth: usize, out: &mut String) {
     let pad = "  ".repeat(depth);
-    let label = v
-        .zone_label
-        .get(z.id.as_str())
-        .map_or(z.id.as_str(), String::as_str);
+    let label = v.zone_label.get(z.id.as_str()).map_or(z.id.as_str(), String::as_str);
     let _ = writeln!(out, "{pad}subgraph {} {{", q(&format!("cluster_{}", z.id)));
-    let _ = writeln!(
-        out,
-        "{pad}  label={}; style=dashed; color=\"gray30\"; penwidth=1.5;",
-        q(label)
-    );
+    let _ = writeln!(out, "{pad}  label={}; style=dashed; color=\"gray30\"; penwidth=1.5;", q(label));
     for n in v.dfd.nodes.iter().filter(|n| n.zone.id == z.id) {
-        let _ = writeln!(
-            out,
-            "{pad}  {} [label={} shape={}];",
-            q(&n.id),
-            q(&n.name),
-            shape(n.kind)
-        );
+        let _ = writeln!(out, "{pad}  {} [label={} shape={}];", q(&n.id), q(&n.name), shape(n.kind));
     }
     if depth < 16 {
         for c in v.children.get(z.id.as_str()).into_iter().flatten() {
@@ -59,24 +46,14 @@ fn zone(v: &View<'_>, z: &Zone, depth: usize, out: &mut String) {
 
 pub(super) fn render(v: &View<'_>) -> String {
     let mut out = String::new();
-    let name = v
-        .dfd
-        .documents
-        .first()
-        .map_or("dfd", |d| d.metadata.name.as_str());
+    let name = v.dfd.documents.first().map_or("dfd", |d| d.metadata.name.as_str());
     let _ = writeln!(out, "digraph {} {{", q(name));
     out.push_str("  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n  edge [fontname=\"Helvetica\" fontsize=10];\n");
     for z in &v.roots {
         zone(v, z, 1, &mut out);
     }
     for n in v.dfd.nodes.iter().filter(|n| v.dfd.node_zone(n).is_none()) {
-        let _ = writeln!(
-            out,
-            "  {} [label={} shape={}];",
-            q(&n.id),
-            q(&n.name),
-            shape(n.kind)
-        );
+        let _ = writeln!(out, "  {} [label={} shape={}];", q(&n.id), q(&n.name), shape(n.kind));
     }
     for e in &v.edges {
         let mut label = q(&e.line1);
@@ -91,12 +68,7 @@ pub(super) fn render(v: &View<'_>) -> String {
         } else if e.upward {
             attrs.push_str(" color=\"firebrick\" penwidth=2");
         }
-        let _ = writeln!(
-            out,
-            "  {} -> {} [{attrs}];",
-            q(&e.flow.from.id),
-            q(&e.flow.to.id)
-        );
+        let _ = writeln!(out, "  {} -> {} [{attrs}];", q(&e.flow.from.id), q(&e.flow.to.id));
     }
     out.push_str("}\n");
     out

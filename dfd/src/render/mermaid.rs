@@ -33,17 +33,12 @@ struct Ids<'d> {
 
 impl<'d> Ids<'d> {
     fn new() -> Self {
-        Ids {
-            map: HashMap::new(),
-            taken: HashSet::new(),
-        }
+        Ids { map: HashMap::new(), taken: HashSet::new() }
     }
     fn add(&mut self, prefix: &str, id: &'d str) {
         let base: String = format!(
             "{prefix}{}",
-            id.chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                .collect::<String>()
+            id.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect::<String>()
         );
         let mut cand = base.clone();
         let mut i = 2;
@@ -79,17 +74,10 @@ fn zone(
 ) {
     let pad = "  ".repeat(depth);
     let zid = zones.get(&z.id);
-    let l = v
-        .zone_label
-        .get(z.id.as_str())
-        .map_or(z.id.as_str(), String::as_str);
+    let l = v.zone_label.get(z.id.as_str()).map_or(z.id.as_str(), String::as_str);
     let _ = writeln!(out, "{pad}subgraph {zid}[{}]", label(l));
     for n in v.dfd.nodes.iter().filter(|n| n.zone.id == z.id) {
-        let _ = writeln!(
-            out,
-            "{pad}  {}",
-            node_line(nodes.get(&n.id), &n.name, n.kind)
-        );
+        let _ = writeln!(out, "{pad}  {}", node_line(nodes.get(&n.id), &n.name, n.kind));
     }
     if depth < 16 {
         for c in v.children.get(z.id.as_str()).into_iter().flatten() {
@@ -141,18 +129,10 @@ pub(super) fn render(v: &View<'_>) -> String {
         out.push('\n');
     }
     if !up.is_empty() {
-        let _ = writeln!(
-            out,
-            "  linkStyle {} stroke:#b22222,stroke-width:2px",
-            up.join(",")
-        );
+        let _ = writeln!(out, "  linkStyle {} stroke:#b22222,stroke-width:2px", up.join(","));
     }
     if !bad.is_empty() {
-        let _ = writeln!(
-            out,
-            "  linkStyle {} stroke:#ff0000,stroke-width:2px",
-            bad.join(",")
-        );
+        let _ = writeln!(out, "  linkStyle {} stroke:#ff0000,stroke-width:2px", bad.join(","));
     }
     out
 }

@@ -63,11 +63,7 @@ impl<'d> View<'d> {
         let mut children: HashMap<&str, Vec<&Zone>> = HashMap::new();
         let mut zone_label = HashMap::new();
         for z in &dfd.zones {
-            match z
-                .parent
-                .as_ref()
-                .filter(|p| zone_ids.contains(p.id.as_str()) && p.id != z.id)
-            {
+            match z.parent.as_ref().filter(|p| zone_ids.contains(p.id.as_str()) && p.id != z.id) {
                 Some(p) => children.entry(p.id.as_str()).or_default().push(z),
                 None => roots.push(z),
             }
@@ -87,12 +83,8 @@ impl<'d> View<'d> {
             .filter(|f| f.severity == Severity::Error && f.rule.starts_with('X'))
             .filter_map(|f| f.loc.clone())
             .collect();
-        let level = |node: &str| {
-            dfd.node(node)
-                .and_then(|n| dfd.node_zone(n))
-                .and_then(|z| dfd.zone_tier(z))
-                .map(|t| t.level)
-        };
+        let level =
+            |node: &str| dfd.node(node).and_then(|n| dfd.node_zone(n)).and_then(|z| dfd.zone_tier(z)).map(|t| t.level);
         let edges = dfd
             .flows
             .iter()
@@ -104,13 +96,7 @@ impl<'d> View<'d> {
                 violation: violating.contains(&f.loc),
             })
             .collect();
-        View {
-            dfd,
-            roots,
-            children,
-            zone_label,
-            edges,
-        }
+        View { dfd, roots, children, zone_label, edges }
     }
 }
 
@@ -139,13 +125,7 @@ fn line2(dfd: &Dfd, f: &Flow) -> Option<String> {
     if f.checkpoints.is_empty() {
         return None;
     }
-    let names: Vec<&str> = f
-        .checkpoints
-        .iter()
-        .map(|c| {
-            dfd.checkpoint(&c.id)
-                .map_or(c.id.as_str(), |cp| cp.kind.label())
-        })
-        .collect();
+    let names: Vec<&str> =
+        f.checkpoints.iter().map(|c| dfd.checkpoint(&c.id).map_or(c.id.as_str(), |cp| cp.kind.label())).collect();
     Some(format!("checks: {}", names.join(", ")))
 }

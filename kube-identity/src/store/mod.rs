@@ -23,11 +23,6 @@ pub(crate) struct Index {
 impl Index {
     /// Object counts in [`crate::ResourceKind::ALL`] order.
     pub(crate) fn counts(&self) -> [usize; 4] {
-        [
-            self.pods.len(),
-            self.namespaces.len(),
-            self.services.len(),
-            self.slices.len(),
-        ]
+        [self.pods.len(), self.namespaces.len(), self.services.len(), self.slices.len()]
     }
 }

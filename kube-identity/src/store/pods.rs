@@ -76,8 +76,7 @@ impl PodIndex {
             for ip in &pod.pod_ips {
                 match self.by_ip.get(ip) {
                     Some(holder) if *holder != uid => {
-                        let holder_start =
-                            self.by_uid.get(holder).and_then(|e| e.record.start_time);
+                        let holder_start = self.by_uid.get(holder).and_then(|e| e.record.start_time);
                         let newer_holder = matches!(
                             (holder_start, record.start_time),
                             (Some(h), Some(mine)) if h > mine
@@ -101,23 +100,12 @@ impl PodIndex {
         }
         let mut containers = Vec::new();
         if pod.on_this_node {
-            for id in pod
-                .containers
-                .iter()
-                .filter_map(|c| c.container_id.as_ref())
-            {
+            for id in pod.containers.iter().filter_map(|c| c.container_id.as_ref()) {
                 self.by_container.insert(id.clone(), uid.clone());
                 containers.push(id.clone());
             }
         }
-        self.by_uid.insert(
-            uid,
-            PodEntry {
-                record,
-                claims,
-                containers,
-            },
-        );
+        self.by_uid.insert(uid, PodEntry { record, claims, containers });
         true
     }
 
@@ -208,11 +196,7 @@ mod tests {
         idx.apply(pod("new", "10.0.0.5", None, "Running"), 10, &h);
         assert_eq!(holder(&idx, "10.0.0.5").as_deref(), Some("new"));
         idx.delete("new");
-        assert_eq!(
-            holder(&idx, "10.0.0.5"),
-            None,
-            "the stale old pod must not get the IP back"
-        );
+        assert_eq!(holder(&idx, "10.0.0.5"), None, "the stale old pod must not get the IP back");
     }
 
     #[test]
@@ -222,10 +206,7 @@ mod tests {
         idx.apply(pod("a", "10.0.0.7", Some(1), "Running"), 10, &h);
         idx.apply(pod("a", "10.0.0.7", Some(1), "Succeeded"), 10, &h);
         assert_eq!(holder(&idx, "10.0.0.7"), None);
-        assert!(
-            idx.by_uid("a").is_some(),
-            "a terminated pod is still known by UID"
-        );
+        assert!(idx.by_uid("a").is_some(), "a terminated pod is still known by UID");
         let mut host = pod("h", "192.0.2.1", Some(1), "Running");
         Arc::make_mut(&mut host.ident).host_network = true;
         idx.apply(host, 10, &h);
@@ -236,10 +217,7 @@ mod tests {
     fn relist_order_does_not_matter_and_capacity_is_enforced() {
         let h = HealthState::default();
         let a = PodIndex::from_list(
-            vec![
-                pod("new", "10.0.0.5", Some(200), "Running"),
-                pod("old", "10.0.0.5", Some(100), "Running"),
-            ],
+            vec![pod("new", "10.0.0.5", Some(200), "Running"), pod("old", "10.0.0.5", Some(100), "Running")],
             10,
             &h,
         );
@@ -247,10 +225,7 @@ mod tests {
         let mut idx = PodIndex::default();
         assert!(idx.apply(pod("1", "10.0.0.1", None, "Running"), 1, &h));
         assert!(!idx.apply(pod("2", "10.0.0.2", None, "Running"), 1, &h));
-        assert!(
-            idx.apply(pod("1", "10.0.0.3", None, "Running"), 1, &h),
-            "updates are not capacity-bound"
-        );
+        assert!(idx.apply(pod("1", "10.0.0.3", None, "Running"), 1, &h), "updates are not capacity-bound");
         assert_eq!(holder(&idx, "10.0.0.1"), None);
         assert_eq!(holder(&idx, "10.0.0.3").as_deref(), Some("1"));
     }

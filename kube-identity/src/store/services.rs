@@ -19,11 +19,7 @@ pub(crate) struct ServiceIndex {
 }
 
 impl ServiceIndex {
-    pub(crate) fn from_list(
-        records: Vec<Arc<ServiceIdentity>>,
-        max: usize,
-        health: &HealthState,
-    ) -> Self {
+    pub(crate) fn from_list(records: Vec<Arc<ServiceIdentity>>, max: usize, health: &HealthState) -> Self {
         let mut index = Self::default();
         for r in records {
             index.apply(r, max, health);
@@ -39,12 +35,7 @@ impl ServiceIndex {
         self.by_ip.get(&ip).and_then(|k| self.by_key.get(k))
     }
 
-    pub(crate) fn apply(
-        &mut self,
-        svc: Arc<ServiceIdentity>,
-        max: usize,
-        health: &HealthState,
-    ) -> bool {
+    pub(crate) fn apply(&mut self, svc: Arc<ServiceIdentity>, max: usize, health: &HealthState) -> bool {
         let key = (svc.namespace.clone(), svc.name.clone());
         if !self.by_key.contains_key(&key) && self.by_key.len() >= max {
             health.refuse(RefusalReason::CapacityReached);
@@ -78,10 +69,7 @@ pub(crate) struct PortBackends(Vec<(Option<String>, String, Arc<[Backend]>)>);
 
 impl PortBackends {
     pub(crate) fn for_port(&self, port: &ServicePort) -> Option<&Arc<[Backend]>> {
-        self.0
-            .iter()
-            .find(|(name, proto, _)| *name == port.name && *proto == port.protocol)
-            .map(|(_, _, b)| b)
+        self.0.iter().find(|(name, proto, _)| *name == port.name && *proto == port.protocol).map(|(_, _, b)| b)
     }
 }
 
@@ -107,8 +95,7 @@ impl SliceIndex {
     }
 
     pub(crate) fn backends(&self, namespace: &str, service: &str) -> Option<&Arc<PortBackends>> {
-        self.backends
-            .get(&(namespace.to_owned(), service.to_owned()))
+        self.backends.get(&(namespace.to_owned(), service.to_owned()))
     }
 
     pub(crate) fn apply(&mut self, slice: SliceRecord, max: usize, health: &HealthState) -> bool {
@@ -122,10 +109,7 @@ impl SliceIndex {
         let service = slice.service.clone().map(|s| (slice.namespace.clone(), s));
         self.by_key.insert(key.clone(), slice);
         if let Some(service) = service {
-            self.by_service
-                .entry(service.clone())
-                .or_default()
-                .insert(key.1);
+            self.by_service.entry(service.clone()).or_default().insert(key.1);
             self.recompute(&service);
         }
         true
@@ -158,10 +142,7 @@ impl SliceIndex {
                 continue;
             };
             for port in &slice.ports {
-                let idx = match groups
-                    .iter()
-                    .position(|(n, p, _)| *n == port.name && *p == port.protocol)
-                {
+                let idx = match groups.iter().position(|(n, p, _)| *n == port.name && *p == port.protocol) {
                     Some(i) => i,
                     None => {
                         groups.push((port.name.clone(), port.protocol.clone(), Vec::new()));
@@ -181,11 +162,7 @@ impl SliceIndex {
                 }
             }
         }
-        let backends = groups
-            .into_iter()
-            .map(|(n, p, b)| (n, p, Arc::from(b)))
-            .collect();
-        self.backends
-            .insert(service.clone(), Arc::new(PortBackends(backends)));
+        let backends = groups.into_iter().map(|(n, p, b)| (n, p, Arc::from(b))).collect();
+        self.backends.insert(service.clone(), Arc::new(PortBackends(backends)));
     }
 }

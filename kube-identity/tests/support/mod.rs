@@ -2,15 +2,8 @@
 //! (paged with limit and continue) and watch with resourceVersion, bookmarks, 410 Gone after
 //! compaction, `/version`, and stop and restart on the same port. Driven by the real kube client.
 
-#![allow(
-    dead_code,
-    unused_imports,
-    reason = "each test binary uses a different part of the harness"
-)]
-#![allow(
-    clippy::unwrap_used,
-    reason = "test harness: a panic here is a failed test"
-)]
+#![allow(dead_code, unused_imports, reason = "each test binary uses a different part of the harness")]
+#![allow(clippy::unwrap_used, reason = "test harness: a panic here is a failed test")]
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -42,12 +35,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [
-        Kind::Pods,
-        Kind::Namespaces,
-        Kind::Services,
-        Kind::EndpointSlices,
-    ];
+    const ALL: [Kind; 4] = [Kind::Pods, Kind::Namespaces, Kind::Services, Kind::EndpointSlices];
     fn path(self) -> &'static str {
         match self {
             Kind::Pods => "/api/v1/pods",
@@ -108,9 +96,7 @@ impl State {
             stored.history.push((rv, line.clone()));
         }
         let bytes = Bytes::from(line);
-        stored
-            .watchers
-            .retain(|w| w.try_send(bytes.clone()).is_ok());
+        stored.watchers.retain(|w| w.try_send(bytes.clone()).is_ok());
     }
 }
 
@@ -122,11 +108,7 @@ pub struct FakeApiServer {
 
 fn key_of(obj: &Value) -> String {
     let m = &obj["metadata"];
-    format!(
-        "{}/{}",
-        m["namespace"].as_str().unwrap_or(""),
-        m["name"].as_str().unwrap_or("")
-    )
+    format!("{}/{}", m["namespace"].as_str().unwrap_or(""), m["name"].as_str().unwrap_or(""))
 }
 
 fn event_line(kind: &str, obj: &Value) -> String {
@@ -140,8 +122,7 @@ type Body = BoxBody<Bytes, Infallible>;
 fn full(status: StatusCode, body: Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
     r
 }
 
@@ -181,9 +162,7 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Body> 
         kind,
         watch,
         resource_version: params.get("resourceVersion").cloned(),
-        bookmarks: params
-            .get("allowWatchBookmarks")
-            .is_some_and(|v| v == "true"),
+        bookmarks: params.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
     });
     if !watch {
         // Pages as a real API server does: `limit` items from the `continue` token on (here the
@@ -202,10 +181,7 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Body> 
                    "metadata": metadata, "items": items}),
         );
     }
-    let from: u64 = params
-        .get("resourceVersion")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(st.rv);
+    let from: u64 = params.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(st.rv);
     let (tx, rx) = mpsc::channel::<Bytes>(1024);
     if from < st.oldest_rv {
         // What a real API server does for a compacted resourceVersion: 200, one ERROR event, end.
@@ -222,13 +198,10 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Body> 
     }
     drop(st);
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    r.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
     r
 }
 
@@ -245,9 +218,7 @@ async fn serve(listener: TcpListener, state: Arc<Mutex<State>>) {
                 let resp = handle(&state, &req);
                 async move { Ok::<_, Infallible>(resp) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
         });
         while conns.try_join_next().is_some() {}
     }
@@ -264,16 +235,9 @@ impl FakeApiServer {
     pub async fn start() -> Self {
         let listener = bind("127.0.0.1:0".parse().unwrap());
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State {
-            rv: 1,
-            ..State::default()
-        }));
+        let state = Arc::new(Mutex::new(State { rv: 1, ..State::default() }));
         let accept = tokio::spawn(serve(listener, Arc::clone(&state)));
-        Self {
-            state,
-            addr,
-            accept: Some(accept),
-        }
+        Self { state, addr, accept: Some(accept) }
     }
 
     pub fn url(&self) -> String {
@@ -314,11 +278,7 @@ impl FakeApiServer {
         obj["kind"] = json!(kind.kind());
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         let key = key_of(&obj);
-        let verb = if st.kinds[kind.idx()].objects.contains_key(&key) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
+        let verb = if st.kinds[kind.idx()].objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
         st.kinds[kind.idx()].objects.insert(key, obj.clone());
         if notify {
             st.broadcast(kind, event_line(verb, &obj), true);
@@ -330,10 +290,7 @@ impl FakeApiServer {
         let mut st = self.state.lock().unwrap();
         st.rv += 1;
         let rv = st.rv;
-        let Some(mut obj) = st.kinds[kind.idx()]
-            .objects
-            .remove(&format!("{namespace}/{name}"))
-        else {
+        let Some(mut obj) = st.kinds[kind.idx()].objects.remove(&format!("{namespace}/{name}")) else {
             panic!("no {kind:?} {namespace}/{name} to delete");
         };
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -416,17 +373,11 @@ impl FakeApiServer {
     }
 
     pub fn lists(&self, kind: Kind) -> usize {
-        self.seen()
-            .iter()
-            .filter(|s| s.kind == kind && !s.watch)
-            .count()
+        self.seen().iter().filter(|s| s.kind == kind && !s.watch).count()
     }
 
     pub fn watches(&self, kind: Kind) -> Vec<Seen> {
-        self.seen()
-            .into_iter()
-            .filter(|s| s.kind == kind && s.watch)
-            .collect()
+        self.seen().into_iter().filter(|s| s.kind == kind && s.watch).collect()
     }
 
     pub fn open_watches(&self, kind: Kind) -> usize {
@@ -444,10 +395,7 @@ pub async fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> O
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for: {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -475,16 +423,8 @@ impl Harness {
         let task = tokio::spawn(service.run(async move {
             let _ = rx.await;
         }));
-        let h = Self {
-            api,
-            identity,
-            stop: Some(tx),
-            task: Some(task),
-        };
-        eventually("initial sync", WAIT, || {
-            h.identity.health().synced.then_some(())
-        })
-        .await;
+        let h = Self { api, identity, stop: Some(tx), task: Some(task) };
+        eventually("initial sync", WAIT, || h.identity.health().synced.then_some(())).await;
         h
     }
 

@@ -7,15 +7,7 @@ pub fn namespace(name: &str, labels: Value) -> Value {
 }
 
 /// A pod on `node` with one container `app` (`containerd://cid-UID`).
-pub fn pod(
-    ns: &str,
-    name: &str,
-    uid: &str,
-    node: &str,
-    ip: Option<&str>,
-    phase: &str,
-    start: &str,
-) -> Value {
+pub fn pod(ns: &str, name: &str, uid: &str, node: &str, ip: Option<&str>, phase: &str, start: &str) -> Value {
     let mut status = json!({"phase": phase, "startTime": start,
         "containerStatuses": [{"name": "app", "image": "registry.example/app:1", "imageID": "",
             "ready": true, "restartCount": 0, "containerID": format!("containerd://cid-{uid}")}]});
@@ -32,10 +24,8 @@ pub fn pod(
 }
 
 pub fn service(ns: &str, name: &str, cluster_ip: &str, ports: &[(&str, u16)]) -> Value {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(n, p)| json!({"name": n, "port": p, "protocol": "TCP", "targetPort": 8080}))
-        .collect();
+    let ports: Vec<Value> =
+        ports.iter().map(|(n, p)| json!({"name": n, "port": p, "protocol": "TCP", "targetPort": 8080})).collect();
     json!({
         "metadata": {"namespace": ns, "name": name, "uid": format!("svc-{name}"), "labels": {"tier": "backend"}},
         "spec": {"clusterIP": cluster_ip, "clusterIPs": [cluster_ip], "selector": {"app": name}, "ports": ports}
@@ -43,13 +33,7 @@ pub fn service(ns: &str, name: &str, cluster_ip: &str, ports: &[(&str, u16)]) ->
 }
 
 /// An EndpointSlice of `svc` with one named port and endpoints `(ip, pod name, pod uid)`.
-pub fn endpoint_slice(
-    ns: &str,
-    name: &str,
-    svc: &str,
-    port: (&str, u16),
-    endpoints: &[(&str, &str, &str)],
-) -> Value {
+pub fn endpoint_slice(ns: &str, name: &str, svc: &str, port: (&str, u16), endpoints: &[(&str, &str, &str)]) -> Value {
     let eps: Vec<Value> = endpoints
         .iter()
         .map(|(ip, pod, uid)| {

@@ -106,7 +106,10 @@ impl RunArgs {
             }
         };
         let mib = self.ring_buffer_mib;
-        check((1..=1024).contains(&mib) && mib.is_power_of_two(), format!("--ring-buffer-mib {mib}: use a power of two from 1 to 1024"));
+        check(
+            (1..=1024).contains(&mib) && mib.is_power_of_two(),
+            format!("--ring-buffer-mib {mib}: use a power of two from 1 to 1024"),
+        );
         check((1..=1000).contains(&self.flush_interval_ms), "--flush-interval-ms: use 1 to 1000".into());
         check(self.stats_interval_ms >= 100, "--stats-interval-ms: use at least 100".into());
         check(

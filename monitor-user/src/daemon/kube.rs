@@ -63,4 +63,3 @@ async fn report_kube_health(identity: dfdwatch_kube::KubeIdentity) {
         }
     }
 }
-

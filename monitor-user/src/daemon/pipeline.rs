@@ -127,7 +127,8 @@ impl Pipeline {
                 let stage = VerdictStage::new(policy_rx, identified_rx, observed_tx, counters.clone());
                 stages.push(spawn("verdict", move || stage.run())?);
                 let interval = Duration::from_secs(args.dfd_watch_interval_secs);
-                let r = Reloader::new(args.dfd.clone(), interval, policy_tx, metrics.clone()).map_err(RunError::Signal)?;
+                let r =
+                    Reloader::new(args.dfd.clone(), interval, policy_tx, metrics.clone()).map_err(RunError::Signal)?;
                 reloader = Some(tokio::spawn(r.run(shutdown.signal())));
             }
             None => {

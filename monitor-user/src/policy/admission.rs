@@ -152,13 +152,8 @@ impl Policy {
         let zones = dfd.zones.iter().map(|z| z.id.clone()).collect();
         let compiled = Compiled::new(dfd).map(Arc::new).map_err(|e| PolicyError::Compile(e.to_string()))?;
         crate::heap::release_freed_memory();
-        let policy = Self {
-            compiled,
-            revision: Arc::new(DfdRef { name, sha256 }),
-            zones,
-            approvals,
-            loaded_unix: unix_now(),
-        };
+        let policy =
+            Self { compiled, revision: Arc::new(DfdRef { name, sha256 }), zones, approvals, loaded_unix: unix_now() };
         policy.warn_expiries(policy.loaded_unix);
         Ok(policy)
     }

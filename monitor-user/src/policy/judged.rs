@@ -51,8 +51,12 @@ pub fn judge(policy: &Policy, flow: &Identified) -> Judgement {
     let dst_local = (!local_is_src).then_some(&flow.local);
     let src = place(dfd, conn.src.ip(), src_local, flow.src_k8s.as_ref(), flow.src_name.as_deref());
     let dst = place(dfd, conn.dst.ip(), dst_local, flow.dst_k8s.as_ref(), flow.dst_name.as_deref());
-    let observed =
-        ObservedFlow { src: &src, dst: &dst, dst_port: conn.dst.port(), attempt: conn.kind == EventKind::ConnectFailed };
+    let observed = ObservedFlow {
+        src: &src,
+        dst: &dst,
+        dst_port: conn.dst.port(),
+        attempt: conn.kind == EventKind::ConnectFailed,
+    };
     let verdict = verdict(dfd, &observed);
     Judgement { src, dst, verdict, dfd: policy.revision.clone(), other_end_seen: false }
 }

@@ -127,7 +127,12 @@ impl AlertWriter {
     }
 
     /// Alerts appended to the file (created 0600), or to stdout for `-`.
-    pub fn open(file: &AlertFile, window: Duration, max_windows: usize, counters: Arc<Counters>) -> std::io::Result<Self> {
+    pub fn open(
+        file: &AlertFile,
+        window: Duration,
+        max_windows: usize,
+        counters: Arc<Counters>,
+    ) -> std::io::Result<Self> {
         let out: Box<dyn Write + Send> = if file.path == Path::new("-") {
             Box::new(BufWriter::new(std::io::stdout()))
         } else {

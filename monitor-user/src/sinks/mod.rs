@@ -113,8 +113,7 @@ pub(crate) mod fixture {
             capitals: &["S"],
         };
         let dfd = Arc::new(DfdRef { name: "test".into(), sha256: "ff".into() });
-        let judgement =
-            Judgement { src: at("api", "app"), dst: at("db", "data"), verdict, dfd, other_end_seen: false };
+        let judgement = Judgement { src: at("api", "app"), dst: at("db", "data"), verdict, dfd, other_end_seen: false };
         Judged { flow, judgement }
     }
 

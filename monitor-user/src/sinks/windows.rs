@@ -106,7 +106,10 @@ mod tests {
         assert!(w.is_full());
         assert_eq!(w.pop_oldest_if(|_| true).map(|(k, _)| k).as_deref(), Some("a"));
         w.open("c".into(), t0 + Duration::from_secs(2), "t2", ());
-        assert_eq!(w.pop_expired(t0 + Duration::from_secs(10), Duration::from_secs(9)).map(|(k, _)| k).as_deref(), Some("b"));
+        assert_eq!(
+            w.pop_expired(t0 + Duration::from_secs(10), Duration::from_secs(9)).map(|(k, _)| k).as_deref(),
+            Some("b")
+        );
         assert!(w.pop_expired(t0 + Duration::from_secs(10), Duration::from_secs(9)).is_none(), "c is 8 s old");
         assert_eq!(w.len(), 1);
     }

@@ -97,11 +97,17 @@ impl Metrics {
             &["result"],
         )?;
         let dfd_approvals = IntGaugeVec::new(
-            Opts::new(DFD_APPROVALS, "Dated approvals in the DFD in use, by state: valid, expiring (within 14 days), expired."),
+            Opts::new(
+                DFD_APPROVALS,
+                "Dated approvals in the DFD in use, by state: valid, expiring (within 14 days), expired.",
+            ),
             &["state"],
         )?;
         let dfd_approval_expiry = IntGaugeVec::new(
-            Opts::new(DFD_APPROVAL_EXPIRY, "Unix time each dated approval ends (end of its expires day, UTC), by DFD flow id."),
+            Opts::new(
+                DFD_APPROVAL_EXPIRY,
+                "Unix time each dated approval ends (end of its expires day, UTC), by DFD flow id.",
+            ),
             &["flow"],
         )?;
         for state in ApprovalState::ALL {
