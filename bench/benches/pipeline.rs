@@ -4,7 +4,7 @@
 //! flows spread across the whole DFD, and (c) the verdict over flows among 16 source nodes.
 //! Half the flows are approved, half on a wrong port. One thread, as in the daemon's stages.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark set-up: a panic is a failed run")]
+#![expect(clippy::unwrap_used, reason = "benchmark set-up: a panic is a failed run")]
 
 use std::io::Write;
 use std::sync::Arc;

@@ -223,7 +223,6 @@ fn check_anchor_tag(anchor: usize, tagged: bool, loc: &Loc, findings: &mut Vec<F
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn run(src: &str) -> (Vec<Yaml>, Vec<Finding>) {

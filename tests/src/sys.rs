@@ -125,3 +125,17 @@ pub fn signal(pid: u32, signal: i32) {
         unsafe { libc::kill(pid, signal) };
     }
 }
+
+/// The source of every metric the daemon defines (the files of `monitor-user/src/telemetry/`),
+/// for tests that check that dashboards and rules query only metrics that exist.
+pub fn metric_definitions() -> Result<String> {
+    let dir = workspace_root().join("monitor-user/src/telemetry");
+    let mut text = String::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            text.push_str(&std::fs::read_to_string(&path)?);
+        }
+    }
+    Ok(text)
+}

@@ -141,7 +141,7 @@ fn dashboard_queries(dashboard: &Value) -> Vec<String> {
 #[test]
 fn dashboard_and_rules_query_only_metrics_the_daemon_exports() -> Result<()> {
     let root = sys::workspace_root();
-    let defined = metric_names(&std::fs::read_to_string(root.join("monitor-user/src/metrics.rs"))?);
+    let defined = metric_names(&sys::metric_definitions()?);
     let dashboard: Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/dfdwatch-dashboard.json"))?)?;
     let queries = dashboard_queries(&dashboard);
@@ -153,7 +153,7 @@ fn dashboard_and_rules_query_only_metrics_the_daemon_exports() -> Result<()> {
             ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).filter(|b| defined.contains(*b));
         ensure!(
             defined.contains(name) || base.is_some(),
-            "{name} is queried but monitor-user/src/metrics.rs does not define it"
+            "{name} is queried but monitor-user/src/telemetry/ does not define it"
         );
     }
     // What the dashboard must show (issue 7): flows by verdict, violations by zone pair and

@@ -30,7 +30,7 @@ fn rules_check_and_unit_tests_pass_with_promtool() -> Result<()> {
 #[test]
 fn rules_query_only_metrics_the_daemon_exports() -> Result<()> {
     let rules = std::fs::read_to_string(sys::workspace_root().join("deploy/prometheus/dfdwatch-rules.yaml"))?;
-    let defined = std::fs::read_to_string(sys::workspace_root().join("monitor-user/src/metrics.rs"))?;
+    let defined = sys::metric_definitions()?;
     let defined = metric_names(&defined);
     let used: BTreeSet<String> = metric_names(&rules)
         .into_iter()
@@ -38,7 +38,7 @@ fn rules_query_only_metrics_the_daemon_exports() -> Result<()> {
         .collect();
     ensure!(!used.is_empty(), "no dfdwatch metric found in the rules");
     for name in &used {
-        ensure!(defined.contains(name), "the rules query {name}, which monitor-user/src/metrics.rs does not define");
+        ensure!(defined.contains(name), "the rules query {name}, which monitor-user/src/telemetry/ does not define");
     }
     Ok(())
 }

@@ -9,6 +9,9 @@ use anyhow::{Result, bail};
 use crate::cmd;
 use crate::setup;
 
+/// Every crate of the workspace that builds for the host.
+const WORKSPACE_ARGS: &[&str] = &["--workspace", "--exclude", "monitor-ebpf"];
+
 pub fn run() -> Result<()> {
     if !cmd::is_root() {
         bail!(
@@ -16,12 +19,14 @@ pub fn run() -> Result<()> {
         );
     }
     setup::run()?;
+    // One formatting style (rustfmt.toml) over every crate, the eBPF one included.
+    cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
     let started = Instant::now();
     cmd::build_daemon()?;
     eprintln!("xtask: build took {:.1} s", started.elapsed().as_secs_f64());
-    // The default members: every crate but the eBPF one, which only builds for the BPF target
-    // (monitor-user's build script compiles it, with rustc's own warnings denied there).
-    cmd::run(cmd::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    // Every crate but the eBPF one, which only builds for the BPF target (monitor-user's build
+    // script compiles it, with rustc's own warnings denied there).
+    cmd::run(cmd::cargo().args(["clippy", "--all-targets"]).args(WORKSPACE_ARGS).args(["--", "-D", "warnings"]))?;
     // The eBPF crate, linted on its own target with the nightly that builds it.
     cmd::run(
         std::process::Command::new("rustup")
@@ -33,7 +38,15 @@ pub fn run() -> Result<()> {
             .env("CARGO_TARGET_DIR", cmd::root().join("target/ebpf-clippy")),
     )?;
     let started = Instant::now();
-    cmd::run(cmd::cargo().args(["test"]).env("DFDWATCH_BIN", cmd::daemon_binary()).env_remove("RUST_BACKTRACE"))?;
+    // The whole workspace: the real-kernel tests (crate `tests`) and the benchmarks' own tests
+    // are not default members, so a plain unprivileged `cargo test` runs only the unit tests.
+    cmd::run(
+        cmd::cargo()
+            .arg("test")
+            .args(WORKSPACE_ARGS)
+            .env("DFDWATCH_BIN", cmd::daemon_binary())
+            .env_remove("RUST_BACKTRACE"),
+    )?;
     eprintln!("xtask: tests took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
