@@ -181,7 +181,12 @@ fn an_approval_that_expired_yesterday_is_admitted_with_a_warning_and_metrics() -
         "a warning for the one expiring:\n{}",
         done.log
     );
-    let connect = done.events.iter().find(|e| e["kind"] == "connect").context("no connect event")?;
+    let server = s.server.ipv4.to_string();
+    let connect = done
+        .events
+        .iter()
+        .find(|e| e["kind"] == "connect" && e["dst"]["addr"] == server.as_str())
+        .context("no connect event to the server")?;
     ensure!(connect["verdict"]["kind"] == "approved", "{connect}");
 
     // `dfdwatch check` keeps H001 as an error for CI.
