@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dfdwatch::daemon::{RunArgs, RunError};
+use monitor_user::daemon::{RunArgs, RunError};
 
 /// Exit status for bad usage (sysexits EX_USAGE).
 const EX_USAGE: u8 = 64;
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(dfdwatch::daemon::run(*args)) {
+            match runtime.block_on(monitor_user::daemon::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e @ RunError::Usage(_)) => {
                     tracing::error!("{e}");

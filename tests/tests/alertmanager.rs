@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, sys};
 use serde_json::Value;
+use tests::{Daemon, DaemonOptions, Lab, lab, sys};
 
 /// A webhook receiver: records every JSON body POSTed to it.
 struct Webhook {

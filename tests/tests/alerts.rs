@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, sys};
 use serde_json::Value;
+use tests::{Daemon, DaemonOptions, Lab, lab, sys};
 
 const DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
 kind: ApprovedDataFlowDiagram

@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 
 use anyhow::{Result, ensure};
-use dfdwatch_tests::{daemon::run_to_exit, sys};
+use tests::{daemon::run_to_exit, sys};
 
 fn dfdwatch(args: &[&str]) -> Result<std::process::Output> {
     run_to_exit(args)

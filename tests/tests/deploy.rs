@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
-use dfdwatch_tests::chart::{self, Rendered, Scratch, metric_names, path_str};
-use dfdwatch_tests::{daemon, sys};
 use serde_json::Value;
+use tests::chart::{self, Rendered, Scratch, metric_names, path_str};
+use tests::{daemon, sys};
 
 /// Kubernetes versions whose schemas the manifests must pass (the chart's kubeVersion floor up).
 const KUBERNETES_VERSIONS: [&str; 4] = ["1.30.0", "1.32.0", "1.34.0", "1.37.0"];

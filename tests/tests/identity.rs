@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use dfdwatch_tests::daemon::counter;
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, servers, sys};
 use serde_json::Value;
+use tests::daemon::counter;
+use tests::{Daemon, DaemonOptions, Lab, lab, servers, sys};
 
 const CONTAINER_ID: &str = "4f8e2a9b1c3d5e7f4f8e2a9b1c3d5e7f4f8e2a9b1c3d5e7f4f8e2a9b1c3d5e7f";
 const POD_UID: &str = "0d6f3a52-8c4e-4b8a-9f1e-2a3b4c5d6e7f";
@@ -122,7 +122,7 @@ fn broken_identity_file_is_refused() -> Result<()> {
     let dir = sys::scratch_dir("identity-bad")?;
     let path = dir.join("bad.toml");
     std::fs::write(&path, "[[host]]\nname = \"x\"\ncidrs = [\"10.0.0.0/33\"]\n")?;
-    let out = dfdwatch_tests::daemon::run_to_exit(&["run".as_ref(), "--identity-file".as_ref(), path.as_os_str()])?;
+    let out = tests::daemon::run_to_exit(&["run".as_ref(), "--identity-file".as_ref(), path.as_os_str()])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.code() == Some(78), "exit status {:?}: {stderr}", out.status.code());
     ensure!(stderr.contains("bad.toml") && stderr.contains("10.0.0.0/33"), "message: {stderr}");

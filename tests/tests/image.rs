@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use dfdwatch_tests::chart::{self, Scratch, path_str};
-use dfdwatch_tests::{daemon, sys};
+use tests::chart::{self, Scratch, path_str};
+use tests::{daemon, sys};
 
 fn read(rel: &str) -> Result<String> {
     std::fs::read_to_string(sys::workspace_root().join(rel)).with_context(|| format!("read {rel}"))

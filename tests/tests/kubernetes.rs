@@ -6,15 +6,14 @@
 //! nodes claim (one by labels, one by SPIFFE ID: kinds of identity `check` cannot compare) gets
 //! the `ambiguous_endpoint` verdict.
 
-#[path = "../../kube-identity/tests/support/mod.rs"]
-mod support;
+use dfdwatch_kube_standin as support;
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, sys};
 use serde_json::{Value, json};
 use support::{FakeApiServer, Kind};
+use tests::{Daemon, DaemonOptions, Lab, lab, sys};
 
 const DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
 kind: ApprovedDataFlowDiagram

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use dfdwatch_tests::daemon::{Finished, counter};
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, Pod, lab, sys};
 use serde_json::Value;
+use tests::daemon::{Finished, counter};
+use tests::{Daemon, DaemonOptions, Lab, Pod, lab, sys};
 
 const HTTP_PORT: u16 = 80;
 const CLOSED_PORT: u16 = 81;

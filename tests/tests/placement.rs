@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, lab, sys};
 use serde_json::{Value, json};
+use tests::{Daemon, DaemonOptions, Lab, lab, sys};
 
 const DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
 kind: ApprovedDataFlowDiagram
@@ -153,7 +153,7 @@ fn dfd_with_errors_is_refused_at_start() -> Result<()> {
         dir.join("dfd.yaml"),
         DFD.replace("zone: partner\n", "zone: nowhere\n").replace("SERVER", "192.0.2.1"),
     )?;
-    let out = dfdwatch_tests::daemon::run_to_exit(&["run".as_ref(), "--dfd".as_ref(), dir.as_os_str()])?;
+    let out = tests::daemon::run_to_exit(&["run".as_ref(), "--dfd".as_ref(), dir.as_os_str()])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.code() == Some(78), "exit {:?}: {stderr}", out.status.code());
     ensure!(stderr.contains("dfd.yaml:") && stderr.contains("nowhere"), "message: {stderr}");

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use dfdwatch_tests::daemon::counter;
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, Pod, lab, sys};
 use serde_json::Value;
+use tests::daemon::counter;
+use tests::{Daemon, DaemonOptions, Lab, Pod, lab, sys};
 
 /// `PORTS` is replaced by the approved ports of worker -> web.
 const DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1

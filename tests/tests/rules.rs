@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
-use dfdwatch_tests::{chart::metric_names, sys};
+use tests::{chart::metric_names, sys};
 
 #[test]
 fn rules_check_and_unit_tests_pass_with_promtool() -> Result<()> {

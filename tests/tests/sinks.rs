@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use dfdwatch_tests::daemon::{counter, run_to_exit};
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, Pod, lab, sys};
+use dfdwatch_dfd::date::Date;
+use tests::daemon::{counter, run_to_exit};
+use tests::{Daemon, DaemonOptions, Lab, Pod, lab, sys};
 
 /// `EXPIRED` and `EXPIRING` are replaced by dates.
 const DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
@@ -45,18 +46,7 @@ spec:
 
 /// A date `days` from today (UTC), as `YYYY-MM-DD`.
 fn day(days: i64) -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let today = i64::try_from(secs / 86_400).unwrap_or(0);
-    // civil_from_days (Howard Hinnant).
-    let z = today + days + 719_468;
-    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    Date::from_unix_days(Date::today_utc().unix_days() + days).to_string()
 }
 
 struct Setup {

@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, Pod, lab, sys};
 use serde_json::Value;
+use tests::{Daemon, DaemonOptions, Lab, Pod, lab, sys};
 
 fn connect(lab: &Lab, from: &Pod, to: Ipv4Addr, port: u16) -> Result<u32> {
     let (pid, _) = lab.run(from, "curl", &["-s", "-m", "2", "-o", "/dev/null", &format!("http://{to}:{port}/")])?;

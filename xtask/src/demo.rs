@@ -9,8 +9,8 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use dfdwatch_tests::{Daemon, DaemonOptions, Lab, Pod, servers, sys};
 use serde_json::Value;
+use tests::{Daemon, DaemonOptions, Lab, Pod, servers, sys};
 
 use crate::{cmd, setup};
 

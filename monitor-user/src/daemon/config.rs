@@ -37,7 +37,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub identity_file: Option<PathBuf>,
     /// Approved DFD files or directories (as for `dfdwatch check`); each end of every event is
-    /// placed on its node, zone and tier. A DFD with an error-level finding is refused.
+    /// placed on its node, zone and tier. A DFD with an error-level finding is refused (an expired
+    /// approval is not an error here: it is a warning and a metric, see docs/verdicts.md).
     #[arg(long = "dfd", value_name = "PATH")]
     pub dfd: Vec<PathBuf>,
     /// Append alert events (JSON Lines, schema dfdwatch.alert.v1) to this file, or `-` for stdout.

@@ -144,7 +144,7 @@ impl Policy {
             return Err(PolicyError::Findings(report));
         }
         for line in report.lines().filter(|l| !l.trim().is_empty()) {
-            tracing::warn!(target: "dfdwatch::policy", "{line}");
+            tracing::warn!(target: "monitor_user::policy", "{line}");
         }
         let dfd = loaded.dfd;
         let approvals = approvals(&dfd);

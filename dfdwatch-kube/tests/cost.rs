@@ -3,7 +3,7 @@
 //! `cargo test -p dfdwatch-kube --test cost -- --ignored --nocapture` (add `--release` for real
 //! timings).
 
-mod support;
+use dfdwatch_kube_standin as support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr};

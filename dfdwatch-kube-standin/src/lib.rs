@@ -1,9 +1,9 @@
-//! A stand-in Kubernetes API server over real HTTP on 127.0.0.1 for the integration tests: list
+//! A stand-in Kubernetes API server over real HTTP on 127.0.0.1 for tests and benchmarks (there
+//! is no real API server here): list
 //! (paged with limit and continue) and watch with resourceVersion, bookmarks, 410 Gone after
 //! compaction, `/version`, and stop and restart on the same port. Driven by the real kube client.
 
-#![allow(dead_code, unused_imports, reason = "each test binary uses a different part of the harness")]
-#![allow(clippy::unwrap_used, reason = "test harness: a panic here is a failed test")]
+#![expect(clippy::unwrap_used, reason = "test support: a panic here is a failed test")]
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -1,7 +1,7 @@
 //! `start()` from a typed configuration: a kubeconfig file pointing at the stand-in API server
 //! gives a working watcher; an invalid configuration is refused with every error at once.
 
-mod support;
+use dfdwatch_kube_standin as support;
 
 use std::time::Duration;
 

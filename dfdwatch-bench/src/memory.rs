@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use crate::kube_standin::{FakeApiServer, Kind, namespace, pod};
 use crate::monitor::{self, Monitor};
+use dfdwatch_kube_standin::{FakeApiServer, Kind, namespace, pod};
 
 fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -35,7 +35,7 @@ fn measure(dir: &Path, name: &str, extra: &[String], wait_for: Option<&str>) -> 
     let running = monitor::start(Monitor::Dfdwatch, &sub, extra)?;
     let log = sub.join("dfdwatch.log");
     if let Some(needle) = wait_for {
-        dfdwatch_tests::sys::wait_for_text(&log, needle, 1, Duration::from_secs(300))?;
+        tests::sys::wait_for_text(&log, needle, 1, Duration::from_secs(300))?;
     }
     let pid = pid_of(&log)?;
     let exe = std::env::current_exe()?;
@@ -93,7 +93,7 @@ pub fn run(dir: &Path, dfd: &Path, pods: usize) -> Result<Value> {
         );
     }
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, dfdwatch_tests::sys::kubeconfig(&api.url()))?;
+    std::fs::write(&kubeconfig, tests::sys::kubeconfig(&api.url()))?;
     let extra = [
         "--no-metrics".into(),
         "--dfd".into(),

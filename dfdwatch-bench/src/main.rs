@@ -2,8 +2,6 @@
 //! the pipeline's throughput is the criterion benchmark in benches/pipeline.rs), and the storm
 //! client and sink it runs inside network namespaces.
 
-#[path = "../../kube-identity/tests/support/mod.rs"]
-mod kube_standin;
 mod latency;
 mod memory;
 mod monitor;
@@ -64,7 +62,7 @@ enum Cmd {
 }
 
 fn out_dir() -> PathBuf {
-    dfdwatch_tests::sys::workspace_root().join("target/bench")
+    tests::sys::workspace_root().join("target/bench")
 }
 
 fn report(name: &str, value: &serde_json::Value) -> Result<()> {
@@ -83,7 +81,7 @@ fn main() -> Result<()> {
         Cmd::Storm { to, connections, parallel } => storm::storm(to, connections, parallel.max(1)),
         Cmd::Sink { listen } => storm::sink(listen),
         Cmd::Overhead { connections, parallel, rounds } => {
-            let dfd = dfdwatch_tests::sys::workspace_root().join("approved-dfd/demo");
+            let dfd = tests::sys::workspace_root().join("approved-dfd/demo");
             let v = overhead::run(&dir.join("overhead"), connections, parallel.max(1), rounds.max(1), &dfd)?;
             report("overhead", &v)
         }

@@ -92,7 +92,7 @@ pub fn run(dir: &Path, dfd: &Path, ports: usize, rounds: usize) -> Result<Value>
             "max_ms": percentile(&samples, 100.0),
         }))
     })();
-    dfdwatch_tests::sys::signal(child.id(), libc::SIGTERM);
+    tests::sys::signal(child.id(), libc::SIGTERM);
     let _ = child.wait();
     let _ = reader.join();
     drop(listeners);

@@ -2,7 +2,7 @@
 //! the server is down and health says so; a 410 Gone forces a relist; bookmarks move the resume
 //! point so that no relist is needed.
 
-mod support;
+use dfdwatch_kube_standin as support;
 
 use std::net::IpAddr;
 

@@ -121,8 +121,8 @@ fn shipped_dfds_and_fixtures_validate() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     assert!(!files.is_empty());
-    files.push(root().join("dfd/tests/fixtures/violations.yaml"));
-    files.push(root().join("dfd/tests/fixtures/dangling.yaml"));
+    files.push(root().join("dfdwatch-dfd/tests/fixtures/violations.yaml"));
+    files.push(root().join("dfdwatch-dfd/tests/fixtures/dangling.yaml"));
     for f in files {
         let errs = check_file(&f);
         assert!(errs.is_empty(), "{}: {errs:#?}", f.display());
@@ -131,7 +131,7 @@ fn shipped_dfds_and_fixtures_validate() {
 
 #[test]
 fn schema_rejects_what_the_decoder_rejects() {
-    let errs = check_file(&root().join("dfd/tests/fixtures/broken.yaml"));
+    let errs = check_file(&root().join("dfdwatch-dfd/tests/fixtures/broken.yaml"));
     assert!(errs.iter().any(|e| e.contains("unknown field ownr")), "{errs:?}");
     assert!(errs.iter().any(|e| e.contains("$.spec.tiers[0].level")), "{errs:?}");
 }

@@ -1,7 +1,7 @@
 //! Services and EndpointSlices through the real kube client: a ClusterIP resolves to its Service,
 //! the Service port and that port's backends, and follows slice changes.
 
-mod support;
+use dfdwatch_kube_standin as support;
 
 use std::net::IpAddr;
 

@@ -41,7 +41,7 @@ const BPFTRACE_SCRIPT: &str = r#"tracepoint:sock:inet_sock_set_state
 pub fn dfdwatch_bin() -> Result<PathBuf> {
     let path = match std::env::var_os("DFDWATCH_BIN") {
         Some(p) => PathBuf::from(p),
-        None => dfdwatch_tests::sys::workspace_root().join("target/release/dfdwatch"),
+        None => tests::sys::workspace_root().join("target/release/dfdwatch"),
     };
     if !path.exists() {
         bail!("{} is missing: run `cargo xtask bench` (it builds the release binary)", path.display());
@@ -117,7 +117,7 @@ impl Running {
     /// Stops the monitor (SIGTERM, then waits); for dfdwatch returns its final counters.
     pub fn stop(mut self) -> Result<Option<Value>> {
         let Some(mut child) = self.child.take() else { return Ok(None) };
-        dfdwatch_tests::sys::signal(child.id(), libc::SIGTERM);
+        tests::sys::signal(child.id(), libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(60);
         while child.try_wait()?.is_none() {
             if Instant::now() > deadline {

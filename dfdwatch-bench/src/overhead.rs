@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail, ensure};
-use dfdwatch_tests::{Lab, Pod};
 use serde_json::{Value, json};
+use tests::{Lab, Pod};
 
 use crate::monitor::{self, Monitor};
 use crate::stats::median;

@@ -10,15 +10,15 @@ use std::io::Write;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use dfdwatch::clock::WallClock;
-use dfdwatch::identity::{Resolver, StaticNames};
-use dfdwatch::policy::judged::judge;
-use dfdwatch::policy::stage::Pairs;
-use dfdwatch::policy::{Judged, Policy};
-use dfdwatch::sinks::record::ConnectionRecord;
-use dfdwatch::source::decode::decode;
-use dfdwatch::telemetry::counters::Counters;
 use dfdwatch_bench::synth;
+use monitor_user::clock::WallClock;
+use monitor_user::identity::{Resolver, StaticNames};
+use monitor_user::policy::judged::judge;
+use monitor_user::policy::stage::Pairs;
+use monitor_user::policy::{Judged, Policy};
+use monitor_user::sinks::record::ConnectionRecord;
+use monitor_user::source::decode::decode;
+use monitor_user::telemetry::counters::Counters;
 
 const BATCH: usize = 4096;
 

@@ -54,14 +54,14 @@ fn rendered(path: PathBuf) -> String {
 #[test]
 fn mermaid_parses_shipped_and_awkward_dfds() {
     mermaid_accepts(&rendered(root().join("approved-dfd")));
-    mermaid_accepts(&rendered(root().join("dfd/tests/fixtures/violations.yaml")));
+    mermaid_accepts(&rendered(root().join("dfdwatch-dfd/tests/fixtures/violations.yaml")));
 }
 
 #[test]
 fn the_checker_rejects_bad_mermaid() {
     require_node_modules();
     let tool = root().join("tools/mermaid-check/check.mjs");
-    let bad = root().join("dfd/tests/fixtures/bad.mmd");
+    let bad = root().join("dfdwatch-dfd/tests/fixtures/bad.mmd");
     let st = Command::new("node").arg(tool).arg(bad).stderr(Stdio::null()).stdout(Stdio::null()).status();
     assert!(st.as_ref().is_ok_and(|s| s.code() == Some(1)), "check.mjs accepted invalid Mermaid: {st:?}");
 }

@@ -1,7 +1,7 @@
 //! Updates after the initial sync: namespace labels follow the namespace, a refused update drops
 //! the stale version, and a malformed watch event neither panics nor stops the watch.
 
-mod support;
+use dfdwatch_kube_standin as support;
 
 use std::net::IpAddr;
 

@@ -1,7 +1,7 @@
 //! Pods through the real kube client against the stand-in API server: late pods, IP reuse in both
 //! event orders, terminated pods, refusals of oversized objects.
 
-mod support;
+use dfdwatch_kube_standin as support;
 
 use std::net::IpAddr;
 use std::time::Duration;
