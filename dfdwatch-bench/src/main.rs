@@ -6,13 +6,14 @@ mod latency;
 mod memory;
 mod monitor;
 mod overhead;
+mod stall;
 mod stats;
 mod storm;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -59,6 +60,15 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         pods: usize,
     },
+    /// Detection latency while the daemon lists, then relists, this many pods.
+    Stall {
+        #[arg(long, default_value_t = 100_000)]
+        pods: usize,
+        /// Another daemon binary to run the same scenario with, as NAME=PATH (e.g. an older
+        /// build, for a side-by-side comparison); repeatable. This build always runs, as `this`.
+        #[arg(long = "compare", value_name = "NAME=PATH")]
+        compare: Vec<String>,
+    },
 }
 
 fn out_dir() -> PathBuf {
@@ -89,6 +99,17 @@ fn main() -> Result<()> {
             let dfd = dfdwatch_bench::synth::write_dfd(&dir.join("dfd"), 10)?;
             let v = latency::run(&dir.join("latency"), &dfd, ports.max(1), rounds.max(1))?;
             report("latency", &v)
+        }
+        Cmd::Stall { pods, compare } => {
+            let dfd = dfdwatch_bench::synth::write_dfd(&dir.join("dfd"), 10)?;
+            let mut bins = Vec::new();
+            for c in &compare {
+                let (name, path) = c.split_once('=').context("--compare NAME=PATH")?;
+                bins.push((name.to_owned(), PathBuf::from(path)));
+            }
+            bins.push(("this".to_owned(), monitor::dfdwatch_bin()?));
+            let v = stall::run(&dir.join("stall"), &dfd, pods, &bins)?;
+            report("stall", &v)
         }
         Cmd::Memory { pods } => {
             let dfd = dfdwatch_bench::synth::write_dfd(&dir.join("dfd"), 10_000)?;

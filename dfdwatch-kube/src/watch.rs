@@ -47,6 +47,14 @@ fn write(shared: &Shared) -> std::sync::RwLockWriteGuard<'_, Index> {
     shared.index.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Drops a replaced part of the index. Callers take it out with `let old = mem::replace(&mut
+/// write(..).part, new);`, so the write guard (a temporary of that statement) is released before
+/// this runs: freeing 100,000 pod records takes long enough (hundreds of milliseconds) to stall
+/// every lookup if done under the lock.
+fn drop_unlocked<T>(old: T) {
+    drop(old);
+}
+
 impl Watched for Pod {
     type Record = PodRecord;
     const KIND: ResourceKind = ResourceKind::Pods;
@@ -66,7 +74,8 @@ impl Watched for Pod {
     }
     fn replace(shared: &Shared, records: Vec<PodRecord>, max: usize) {
         let built = PodIndex::from_list(records, max, &shared.health);
-        write(shared).pods = built;
+        let old = std::mem::replace(&mut write(shared).pods, built);
+        drop_unlocked(old);
     }
 }
 
@@ -101,7 +110,8 @@ impl Watched for Namespace {
             }
             built.insert(r.name, r.labels);
         }
-        write(shared).namespaces = built;
+        let old = std::mem::replace(&mut write(shared).namespaces, built);
+        drop_unlocked(old);
     }
 }
 
@@ -122,7 +132,8 @@ impl Watched for Service {
     }
     fn replace(shared: &Shared, records: Vec<Self::Record>, max: usize) {
         let built = ServiceIndex::from_list(records, max, &shared.health);
-        write(shared).services = built;
+        let old = std::mem::replace(&mut write(shared).services, built);
+        drop_unlocked(old);
     }
 }
 
@@ -143,7 +154,8 @@ impl Watched for EndpointSlice {
     }
     fn replace(shared: &Shared, records: Vec<SliceRecord>, max: usize) {
         let built = SliceIndex::from_list(records, max, &shared.health);
-        write(shared).slices = built;
+        let old = std::mem::replace(&mut write(shared).slices, built);
+        drop_unlocked(old);
     }
 }
 
