@@ -28,8 +28,11 @@ use crate::telemetry::metrics::Metrics;
 
 /// Connections waiting in each queue between stages.
 const EVENT_QUEUE: usize = 8192;
+/// Event records waiting for the events writer. Smaller than the stage queues: each holds a whole
+/// record with its strings (about 2 KB), and the stages before it absorb a burst more cheaply.
+const RECORD_QUEUE: usize = 1024;
 /// Alert candidates waiting for the alert writer.
-const ALERT_QUEUE: usize = 4096;
+const ALERT_QUEUE: usize = 1024;
 
 /// The sinks, opened before any probe is loaded so that a bad path fails first.
 pub struct Sinks {
@@ -113,7 +116,7 @@ impl Pipeline {
     ) -> Result<Self, RunError> {
         let (conn_tx, conn_rx) = mpsc::channel(EVENT_QUEUE);
         let (observed_tx, observed_rx) = mpsc::channel::<Observation>(EVENT_QUEUE);
-        let (events_tx, events_rx) = sync_channel(EVENT_QUEUE);
+        let (events_tx, events_rx) = sync_channel(RECORD_QUEUE);
         let mut stages = Vec::new();
         let mut reloader = None;
         match parts.policy {
