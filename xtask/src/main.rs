@@ -31,7 +31,7 @@ enum Task {
     /// Set up, build, then run dfdwatch over two scripted pods and print their events.
     Demo,
     /// Set up, build in release, and run the benchmarks (all, or those named: pipeline, latency,
-    /// memory, overhead); see BENCHMARKS.md.
+    /// memory, stall, overhead); see BENCHMARKS.md.
     Bench { which: Vec<String> },
 }
 
