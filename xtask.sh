@@ -4,6 +4,8 @@
 # and then every `cargo` command in this tree fails before xtask runs), then hands over to
 # `cargo xtask`, which installs everything else. Idempotent; usage as `cargo xtask`:
 #   ./xtask.sh demo | test | setup | build | bench
+# Run it as root (CI does). With sudo, rustup must be on root's PATH or in root's ~/.cargo/bin
+# (`sudo env PATH="$PATH" ./xtask.sh ...` keeps yours).
 set -eu
 cd "$(dirname "$0")"
 PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
@@ -16,8 +18,12 @@ if [ -z "$channel" ]; then
     echo "xtask.sh: rust-toolchain.toml names no channel" >&2
     exit 78
 fi
-if ! rustup toolchain list | grep -q "^$channel-"; then
-    echo "xtask.sh: installing the pinned toolchain $channel" >&2
-    rustup toolchain install "$channel" --profile minimal --component clippy --component rustfmt
-fi
+installed=$(rustup component list --installed --toolchain "$channel" 2>/dev/null || true)
+for component in clippy rustfmt; do
+    if ! printf '%s\n' "$installed" | grep -q "^$component"; then
+        echo "xtask.sh: installing the pinned toolchain $channel with $component" >&2
+        rustup toolchain install "$channel" --profile minimal --component clippy --component rustfmt
+        break
+    fi
+done
 exec cargo xtask "$@"

@@ -30,10 +30,9 @@ pub struct Selector {
     pub cidrs: Vec<IpNet>,
     /// IP networks carved out of `cidrs`.
     pub except_cidrs: Vec<IpNet>,
-    /// Host names of non-Kubernetes hosts; globs allowed.
+    /// Host names: the daemon's identity-file names of addresses, and this node's host name for
+    /// its host processes; globs allowed.
     pub hosts: Vec<String>,
-    /// DNS names (seen in DNS answers or TLS SNI); `*.example.com` allowed.
-    pub fqdns: Vec<String>,
     /// Alternatives: the endpoint must match at least one (and every other field here).
     pub any_of: Vec<Selector>,
     /// Where the selector is written.
@@ -126,8 +125,6 @@ pub enum Dim {
     Ip,
     /// Host name.
     Host,
-    /// DNS name.
-    Fqdn,
 }
 
 impl Dim {
@@ -210,7 +207,6 @@ impl Selector {
             (Dim::Cgroup, &self.cgroup_paths),
             (Dim::SystemdUnit, &self.systemd_units),
             (Dim::Host, &self.hosts),
-            (Dim::Fqdn, &self.fqdns),
         ] {
             if !list.is_empty() {
                 c.push(Constraint::Patterns(dim, list.clone()));

@@ -49,10 +49,14 @@ fn write(shared: &Shared) -> std::sync::RwLockWriteGuard<'_, Index> {
 
 /// Drops a replaced part of the index. Callers take it out with `let old = mem::replace(&mut
 /// write(..).part, new);`, so the write guard (a temporary of that statement) is released before
-/// this runs: freeing 100,000 pod records takes long enough (hundreds of milliseconds) to stall
-/// every lookup if done under the lock.
-fn drop_unlocked<T>(old: T) {
-    drop(old);
+/// this runs: freeing 100,000 pod records takes hundreds of milliseconds, which would stall every
+/// lookup under the lock. It is freed on the blocking pool, so it does not hold up the runtime's
+/// other tasks either (the daemon's signals, reloads, HTTP).
+fn drop_unlocked<T: Send + 'static>(old: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(move || drop(old))),
+        Err(_) => drop(old),
+    }
 }
 
 impl Watched for Pod {

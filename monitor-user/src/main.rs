@@ -15,7 +15,7 @@ const EX_CONFIG: u8 = 78;
 #[derive(Parser, Debug)]
 #[command(name = "dfdwatch", version)]
 struct Cli {
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `dfdwatch=debug`. RUST_LOG wins.
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `monitor_user=debug` (the daemon's modules). RUST_LOG wins.
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
     #[command(subcommand)]
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(monitor_user::daemon::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e @ RunError::Usage(_)) => {
+                Err(e @ (RunError::Usage(_) | RunError::Config(_))) => {
                     tracing::error!("{e}");
                     ExitCode::from(EX_USAGE)
                 }

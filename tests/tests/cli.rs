@@ -1,6 +1,6 @@
 //! The `dfdwatch` binary's DFD subcommands, end to end: the shipped DFDs check clean, a broken
-//! file is reported as `file:line:col` with exit 1, a missing path is bad usage (64), and render
-//! produces a drawing Graphviz accepts.
+//! file is reported as `file:line:col` with exit 1, a missing path is bad usage (64), bad `run`
+//! options are all reported at once with 64, and render produces a drawing Graphviz accepts.
 
 use std::process::{Command, Stdio};
 
@@ -38,6 +38,14 @@ fn check_shipped_broken_and_missing() -> Result<()> {
 
     let out = dfdwatch(&["check", "/nonexistent/dfd.yaml"])?;
     ensure!(out.status.code() == Some(64), "missing path is bad usage: {out:?}");
+
+    // `run` with bad options: every problem reported at once, exit 64, before anything is loaded.
+    let out = dfdwatch(&["run", "--ring-buffer-mib", "3", "--alert-window-secs", "0", "--alerts-file", "/tmp/x"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(64), "bad run options are bad usage: {out:?}");
+    for want in ["--ring-buffer-mib 3", "--alert-window-secs", "need --dfd"] {
+        ensure!(err.contains(want), "{want} missing from the one report: {err}");
+    }
     Ok(())
 }
 

@@ -173,3 +173,14 @@ fn sighup_reloads_at_once() -> Result<()> {
     ensure!(done.clean_exit, "{}", done.log);
     Ok(())
 }
+
+#[test]
+fn sighup_without_a_dfd_is_logged_not_fatal() -> Result<()> {
+    let _serial = lab::exclusive();
+    let daemon = Daemon::start("reload-nodfd", &DaemonOptions::default())?;
+    sys::signal(daemon.pid().context("daemon pid")?, libc::SIGHUP);
+    daemon.wait_log("SIGHUP: no approved DFD to reload", 1)?;
+    let done = daemon.stop()?;
+    ensure!(done.clean_exit, "the daemon kept running and stopped cleanly on SIGTERM:\n{}", done.log);
+    Ok(())
+}

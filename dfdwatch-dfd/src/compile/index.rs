@@ -159,7 +159,6 @@ impl Index {
             Dim::Cgroup,
             Dim::SystemdUnit,
             Dim::Host,
-            Dim::Fqdn,
         ] {
             if let Some(Constraint::Patterns(_, pats)) = find(d) {
                 let idx = self.strings.entry(d).or_default();

@@ -36,10 +36,8 @@ pub struct Identity {
     pub systemd_unit: Option<String>,
     /// IP address.
     pub ip: Option<IpAddr>,
-    /// Host name of a non-Kubernetes host.
+    /// Host name: the identity-file name of the address, or this node's host name.
     pub hostname: Option<String>,
-    /// DNS name the address was resolved from (DNS answer or TLS SNI).
-    pub fqdn: Option<String>,
 }
 
 impl Identity {
@@ -54,7 +52,6 @@ impl Identity {
             Dim::Cgroup => self.cgroup_path.as_deref(),
             Dim::SystemdUnit => self.systemd_unit.as_deref(),
             Dim::Host => self.hostname.as_deref(),
-            Dim::Fqdn => self.fqdn.as_deref(),
             Dim::NamespaceLabels | Dim::PodLabels | Dim::Ip => None,
         }
     }
@@ -132,7 +129,7 @@ fn compile_branch(b: &Branch, owner: usize) -> CompiledBranch {
             Constraint::Cidrs { include, except } => Test::Cidrs(include.clone(), except.clone()),
         })
         .collect();
-    let workload = b.dims().any(|d| !matches!(d, Dim::Ip | Dim::Fqdn));
+    let workload = b.dims().any(|d| !matches!(d, Dim::Ip));
     CompiledBranch { owner, workload, tests }
 }
 

@@ -102,11 +102,27 @@ async fn bind_metrics(args: &RunArgs) -> Result<Option<tokio::net::TcpListener>,
     Ok(Some(l))
 }
 
-/// Waits for SIGINT or SIGTERM (the handlers are installed before any probe is attached), while
-/// reporting kernel loss counters and re-counting the approvals' expiry states; returns the
-/// signal's name.
+/// The signals the daemon answers, installed before any probe is attached.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    /// SIGHUP when no DFD is loaded (the reloader takes it otherwise): logged, so that a HUP meant
+    /// for a reload does not kill a daemon that has nothing to reload.
+    hangup: Option<Signal>,
+}
+
+impl Signals {
+    fn install(with_reloader: bool) -> Result<Self, RunError> {
+        let install = |kind| signal(kind).map_err(RunError::Signal);
+        let hangup = if with_reloader { None } else { Some(install(SignalKind::hangup())?) };
+        Ok(Self { interrupt: install(SignalKind::interrupt())?, terminate: install(SignalKind::terminate())?, hangup })
+    }
+}
+
+/// Waits for SIGINT or SIGTERM while reporting kernel loss counters and re-counting the approvals'
+/// expiry states; returns the signal's name.
 async fn wait_for_termination(
-    (mut sigint, mut sigterm): (Signal, Signal),
+    mut signals: Signals,
     kernel_stats: &mut KernelStats,
     metrics: &Metrics,
     stats_every: Duration,
@@ -114,9 +130,16 @@ async fn wait_for_termination(
     let mut stats_tick = tokio::time::interval(stats_every);
     let mut approvals_tick = tokio::time::interval(APPROVAL_CHECK);
     loop {
+        let hangup = async {
+            match signals.hangup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = sigint.recv() => break "SIGINT",
-            _ = sigterm.recv() => break "SIGTERM",
+            _ = signals.interrupt.recv() => break "SIGINT",
+            _ = signals.terminate.recv() => break "SIGTERM",
+            _ = hangup => tracing::info!("SIGHUP: no approved DFD to reload (the daemon runs without --dfd)"),
             _ = stats_tick.tick() => kernel_stats.report_increases(metrics),
             _ = approvals_tick.tick() => metrics.refresh_approval_states(),
         }
@@ -126,11 +149,9 @@ async fn wait_for_termination(
 /// Runs the daemon until a termination signal.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let probe_config = args.validate()?;
-    let terminations = (
-        signal(SignalKind::interrupt()).map_err(RunError::Signal)?,
-        signal(SignalKind::terminate()).map_err(RunError::Signal)?,
-    );
-    let node = args.node_name.clone().unwrap_or_else(host_name);
+    let signals = Signals::install(!args.dfd.is_empty())?;
+    // Written into every event and Alertmanager label: escaped like every outside string.
+    let node = args.node_name.as_deref().map_or_else(host_name, |n| crate::escape::escape_bytes(n.as_bytes()));
     let counters = Arc::new(Counters::default());
     let metrics = Arc::new(Metrics::new(counters.clone())?);
     let shutdown = Shutdown::new();
@@ -172,7 +193,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     );
 
     let stats_every = Duration::from_millis(args.stats_interval_ms);
-    let signal_name = wait_for_termination(terminations, &mut kernel_stats, &metrics, stats_every).await;
+    let signal_name = wait_for_termination(signals, &mut kernel_stats, &metrics, stats_every).await;
     tracing::info!(signal = signal_name, "shutting down");
     health.set_ready(false);
     drop(probes);

@@ -162,13 +162,9 @@ impl Pipeline {
     /// Waits for every stage to drain and end (after the shutdown fired and the probes were
     /// detached).
     pub async fn stop(self) {
-        if self.reader.join().is_err() {
-            tracing::error!("ring reader thread panicked");
-        }
+        join("ring-reader", self.reader).await;
         for (name, handle) in self.stages {
-            if handle.join().is_err() {
-                tracing::error!(stage = name, "pipeline stage panicked");
-            }
+            join(name, handle).await;
         }
         if let Some(task) = self.reloader
             && let Err(e) = task.await
@@ -183,6 +179,16 @@ impl Pipeline {
                 "Alertmanager delivery did not finish within 30 s of shutdown; undelivered alerts are in the alert file"
             );
         }
+    }
+}
+
+/// Waits for a stage's thread off the runtime, so that the tasks still on it (Alertmanager
+/// delivery of the alert writer's last summaries) keep running meanwhile.
+async fn join(name: &'static str, handle: JoinHandle<()>) {
+    match tokio::task::spawn_blocking(move || handle.join()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => tracing::error!(stage = name, "pipeline stage panicked"),
+        Err(e) => tracing::error!(stage = name, error = %e, "cannot wait for a pipeline stage"),
     }
 }
 

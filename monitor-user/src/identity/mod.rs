@@ -130,7 +130,11 @@ impl Resolver {
             }
             None => (None, None),
         };
-        if local.container.is_none() && local.pod_uid.is_none() && local_k8s.is_none() {
+        // Only a process known to run on the host itself: its cgroup resolved, and shows no
+        // container and no pod. An unresolved cgroup may hide a container, which must not borrow
+        // the host's name (a `hosts` selector outranks `cidrs`).
+        let host_process = local.cgroup_path.is_some() && local.container.is_none() && local.pod_uid.is_none();
+        if host_process && local_k8s.is_none() {
             local.host.clone_from(&self.host_name);
         }
         let (src_k8s, dst_k8s) = if local_is_src { (local_k8s, remote_k8s) } else { (remote_k8s, local_k8s) };

@@ -14,6 +14,8 @@ use dfdwatch_dfd::diag::{Finding, has_errors, sort_findings};
 use dfdwatch_dfd::load::Source;
 use dfdwatch_dfd::report::Format;
 
+use crate::escape::escape_bytes;
+
 /// Why the DFD was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -144,7 +146,7 @@ impl Policy {
             return Err(PolicyError::Findings(report));
         }
         for line in report.lines().filter(|l| !l.trim().is_empty()) {
-            tracing::warn!(target: "monitor_user::policy", "{line}");
+            tracing::warn!("{}", escape_bytes(line.as_bytes()));
         }
         let dfd = loaded.dfd;
         let approvals = approvals(&dfd);
@@ -161,15 +163,17 @@ impl Policy {
     /// Logs a warning for each approval that has expired or expires soon at `now_unix`.
     pub fn warn_expiries(&self, now_unix: i64) {
         for a in &self.approvals {
-            let ticket = a.ticket.as_deref().unwrap_or("none");
+            // Ids and tickets come from the DFD files: escaped before they reach the log.
+            let flow = escape_bytes(a.flow.as_bytes());
+            let ticket = escape_bytes(a.ticket.as_deref().unwrap_or("none").as_bytes());
             match a.state(now_unix) {
                 ApprovalState::Expired => tracing::warn!(
-                    flow = %a.flow, ticket, expires = %a.expires,
-                    "approval of flow {} expired on {}: it still counts as approved; renew or remove it", a.flow, a.expires
+                    %flow, %ticket, expires = %a.expires,
+                    "approval of flow {flow} expired on {}: it still counts as approved; renew or remove it", a.expires
                 ),
                 ApprovalState::Expiring => tracing::warn!(
-                    flow = %a.flow, ticket, expires = %a.expires,
-                    "approval of flow {} expires on {}", a.flow, a.expires
+                    %flow, %ticket, expires = %a.expires,
+                    "approval of flow {flow} expires on {}", a.expires
                 ),
                 ApprovalState::Valid => {}
             }

@@ -133,7 +133,9 @@ impl Reloader {
                 None
             }
             Err(e) => {
-                tracing::error!(?trigger, sha256 = %hash, "approved DFD refused, the running one stays: {e}");
+                // The report quotes the DFD files: escaped, so it stays one log record.
+                let report = crate::escape::escape_bytes(e.to_string().as_bytes());
+                tracing::error!(?trigger, sha256 = %hash, "approved DFD refused, the running one stays: {report}");
                 self.observer.refused();
                 Some(hash)
             }

@@ -172,6 +172,9 @@ impl AlertWriter {
 
     /// Takes one candidate seen at `now`.
     pub fn offer(&mut self, c: AlertCandidate, now: Instant) {
+        // A window that has run out is closed first: a late sighting opens a new one, and a full
+        // table is never relieved by evicting a window that had already expired.
+        self.close_expired(now);
         if let Some(w) = self.open.get_mut(&c.key) {
             w.repeats += 1;
             w.last_seen.clone_from(&c.event.time);
@@ -222,9 +225,11 @@ impl AlertWriter {
         if let Some(am) = &self.alertmanager {
             am.offer(&record, self.window);
         }
-        let result = serde_json::to_writer(&mut self.out, &record)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"));
+        // One whole line per write: a failing disk never leaves half a line behind.
+        let result = serde_json::to_vec(&record).map_err(std::io::Error::from).and_then(|mut bytes| {
+            bytes.push(b'\n');
+            self.out.write_all(&bytes)
+        });
         match result {
             Ok(()) => self.counters.record_alert_written(),
             Err(e) => self.counters.report_write_error("writing an alert", &e),

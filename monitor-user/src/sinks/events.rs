@@ -61,9 +61,12 @@ impl EventWriter {
     }
 
     fn write(&mut self, line: &EventLine) {
-        let result = serde_json::to_writer(&mut self.out, &*line.record)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"));
+        // The whole line is serialised first and handed over in one write, so a failing disk
+        // never leaves half a line in the buffer to be glued to the next one.
+        let result = serde_json::to_vec(&*line.record).map_err(std::io::Error::from).and_then(|mut bytes| {
+            bytes.push(b'\n');
+            self.out.write_all(&bytes)
+        });
         match result {
             Ok(()) => {
                 self.counters.record_written();

@@ -3,13 +3,16 @@
 //! disk stops event lines, not `dfdwatch_flows_total`), then builds the event record once and
 //! hands it to each sink's bounded queue.
 //!
-//! Overflow policy, per queue: the events and alerts queues apply backpressure (the fan-out waits,
-//! so the kernel ring absorbs the burst and counts its own losses) and each wait is counted in
-//! `dfdwatch_sink_queue_waits_total{sink}`; the Alertmanager queue behind the alert writer never
-//! waits: it drops, counted in `dfdwatch_alertmanager_alerts_total{result="dropped"}`.
+//! Overflow policy, per queue ([`SinkQueue`]): the events and alerts queues apply backpressure
+//! (the fan-out waits, so the kernel ring absorbs a burst and counts its own losses), each wait
+//! counted in `dfdwatch_sink_queue_waits_total{sink}`; a sink that takes nothing for a second is
+//! stalled, and its lines are dropped, counted in `dfdwatch_sink_dropped_total{sink}`, until it
+//! takes again, so it cannot stop the other sink or the metrics. The Alertmanager queue behind the
+//! alert writer never waits: it drops, counted in `dfdwatch_alertmanager_alerts_total{result="dropped"}`.
 
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -27,8 +30,8 @@ pub struct FanOut {
     node: String,
     metrics: Arc<Metrics>,
     counters: Arc<Counters>,
-    events: Option<SyncSender<EventLine>>,
-    alerts: Option<SyncSender<AlertCandidate>>,
+    events: SinkQueue<EventLine>,
+    alerts: Option<SinkQueue<AlertCandidate>>,
 }
 
 impl FanOut {
@@ -42,7 +45,9 @@ impl FanOut {
         events: SyncSender<EventLine>,
         alerts: Option<SyncSender<AlertCandidate>>,
     ) -> Self {
-        Self { clock, node, metrics, counters, events: Some(events), alerts }
+        let events = SinkQueue::new(events, Sink::Events);
+        let alerts = alerts.map(|tx| SinkQueue::new(tx, Sink::Alerts));
+        Self { clock, node, metrics, counters, events, alerts }
     }
 
     /// Runs until the input closes; the sinks' queues close when it returns.
@@ -67,10 +72,12 @@ impl FanOut {
                 verdict: j.judgement.verdict.clone(),
                 dfd: j.judgement.dfd.clone(),
             };
-            send(&mut self.alerts, candidate, Sink::Alerts, &self.counters);
+            if let Some(alerts) = &mut self.alerts {
+                alerts.send(candidate, &self.counters);
+            }
         }
         let line = EventLine { record, monotonic_ns: flow.conn.monotonic_ns };
-        send(&mut self.events, line, Sink::Events, &self.counters);
+        self.events.send(line, &self.counters);
     }
 
     fn record_metrics(&self, observation: &Observation) {
@@ -87,20 +94,63 @@ impl FanOut {
     }
 }
 
-/// Sends to a sink's queue, waiting (and counting the wait) when it is full; a sink that stopped
-/// is logged once and no longer fed.
-fn send<T>(queue: &mut Option<SyncSender<T>>, item: T, sink: Sink, counters: &Counters) {
-    let Some(tx) = queue else { return };
-    let sent = match tx.try_send(item) {
-        Ok(()) => Ok(()),
-        Err(TrySendError::Full(item)) => {
-            counters.record_sink_wait(sink);
-            tx.send(item).map_err(|_| ())
+/// How long the fan-out waits for a full sink queue before it takes the sink as stalled.
+const STALL_AFTER: Duration = Duration::from_secs(1);
+/// How often a full queue is tried again while waiting.
+const RETRY_EVERY: Duration = Duration::from_millis(1);
+
+/// One sink's queue, with its overflow policy: a full queue is waited for (backpressure, counted),
+/// at most [`STALL_AFTER`]; then the sink is taken as stalled (a hung disk or pipe) and what it
+/// cannot take is dropped and counted, without waiting, until its queue has room again. So a slow
+/// sink slows the pipeline, and a stalled one cannot stop the others or the metrics.
+pub struct SinkQueue<T> {
+    tx: Option<SyncSender<T>>,
+    sink: Sink,
+    stalled: bool,
+}
+
+impl<T> SinkQueue<T> {
+    /// The queue feeding `sink`.
+    pub fn new(tx: SyncSender<T>, sink: Sink) -> Self {
+        Self { tx: Some(tx), sink, stalled: false }
+    }
+
+    /// Hands `item` to the sink, per the overflow policy.
+    pub fn send(&mut self, item: T, counters: &Counters) {
+        let Some(tx) = &self.tx else { return };
+        let mut item = match tx.try_send(item) {
+            Ok(()) => {
+                self.stalled = false;
+                return;
+            }
+            Err(TrySendError::Disconnected(_)) => return self.stopped(),
+            Err(TrySendError::Full(item)) => item,
+        };
+        if !self.stalled {
+            counters.record_sink_wait(self.sink);
+            let deadline = Instant::now() + STALL_AFTER;
+            while Instant::now() < deadline {
+                std::thread::sleep(RETRY_EVERY);
+                item = match tx.try_send(item) {
+                    Ok(()) => return,
+                    Err(TrySendError::Disconnected(_)) => return self.stopped(),
+                    Err(TrySendError::Full(item)) => item,
+                };
+            }
+            self.stalled = true;
+            tracing::error!(
+                sink = self.sink.as_str(),
+                "a sink took nothing for {STALL_AFTER:?}: its lines are dropped (counted) until it recovers"
+            );
         }
-        Err(TrySendError::Disconnected(_)) => Err(()),
-    };
-    if sent.is_err() {
-        tracing::error!(sink = sink.as_str(), "a sink stopped; it is no longer fed");
-        *queue = None;
+        let n = counters.record_sink_dropped(self.sink);
+        if n.is_power_of_two() {
+            tracing::warn!(sink = self.sink.as_str(), total = n, "stalled sink: line dropped");
+        }
+    }
+
+    fn stopped(&mut self) {
+        tracing::error!(sink = self.sink.as_str(), "a sink stopped; it is no longer fed");
+        self.tx = None;
     }
 }

@@ -7,7 +7,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntCounterVec, Opts};
 
-use super::counters::{Counters, DecodeFailure, IdentityMiss, Sink};
+use super::counters::{Counters, DecodeFailure, DeliveryResult, IdentityMiss, Sink};
 
 /// Exports the pipeline [`Counters`] as Prometheus counters when scraped.
 pub(super) struct PipelineCollector {
@@ -21,6 +21,7 @@ pub(super) struct PipelineCollector {
     pair_table_full: IntCounter,
     windows_evicted: IntCounter,
     sink_waits: IntCounterVec,
+    sink_dropped: IntCounterVec,
     alertmanager: IntCounterVec,
     alertmanager_errors: IntCounter,
 }
@@ -72,6 +73,13 @@ impl PipelineCollector {
                 ),
                 &["sink"],
             )?,
+            sink_dropped: IntCounterVec::new(
+                Opts::new(
+                    "dfdwatch_sink_dropped_total",
+                    "Lines a sink never got because it took nothing for a second (a stalled disk or pipe), by sink.",
+                ),
+                &["sink"],
+            )?,
             pair_table_full: IntCounter::new(
                 "dfdwatch_pair_table_full_total",
                 "Same-node connections that may be counted twice because the table pairing their two ends was full.",
@@ -92,6 +100,7 @@ impl Collector for PipelineCollector {
         d.extend(self.pair_table_full.desc());
         d.extend(self.windows_evicted.desc());
         d.extend(self.sink_waits.desc());
+        d.extend(self.sink_dropped.desc());
         d.extend(self.alertmanager.desc());
         d.extend(self.alertmanager_errors.desc());
         d
@@ -113,10 +122,13 @@ impl Collector for PipelineCollector {
         for (sink, v) in Sink::ALL.iter().zip(self.counters.sink_waits()) {
             set(&self.sink_waits.with_label_values(&[sink.as_str()]), v);
         }
+        for (sink, v) in Sink::ALL.iter().zip(self.counters.sink_dropped()) {
+            set(&self.sink_dropped.with_label_values(&[sink.as_str()]), v);
+        }
         set(&self.windows_evicted, s.alert_windows_evicted);
         set(&self.pair_table_full, s.pair_table_full);
-        set(&self.alertmanager.with_label_values(&["sent"]), s.alertmanager_sent);
-        set(&self.alertmanager.with_label_values(&["dropped"]), s.alertmanager_dropped);
+        set(&self.alertmanager.with_label_values(&[DeliveryResult::Sent.as_str()]), s.alertmanager_sent);
+        set(&self.alertmanager.with_label_values(&[DeliveryResult::Dropped.as_str()]), s.alertmanager_dropped);
         set(&self.alertmanager_errors, s.alertmanager_post_errors);
         let mut out = Vec::new();
         out.extend(self.records.collect());
@@ -128,6 +140,7 @@ impl Collector for PipelineCollector {
         out.extend(self.pair_table_full.collect());
         out.extend(self.windows_evicted.collect());
         out.extend(self.sink_waits.collect());
+        out.extend(self.sink_dropped.collect());
         out.extend(self.alertmanager.collect());
         out.extend(self.alertmanager_errors.collect());
         out

@@ -62,6 +62,26 @@ label_set!(
     }
 );
 
+label_set!(
+    /// The outcome of a DFD reload.
+    ReloadResult {
+        /// The new revision judges from now on.
+        Applied => "applied",
+        /// Refused; the running revision stays.
+        Refused => "refused",
+    }
+);
+
+label_set!(
+    /// What became of alerts for Alertmanager.
+    DeliveryResult {
+        /// Alertmanager accepted them.
+        Sent => "sent",
+        /// Queue full, or retries exhausted.
+        Dropped => "dropped",
+    }
+);
+
 fn count<const N: usize>(slots: &[AtomicU64; N], i: usize, n: u64) -> u64 {
     slots.get(i).map_or(0, |c| c.fetch_add(n, Ordering::Relaxed) + n)
 }
@@ -81,6 +101,7 @@ pub struct Counters {
     alerts_written: AtomicU64,
     alert_windows_evicted: AtomicU64,
     sink_waits: [AtomicU64; 2],
+    sink_dropped: [AtomicU64; 2],
     pair_table_full: AtomicU64,
     alertmanager_sent: AtomicU64,
     alertmanager_dropped: AtomicU64,
@@ -112,6 +133,10 @@ pub struct CountersSnapshot {
     pub events_queue_waits: u64,
     /// Times the fan-out waited for the alerts queue.
     pub alerts_queue_waits: u64,
+    /// Event lines dropped because the events sink was stalled.
+    pub events_dropped: u64,
+    /// Alert candidates dropped because the alert writer was stalled.
+    pub alerts_dropped: u64,
     /// Same-node connections that may be counted twice (pairing table full).
     pub pair_table_full: u64,
     /// Alerts Alertmanager accepted.
@@ -167,6 +192,11 @@ impl Counters {
         count(&self.sink_waits, sink as usize, 1)
     }
 
+    /// One item dropped because `sink` was stalled; returns the new total.
+    pub fn record_sink_dropped(&self, sink: Sink) -> u64 {
+        count(&self.sink_dropped, sink as usize, 1)
+    }
+
     /// One same-node connection whose first sighting could not be remembered.
     pub fn record_pair_table_full(&self) {
         self.pair_table_full.fetch_add(1, Ordering::Relaxed);
@@ -202,10 +232,16 @@ impl Counters {
         load(&self.sink_waits)
     }
 
+    /// Drops by stalled sinks, in the order of [`Sink::ALL`].
+    pub fn sink_dropped(&self) -> [u64; 2] {
+        load(&self.sink_dropped)
+    }
+
     /// Copies the counters.
     pub fn snapshot(&self) -> CountersSnapshot {
         let [identity_exe_misses, identity_cgroup_misses, identity_pod_misses] = self.identity_misses();
         let [events_queue_waits, alerts_queue_waits] = self.sink_waits();
+        let [events_dropped, alerts_dropped] = self.sink_dropped();
         CountersSnapshot {
             records_read: self.records_read.load(Ordering::Relaxed),
             decode_errors: self.decode_errors().iter().sum(),
@@ -218,6 +254,8 @@ impl Counters {
             alert_windows_evicted: self.alert_windows_evicted.load(Ordering::Relaxed),
             events_queue_waits,
             alerts_queue_waits,
+            events_dropped,
+            alerts_dropped,
             pair_table_full: self.pair_table_full.load(Ordering::Relaxed),
             alertmanager_sent: self.alertmanager_sent.load(Ordering::Relaxed),
             alertmanager_dropped: self.alertmanager_dropped.load(Ordering::Relaxed),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::collector::PipelineCollector;
-use super::counters::Counters;
+use super::counters::{Counters, ReloadResult};
 use crate::policy::reload::ReloadObserver;
 use crate::policy::verdict::{Severity, VerdictKind};
 use crate::policy::{ApprovalExpiry, ApprovalState, Policy};
@@ -113,8 +113,8 @@ impl Metrics {
         for state in ApprovalState::ALL {
             dfd_approvals.with_label_values(&[state.as_str()]);
         }
-        for result in ["applied", "refused"] {
-            dfd_reloads.with_label_values(&[result]);
+        for result in ReloadResult::ALL {
+            dfd_reloads.with_label_values(&[result.as_str()]);
         }
         for kind in VerdictKind::ALL {
             flows.with_label_values(&[kind.as_str()]);
@@ -181,8 +181,8 @@ impl Metrics {
     }
 
     /// Counts one reload, applied or refused.
-    pub fn record_reload(&self, applied: bool) {
-        self.dfd_reloads.with_label_values(&[if applied { "applied" } else { "refused" }]).inc();
+    pub fn record_reload(&self, result: ReloadResult) {
+        self.dfd_reloads.with_label_values(&[result.as_str()]).inc();
     }
 
     /// Observes the time from the kernel's state change to the event being written.
@@ -218,10 +218,10 @@ impl Metrics {
 impl ReloadObserver for Metrics {
     fn applied(&self, policy: &Policy) {
         self.set_dfd(policy);
-        self.record_reload(true);
+        self.record_reload(ReloadResult::Applied);
     }
 
     fn refused(&self) {
-        self.record_reload(false);
+        self.record_reload(ReloadResult::Refused);
     }
 }
