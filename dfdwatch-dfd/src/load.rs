@@ -18,6 +18,13 @@ pub enum LoadError {
         /// The path as given.
         path: PathBuf,
     },
+    /// A path is neither a regular file nor a directory (a FIFO would hang the reader, a device
+    /// could be read without end).
+    #[error("{path}: not a regular file or directory")]
+    NotRegular {
+        /// The path as given.
+        path: PathBuf,
+    },
     /// A directory contains no `.yaml`/`.yml` file.
     #[error("{path}: directory holds no .yaml or .yml file")]
     EmptyDirectory {
@@ -77,8 +84,10 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
             }
             found.sort();
             files.extend(found);
-        } else {
+        } else if meta.is_file() {
             files.push(p.clone());
+        } else {
+            return Err(LoadError::NotRegular { path: p.clone() });
         }
     }
     Ok(files)

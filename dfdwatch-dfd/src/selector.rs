@@ -260,9 +260,17 @@ pub fn literal_suffix(p: &str) -> &str {
     p.rfind(['*', '?', ']']).map_or(p, |i| &p[i + 1..])
 }
 
+/// Longest pattern (glob or exact) accepted, in bytes. Far above any real path, image or name,
+/// and short enough that its compiled form stays small: globset panics on a pattern whose regex
+/// outgrows its size limit (about 90,000 `*`).
+pub const MAX_PATTERN_LEN: usize = 1024;
+
 /// Compiles a pattern with dfdwatch's glob semantics: `*` matches any run of characters,
-/// including `/`. Returns `None` for a malformed glob.
+/// including `/`. Returns `None` for a malformed glob or one longer than [`MAX_PATTERN_LEN`].
 pub fn compile_glob(p: &str) -> Option<globset::GlobMatcher> {
+    if p.len() > MAX_PATTERN_LEN {
+        return None;
+    }
     globset::GlobBuilder::new(p)
         .literal_separator(false)
         .backslash_escape(true)

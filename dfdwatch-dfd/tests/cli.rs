@@ -181,3 +181,37 @@ fn args_wire_into_a_clap_binary() {
     assert!(Cli::try_parse_from(["dfdwatch", "check"]).is_err(), "a path is required");
     assert!(Cli::try_parse_from(["dfdwatch", "render", "p", "--format", "svg"]).is_err());
 }
+
+#[test]
+fn a_glob_too_long_is_refused_not_a_panic() {
+    let dir = std::env::temp_dir().join(format!("dfdwatch-longglob-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let shop = std::fs::read_to_string(shipped().join("shop.yaml")).unwrap_or_default();
+    // 94,000 `*` once made globset's regex outgrow its limit, and globset panics on that.
+    let long = "*".repeat(94_000);
+    let edited = shop.replacen(r#"images: ["docker.io/library/nginx@sha256:*"]"#, &format!("images: [\"{long}\"]"), 1);
+    assert_ne!(edited, shop, "the fixture edit applies");
+    let file = dir.join("shop.yaml");
+    let _ = std::fs::write(&file, edited);
+    let (code, out, _) = run_check(vec![shipped().join("00-platform.yaml"), file.clone()], Format::Text);
+    let (render_code, _, render_err) = run_render(vec![file], RenderFormat::Dot);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("94000 bytes long; the limit is 1024") && out.contains("P007"), "{out}");
+    assert_eq!(render_code, 1, "render refuses it too: {render_err}");
+}
+
+#[test]
+fn a_fifo_or_device_is_refused_not_read() {
+    let dir = std::env::temp_dir().join(format!("dfdwatch-fifo-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let fifo = dir.join("dfd.yaml");
+    let made = Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+    let (fifo_code, _, fifo_err) = run_check(vec![fifo], Format::Text);
+    let (zero_code, _, zero_err) = run_check(vec![PathBuf::from("/dev/zero")], Format::Text);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(made, "mkfifo (coreutils) made the FIFO");
+    assert_eq!(fifo_code, 64, "{fifo_err}");
+    assert!(fifo_err.contains("not a regular file or directory"), "{fifo_err}");
+    assert_eq!(zero_code, 64, "{zero_err}");
+}

@@ -3,7 +3,7 @@
 use ipnet::IpNet;
 
 use super::fields::{Cx, Obj, list, string, string_map, strings};
-use crate::selector::{K8sSelector, LabelExpression, LabelOperator, Selector, compile_glob, is_glob};
+use crate::selector::{K8sSelector, LabelExpression, LabelOperator, MAX_PATTERN_LEN, Selector, compile_glob, is_glob};
 use crate::yaml::Yaml;
 
 /// Deepest `anyOf` nesting accepted.
@@ -73,6 +73,12 @@ fn patterns(cx: &mut Cx<'_>, y: &Yaml, field: &str) -> Vec<String> {
         };
         if p.is_empty() {
             cx.report("P004", &item.loc, format!("`{field}` entries must not be empty"));
+        } else if p.len() > MAX_PATTERN_LEN {
+            cx.report(
+                "P007",
+                &item.loc,
+                format!("`{field}` entry is {} bytes long; the limit is {MAX_PATTERN_LEN}", p.len()),
+            );
         } else if is_glob(&p) && compile_glob(&p).is_none() {
             cx.report(
                 "P004",
