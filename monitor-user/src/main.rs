@@ -9,6 +9,8 @@ use monitor_user::daemon::{RunArgs, RunError};
 const EX_USAGE: u8 = 64;
 /// Exit status for a bad configuration file (sysexits EX_CONFIG).
 const EX_CONFIG: u8 = 78;
+/// Exit status when privileges are missing (sysexits EX_NOPERM).
+const EX_NOPERM: u8 = 77;
 
 /// dfdwatch: a runtime trust-boundary monitor. Traces every TCP connect and accept on this node
 /// and compares the flows with the approved data-flow diagram.
@@ -78,6 +80,10 @@ fn main() -> ExitCode {
                 Err(e @ (RunError::Usage(_) | RunError::Config(_))) => {
                     tracing::error!("{e}");
                     ExitCode::from(EX_USAGE)
+                }
+                Err(e @ RunError::Probes(monitor_user::probes::ProbeError::NotPermitted(_))) => {
+                    tracing::error!("{e}");
+                    ExitCode::from(EX_NOPERM)
                 }
                 Err(e @ (RunError::Identity(_) | RunError::Policy(_) | RunError::Kube(_))) => {
                     tracing::error!("{e}");

@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 
 use anyhow::{Result, ensure};
-use tests::{daemon::run_to_exit, sys};
+use tests::{daemon, daemon::run_to_exit, sys};
 
 fn dfdwatch(args: &[&str]) -> Result<std::process::Output> {
     run_to_exit(args)
@@ -46,6 +46,17 @@ fn check_shipped_broken_and_missing() -> Result<()> {
     for want in ["--ring-buffer-mib 3", "--alert-window-secs", "need --dfd"] {
         ensure!(err.contains(want), "{want} missing from the one report: {err}");
     }
+
+    // Without privilege (user nobody), `run` says what it needs and exits 77 (EX_NOPERM).
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(daemon::binary()?)
+        .args(["run", "--no-metrics"])
+        .env_remove("RUST_BACKTRACE")
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(77), "unprivileged run exits 77: {out:?}");
+    ensure!(err.contains("needs root, or the capabilities CAP_BPF and CAP_PERFMON"), "{err}");
     Ok(())
 }
 

@@ -29,6 +29,11 @@ pub enum ProbeError {
     Btf(#[from] btf::BtfError),
     #[error("loading the eBPF object failed: {0}")]
     Load(#[source] Box<aya::EbpfError>),
+    #[error(
+        "the kernel refused to load the eBPF programs ({0}): `dfdwatch run` needs root, or the \
+         capabilities CAP_BPF and CAP_PERFMON (docs/deploy.md lists what the DaemonSet grants)"
+    )]
+    NotPermitted(#[source] Box<aya::EbpfError>),
     #[error("eBPF map {0} missing from the object")]
     MissingMap(&'static str),
     #[error("eBPF map {name} has an unexpected type: {source}")]
@@ -47,6 +52,21 @@ pub enum ProbeError {
         #[source]
         source: aya::programs::ProgramError,
     },
+}
+
+/// Tells a refusal for want of privilege (EPERM or EACCES anywhere in the cause) from other
+/// load failures, so the message can say what is missing.
+fn load_error(e: aya::EbpfError) -> ProbeError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+        {
+            return ProbeError::NotPermitted(Box::new(e));
+        }
+        cause = c.source();
+    }
+    ProbeError::Load(Box::new(e))
 }
 
 /// Knobs for loading the probes.
@@ -91,7 +111,7 @@ impl Probes {
             .map_max_entries(EVENTS_MAP, config.ring_bytes)
             .map_max_entries(LISTENERS_MAP, config.listener_entries)
             .load(PROBES_OBJECT)
-            .map_err(|e| ProbeError::Load(Box::new(e)))?;
+            .map_err(load_error)?;
         match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => spawn_kernel_logger(logger),
             Err(e) => tracing::warn!(error = %e, "eBPF log forwarding unavailable"),
