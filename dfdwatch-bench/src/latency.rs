@@ -2,16 +2,14 @@
 //! stdout, one connection at a time (no queueing), each to a port whose flow has no open
 //! de-duplication window, so each gives a `first` alert at once. Reports p50, p99 and max.
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
+use crate::alert_feed::AlertFeed;
 use crate::stats::percentile;
 
 /// Runs `rounds` rounds of one connection to each of `ports` listeners; returns the results.
@@ -23,30 +21,8 @@ pub fn run(dir: &Path, dfd: &Path, ports: usize, rounds: usize) -> Result<Value>
         (0..ports).map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0))).collect::<Result<_, _>>()?;
     let addrs: Vec<SocketAddr> = listeners.iter().map(TcpListener::local_addr).collect::<Result<_, _>>()?;
     let log = dir.join("dfdwatch.log");
-    let mut child = Command::new(crate::monitor::dfdwatch_bin()?)
-        .args(["run", "--events-file", "/dev/null", "--alerts-file", "-", "--alert-window-secs", "1", "--no-metrics"])
-        .arg("--dfd")
-        .arg(dfd)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()
-        .context("start dfdwatch")?;
-    let stdout = child.stdout.take().context("dfdwatch stdout")?;
-    let (tx, rx) = mpsc::channel::<(Instant, u64)>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let at = Instant::now();
-            let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
-            if v["occurrence"] == "first"
-                && let Some(port) = v["event"]["dst"]["port"].as_u64()
-                && tx.send((at, port)).is_err()
-            {
-                return;
-            }
-        }
-    });
+    let feed = AlertFeed::start(&crate::monitor::dfdwatch_bin()?, &["--dfd".as_ref(), dfd.as_os_str()], &log)?;
+    let rx = &feed.alerts;
     let result = (|| -> Result<Value> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !std::fs::read_to_string(&log).unwrap_or_default().contains("dfdwatch ready") {
@@ -92,9 +68,7 @@ pub fn run(dir: &Path, dfd: &Path, ports: usize, rounds: usize) -> Result<Value>
             "max_ms": percentile(&samples, 100.0),
         }))
     })();
-    tests::sys::signal(child.id(), libc::SIGTERM);
-    let _ = child.wait();
-    let _ = reader.join();
+    feed.stop();
     drop(listeners);
     result
 }

@@ -2,6 +2,7 @@
 //! the pipeline's throughput is the criterion benchmark in benches/pipeline.rs), and the storm
 //! client and sink it runs inside network namespaces.
 
+mod alert_feed;
 mod latency;
 mod memory;
 mod monitor;

@@ -7,17 +7,16 @@
 //! 410 Gone and lists again). Several daemon binaries run the same scenario against the same API
 //! server, one after the other, so an older build can be compared with this one in one run.
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use dfdwatch_kube_standin::{FakeApiServer, Kind, namespace, pod};
 use serde_json::{Value, json};
 
+use crate::alert_feed::AlertFeed;
 use crate::stats::percentile;
 
 /// Listeners probed in turn (more than a window's worth, so each probe opens a new window).
@@ -52,13 +51,13 @@ fn seed(api: &FakeApiServer, pods: usize) {
 }
 
 /// Probes one after another until `done` says stop; returns the latencies (ms) and misses.
-struct Prober {
+struct Prober<'a> {
     addrs: Vec<SocketAddr>,
     next: usize,
-    alerts: mpsc::Receiver<(Instant, u64)>,
+    alerts: &'a mpsc::Receiver<(Instant, u64)>,
 }
 
-impl Prober {
+impl Prober<'_> {
     fn phase(&mut self, mut done: impl FnMut() -> bool) -> Result<(Vec<f64>, u64)> {
         let (mut samples, mut missing) = (Vec::new(), 0);
         while !done() {
@@ -100,36 +99,6 @@ fn summary(phase: &str, (samples, missing): &(Vec<f64>, u64), seconds: f64) -> V
     })
 }
 
-fn start(bin: &Path, dir: &Path, dfd: &Path, kubeconfig: &Path) -> Result<(Child, mpsc::Receiver<(Instant, u64)>)> {
-    let mut child = Command::new(bin)
-        .args(["run", "--events-file", "/dev/null", "--alerts-file", "-", "--alert-window-secs", "1", "--no-metrics"])
-        .args(["--node-name", "bench-node", "--dfd"])
-        .arg(dfd)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("dfdwatch.log"))?)
-        .spawn()
-        .with_context(|| format!("start {}", bin.display()))?;
-    let stdout = child.stdout.take().context("dfdwatch stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let at = Instant::now();
-            let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
-            if v["occurrence"] == "first"
-                && let Some(port) = v["event"]["dst"]["port"].as_u64()
-                && tx.send((at, port)).is_err()
-            {
-                return;
-            }
-        }
-    });
-    Ok((child, rx))
-}
-
 fn log_has(dir: &Path, needle: &str) -> bool {
     std::fs::read_to_string(dir.join("dfdwatch.log")).unwrap_or_default().contains(needle)
 }
@@ -147,7 +116,9 @@ fn scenario(
     std::fs::create_dir_all(&dir)?;
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, tests::sys::kubeconfig(&api.url()))?;
-    let (mut child, alerts) = start(bin, &dir, dfd, &kubeconfig)?;
+    let extra = ["--node-name".as_ref(), "bench-node".as_ref(), "--dfd".as_ref(), dfd.as_os_str()];
+    let extra = [&extra[..], &["--kubeconfig".as_ref(), kubeconfig.as_os_str()]].concat();
+    let feed = AlertFeed::start(bin, &extra, &dir.join("dfdwatch.log"))?;
     let result = (|| -> Result<Value> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !log_has(&dir, "dfdwatch ready") {
@@ -156,7 +127,7 @@ fn scenario(
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let mut prober = Prober { addrs: addrs.to_vec(), next: 0, alerts };
+        let mut prober = Prober { addrs: addrs.to_vec(), next: 0, alerts: &feed.alerts };
         let t = Instant::now();
         let mut synced_at = None;
         let first = prober.phase(|| {
@@ -190,8 +161,7 @@ fn scenario(
             ],
         }))
     })();
-    tests::sys::signal(child.id(), libc::SIGTERM);
-    let _ = child.wait();
+    feed.stop();
     result
 }
 

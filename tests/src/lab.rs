@@ -249,3 +249,33 @@ impl Drop for Lab {
         sys::run_quiet("ip", &["link", "del", &self.bridge]);
     }
 }
+
+/// The common two-pod set-up: a client pod, a server pod running nginx on `ports`, and a scratch
+/// directory (for the DFD and nginx's files); all removed when dropped.
+pub struct ClientServer {
+    /// The lab holding both pods.
+    pub lab: Lab,
+    /// The pod that connects.
+    pub client: Pod,
+    /// The pod running nginx.
+    pub server: Pod,
+    /// Scratch directory.
+    pub dir: sys::Scratch,
+}
+
+impl ClientServer {
+    /// Builds the lab `tag` with nginx listening on `ports` in the server pod.
+    pub fn with_nginx(tag: &str, ports: &[u16]) -> Result<Self> {
+        let mut lab = Lab::new(tag)?;
+        let client = lab.add_pod("client")?;
+        let server = lab.add_pod("server")?;
+        let dir = sys::scratch_dir(tag)?;
+        lab.start_nginx(&server, &dir, ports)?;
+        Ok(Self { lab, client, server, dir })
+    }
+
+    /// `template` with `CLIENT` and `SERVER` replaced by the pods' IPv4 addresses.
+    pub fn fill(&self, template: &str) -> String {
+        template.replace("CLIENT", &self.client.ipv4.to_string()).replace("SERVER", &self.server.ipv4.to_string())
+    }
+}

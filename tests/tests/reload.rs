@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use tests::daemon::counter;
-use tests::{Daemon, DaemonOptions, Lab, Pod, lab, sys};
+use tests::lab::ClientServer;
+use tests::{Daemon, DaemonOptions, lab, sys};
 
 /// `PORTS` is replaced by the approved ports of worker -> web.
 const DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
@@ -35,50 +36,33 @@ spec:
       data: [public]
 "#;
 
-struct Setup {
-    lab: Lab,
-    client: Pod,
-    server: Pod,
-    dir: sys::Scratch,
+fn setup(tag: &str) -> Result<ClientServer> {
+    ClientServer::with_nginx(tag, &[80, 8080])
 }
 
-fn setup(tag: &str) -> Result<Setup> {
-    let mut lab = Lab::new(tag)?;
-    let client = lab.add_pod("client")?;
-    let server = lab.add_pod("server")?;
-    let dir = sys::scratch_dir(tag)?;
-    lab.start_nginx(&server, &dir, &[80, 8080])?;
-    Ok(Setup { lab, client, server, dir })
+fn dfd(s: &ClientServer, ports: &str, target: &str) -> String {
+    s.fill(DFD).replace("PORTS", ports).replace("TARGET", target)
 }
 
-impl Setup {
-    fn dfd(&self, ports: &str, target: &str) -> String {
-        DFD.replace("CLIENT", &self.client.ipv4.to_string())
-            .replace("SERVER", &self.server.ipv4.to_string())
-            .replace("PORTS", ports)
-            .replace("TARGET", target)
-    }
+/// Replaces the DFD file the way an editor or `git checkout` does: write aside, rename.
+fn write_dfd(s: &ClientServer, text: &str) -> Result<()> {
+    let aside = s.dir.join(".dfd.yaml.new");
+    std::fs::write(&aside, text)?;
+    std::fs::rename(&aside, s.dir.join("dfd.yaml"))?;
+    Ok(())
+}
 
-    /// Replaces the DFD file the way an editor or `git checkout` does: write aside, rename.
-    fn write_dfd(&self, text: &str) -> Result<()> {
-        let aside = self.dir.join(".dfd.yaml.new");
-        std::fs::write(&aside, text)?;
-        std::fs::rename(&aside, self.dir.join("dfd.yaml"))?;
-        Ok(())
-    }
-
-    /// One request from client to server on `port`; returns the verdict of its connect event.
-    fn verdict_of_request(&self, daemon: &Daemon, port: u16) -> Result<String> {
-        let (pid, out) = self.lab.run(
-            &self.client,
-            "curl",
-            &["-s", "-m", "5", "-o", "/dev/null", &format!("http://{}:{port}/", self.server.ipv4)],
-        )?;
-        ensure!(out.status.success(), "curl to port {port}: {out:?}");
-        let events = daemon.wait_for(Duration::from_secs(5), |ev| ev.iter().any(|e| is_connect_of(e, pid)))?;
-        let event = events.iter().find(|e| is_connect_of(e, pid)).context("no connect event for the request")?;
-        Ok(event["verdict"]["kind"].as_str().unwrap_or("none").to_owned())
-    }
+/// One request from client to server on `port`; returns the verdict of its connect event.
+fn verdict_of_request(s: &ClientServer, daemon: &Daemon, port: u16) -> Result<String> {
+    let (pid, out) = s.lab.run(
+        &s.client,
+        "curl",
+        &["-s", "-m", "5", "-o", "/dev/null", &format!("http://{}:{port}/", s.server.ipv4)],
+    )?;
+    ensure!(out.status.success(), "curl to port {port}: {out:?}");
+    let events = daemon.wait_for(Duration::from_secs(5), |ev| ev.iter().any(|e| is_connect_of(e, pid)))?;
+    let event = events.iter().find(|e| is_connect_of(e, pid)).context("no connect event for the request")?;
+    Ok(event["verdict"]["kind"].as_str().unwrap_or("none").to_owned())
 }
 
 fn is_connect_of(e: &Value, pid: u32) -> bool {
@@ -89,7 +73,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }
 
-fn start(s: &Setup, tag: &str, interval: &str) -> Result<Daemon> {
+fn start(s: &ClientServer, tag: &str, interval: &str) -> Result<Daemon> {
     let options = DaemonOptions {
         extra_args: vec![
             "--dfd".into(),
@@ -106,25 +90,25 @@ fn start(s: &Setup, tag: &str, interval: &str) -> Result<Daemon> {
 fn changed_dfd_file_is_applied_and_a_broken_one_refused() -> Result<()> {
     let _serial = lab::exclusive();
     let s = setup("reload-file")?;
-    s.write_dfd(&s.dfd("{port: 80, protocol: TCP}", "web"))?;
+    write_dfd(&s, &dfd(&s, "{port: 80, protocol: TCP}", "web"))?;
     let daemon = start(&s, "reload-file", "1")?;
 
-    ensure!(s.verdict_of_request(&daemon, 8080)? == "wrong_port", "port 8080 is not approved yet");
+    ensure!(verdict_of_request(&s, &daemon, 8080)? == "wrong_port", "port 8080 is not approved yet");
     let before = daemon.metrics()?;
 
-    s.write_dfd(&s.dfd("{port: 80, protocol: TCP}, {port: 8080, protocol: TCP}", "web"))?;
+    write_dfd(&s, &dfd(&s, "{port: 80, protocol: TCP}, {port: 8080, protocol: TCP}", "web"))?;
     daemon.wait_log("approved DFD reloaded", 1)?;
-    ensure!(s.verdict_of_request(&daemon, 8080)? == "approved", "the new DFD approves port 8080");
+    ensure!(verdict_of_request(&s, &daemon, 8080)? == "approved", "the new DFD approves port 8080");
     let after = daemon.metrics()?;
     ensure!(metric(&after, "dfdwatch_dfd_reloads_total{result=\"applied\"}") == Some(1.0), "{after}");
     let info = |t: &str| t.lines().find(|l| l.starts_with("dfdwatch_dfd_info{")).map(str::to_owned);
     ensure!(info(&before) != info(&after), "dfdwatch_dfd_info shows the new revision: {:?}", info(&after));
 
     // A flow to a node that does not exist fails `check`: refused, and the running DFD stays.
-    s.write_dfd(&s.dfd("{port: 80, protocol: TCP}", "no-such-node"))?;
+    write_dfd(&s, &dfd(&s, "{port: 80, protocol: TCP}", "no-such-node"))?;
     let log = daemon.wait_log("approved DFD refused", 1)?;
     ensure!(log.contains("no-such-node"), "the refusal logs the check report:\n{log}");
-    ensure!(s.verdict_of_request(&daemon, 8080)? == "approved", "the refused DFD did not replace the running one");
+    ensure!(verdict_of_request(&s, &daemon, 8080)? == "approved", "the refused DFD did not replace the running one");
     let refused = daemon.metrics()?;
     ensure!(metric(&refused, "dfdwatch_dfd_reloads_total{result=\"refused\"}") == Some(1.0), "{refused}");
     // The same refused content is not retried (and logged) every poll.
@@ -160,15 +144,15 @@ fn changed_dfd_file_is_applied_and_a_broken_one_refused() -> Result<()> {
 fn sighup_reloads_at_once() -> Result<()> {
     let _serial = lab::exclusive();
     let s = setup("reload-hup")?;
-    s.write_dfd(&s.dfd("{port: 80, protocol: TCP}", "web"))?;
+    write_dfd(&s, &dfd(&s, "{port: 80, protocol: TCP}", "web"))?;
     // With an hour between polls, only SIGHUP can apply the change within this test.
     let daemon = start(&s, "reload-hup", "3600")?;
-    s.write_dfd(&s.dfd("{port: 8080, protocol: TCP}", "web"))?;
-    ensure!(s.verdict_of_request(&daemon, 8080)? == "wrong_port", "not reloaded before SIGHUP");
+    write_dfd(&s, &dfd(&s, "{port: 8080, protocol: TCP}", "web"))?;
+    ensure!(verdict_of_request(&s, &daemon, 8080)? == "wrong_port", "not reloaded before SIGHUP");
     sys::signal(daemon.pid().context("daemon pid")?, libc::SIGHUP);
     let log = daemon.wait_log("approved DFD reloaded", 1)?;
     ensure!(log.contains("Sighup"), "the log says what triggered the reload:\n{log}");
-    ensure!(s.verdict_of_request(&daemon, 8080)? == "approved", "applied after SIGHUP");
+    ensure!(verdict_of_request(&s, &daemon, 8080)? == "approved", "applied after SIGHUP");
     let done = daemon.stop()?;
     ensure!(done.clean_exit, "{}", done.log);
     Ok(())

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use dfdwatch_dfd::date::Date;
 use tests::daemon::{counter, run_to_exit};
-use tests::{Daemon, DaemonOptions, Lab, Pod, lab, sys};
+use tests::lab::ClientServer;
+use tests::{Daemon, DaemonOptions, lab, sys};
 
 /// `EXPIRED` and `EXPIRING` are replaced by dates.
 const DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
@@ -49,39 +50,22 @@ fn day(days: i64) -> String {
     Date::from_unix_days(Date::today_utc().unix_days() + days).to_string()
 }
 
-struct Setup {
-    lab: Lab,
-    client: Pod,
-    server: Pod,
-    dir: sys::Scratch,
+fn setup(tag: &str) -> Result<ClientServer> {
+    let s = ClientServer::with_nginx(tag, &[80])?;
+    let text = s.fill(DFD).replace("EXPIRED", &day(-1)).replace("EXPIRING", &day(5));
+    std::fs::write(s.dir.join("dfd.yaml"), text)?;
+    Ok(s)
 }
 
-fn setup(tag: &str) -> Result<Setup> {
-    let mut lab = Lab::new(tag)?;
-    let client = lab.add_pod("client")?;
-    let server = lab.add_pod("server")?;
-    let dir = sys::scratch_dir(tag)?;
-    lab.start_nginx(&server, &dir, &[80])?;
-    let text = DFD
-        .replace("CLIENT", &client.ipv4.to_string())
-        .replace("SERVER", &server.ipv4.to_string())
-        .replace("EXPIRED", &day(-1))
-        .replace("EXPIRING", &day(5));
-    std::fs::write(dir.join("dfd.yaml"), text)?;
-    Ok(Setup { lab, client, server, dir })
+fn request(s: &ClientServer) -> Result<()> {
+    let url = format!("http://{}:80/", s.server.ipv4);
+    let (_, out) = s.lab.run(&s.client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &url])?;
+    ensure!(out.status.success(), "curl: {out:?}");
+    Ok(())
 }
 
-impl Setup {
-    fn request(&self) -> Result<()> {
-        let url = format!("http://{}:80/", self.server.ipv4);
-        let (_, out) = self.lab.run(&self.client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &url])?;
-        ensure!(out.status.success(), "curl: {out:?}");
-        Ok(())
-    }
-
-    fn dfd_arg(&self) -> Vec<String> {
-        vec!["--dfd".into(), self.dir.join("dfd.yaml").display().to_string()]
-    }
+fn dfd_arg(s: &ClientServer) -> Vec<String> {
+    vec!["--dfd".into(), s.dir.join("dfd.yaml").display().to_string()]
 }
 
 fn metric(text: &str, series: &str) -> Option<f64> {
@@ -119,10 +103,10 @@ fn metrics_keep_counting_while_the_events_file_is_on_a_full_filesystem() -> Resu
     let s = setup("sinks-full")?;
     let full = FullFs::mount(&s.dir.join("full"))?;
     let options =
-        DaemonOptions { extra_args: s.dfd_arg(), events_file: Some(full.0.join("events.jsonl")), ..Default::default() };
+        DaemonOptions { extra_args: dfd_arg(&s), events_file: Some(full.0.join("events.jsonl")), ..Default::default() };
     let daemon = Daemon::start("sinks-full", &options)?;
     for _ in 0..5 {
-        s.request()?;
+        request(&s)?;
     }
     // 5 connections, each seen as a connect and an accept on this node: counted once each.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -152,7 +136,7 @@ fn metrics_keep_counting_while_the_events_file_is_on_a_full_filesystem() -> Resu
 fn an_approval_that_expired_yesterday_is_admitted_with_a_warning_and_metrics() -> Result<()> {
     let _serial = lab::exclusive();
     let s = setup("sinks-expired")?;
-    let options = DaemonOptions { extra_args: s.dfd_arg(), ..Default::default() };
+    let options = DaemonOptions { extra_args: dfd_arg(&s), ..Default::default() };
     let daemon = Daemon::start("sinks-expired", &options)?;
     let text = daemon.metrics()?;
     ensure!(metric(&text, "dfdwatch_dfd_approvals{state=\"expired\"}") == Some(1.0), "{text}");
@@ -163,7 +147,7 @@ fn an_approval_that_expired_yesterday_is_admitted_with_a_warning_and_metrics() -
         "the expiry time per flow, for rules: {text}"
     );
     // The expired approval still approves: the daemon judges by the DFD, the rule raises the alarm.
-    s.request()?;
+    request(&s)?;
     let done = daemon.stop()?;
     ensure!(done.log.contains("approval of flow worker-to-web expired on"), "a warning at load:\n{}", done.log);
     ensure!(
