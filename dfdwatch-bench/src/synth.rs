@@ -89,6 +89,8 @@ pub fn record(from: usize, to: usize, port: u16, tgid: u32, seq: u64) -> Vec<u8>
         netns: 4026531840,
         src_port: 40000 + (seq % 20000) as u16,
         dst_port: port,
+        flow: monitor_common::flow::FLOW_UNJUDGED,
+        key_mask: 0,
         _pad: 0,
         src_addr: src,
         dst_addr: dst,

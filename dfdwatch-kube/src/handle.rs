@@ -1,6 +1,7 @@
 //! The lookup handle the daemon's event path calls: cheap, synchronous, never touches the network.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use crate::convert::split_container_id;
@@ -13,6 +14,8 @@ use crate::store::Index;
 pub(crate) struct Shared {
     pub(crate) index: RwLock<Index>,
     pub(crate) health: HealthState,
+    /// Bumped each time the writer takes the index lock, before it changes anything.
+    pub(crate) generation: AtomicU64,
 }
 
 impl Shared {
@@ -37,6 +40,13 @@ impl KubeIdentity {
 
     fn resolve(index: &Index, pod: &Arc<PodIdentity>) -> ResolvedPod {
         ResolvedPod { pod: Arc::clone(pod), namespace_labels: index.namespaces.get(&pod.namespace).cloned() }
+    }
+
+    /// A count that moves whenever the index may have changed (any pod, namespace, Service or
+    /// EndpointSlice update). A caller that remembers a value can tell, by comparing later, that an
+    /// identity it resolved before may have changed since.
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
     }
 
     /// A pod (on any node) by UID; terminated pods stay known until deleted.

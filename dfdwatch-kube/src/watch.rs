@@ -44,7 +44,9 @@ fn meta_key<K: Resource>(obj: &K) -> (String, String) {
 }
 
 fn write(shared: &Shared) -> std::sync::RwLockWriteGuard<'_, Index> {
-    shared.index.write().unwrap_or_else(PoisonError::into_inner)
+    let guard = shared.index.write().unwrap_or_else(PoisonError::into_inner);
+    shared.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    guard
 }
 
 /// Drops a replaced part of the index. Callers take it out with `let old = mem::replace(&mut

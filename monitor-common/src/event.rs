@@ -1,7 +1,7 @@
 //! The connection event record (kernel -> daemon) and the per-socket context the probes keep.
 
 /// Version of the [`ConnEvent`] layout; the daemon refuses records of another version.
-pub const EVENT_VERSION: u8 = 1;
+pub const EVENT_VERSION: u8 = 2;
 
 /// What a [`ConnEvent`] reports.
 #[repr(u8)]
@@ -62,8 +62,14 @@ pub struct ConnEvent {
     pub src_port: u16,
     /// Acceptor port.
     pub dst_port: u16,
+    /// `crate::flow::FLOW_*` bits: why this connection was sent rather than counted (0 when the
+    /// flow table is off).
+    pub flow: u8,
+    /// The flow-key mask the probe used (`crate::flow::KEY_*` bits), so the daemon rebuilds the
+    /// very key the probe looked up.
+    pub key_mask: u8,
     /// Explicit padding, always zero.
-    pub _pad: u32,
+    pub _pad: u16,
     /// Initiator address (first 4 bytes for IPv4).
     pub src_addr: [u8; 16],
     /// Acceptor address (first 4 bytes for IPv4).

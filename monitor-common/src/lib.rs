@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod event;
+pub mod flow;
 pub mod offsets;
 pub mod stats;
 
@@ -24,6 +25,14 @@ pub const STATS_MAP: &str = "DFDW_STATS";
 /// Per-CPU array holding the last ring-buffer wakeup time (ns) of each CPU.
 pub const WAKEUP_MAP: &str = "DFDW_WAKEUP";
 
+/// Hash: [`flow::FlowKey`] -> [`flow::FlowVerdict`], written by the daemon once it judged a key.
+pub const FLOW_VERDICTS_MAP: &str = "DFDW_FLOW_VERDICTS";
+/// Hash: [`flow::CountsKey`] -> [`flow::FlowCounts`], kept by the probes, read and cleared by the
+/// daemon every interval.
+pub const FLOW_COUNTS_MAP: &str = "DFDW_FLOW_COUNTS";
+/// Array of one [`flow::FlowConfig`], written by the daemon.
+pub const FLOW_CONFIG_MAP: &str = "DFDW_FLOW_CONFIG";
+
 /// Read-only global: [`KernelOffsets`] computed from BTF at start-up.
 pub const OFFSETS_GLOBAL: &str = "DFDW_OFFSETS";
 /// Read-only global: the daemon's own tgid; its connections are not reported.
@@ -37,6 +46,11 @@ pub const WAKEUP_NS_GLOBAL: &str = "DFDW_WAKEUP_NS";
 pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
 /// Entries in the connecting-socket map (sockets between SYN_SENT and its outcome).
 pub const CONNECTING_ENTRIES: u32 = 65_536;
+/// Entries in the flow-verdict map: flow keys judged at once (the daemon's flow table holds as
+/// many; a key beyond them is reported connection by connection, counted).
+pub const FLOW_ENTRIES: u32 = 65_536;
+/// Entries in the flow-counters map: two epochs of every flow.
+pub const FLOW_COUNTS_ENTRIES: u32 = 2 * FLOW_ENTRIES;
 /// Entries in the listener map.
 pub const LISTENER_ENTRIES: u32 = 16_384;
 

@@ -21,10 +21,13 @@ pub enum Stat {
     ListenerMapFull = 6,
     /// Reading a kernel struct field failed.
     ReadFailed = 7,
+    /// A connection of a quiet flow could not be counted (the counters map was full): it was
+    /// sent as an event instead.
+    FlowCountsFull = 8,
 }
 
 /// Number of counters in the stats map.
-pub const STAT_COUNT: u32 = 8;
+pub const STAT_COUNT: u32 = 9;
 
 impl Stat {
     /// Every counter, in index order.
@@ -37,6 +40,7 @@ impl Stat {
         Stat::ConnectingMapFull,
         Stat::ListenerMapFull,
         Stat::ReadFailed,
+        Stat::FlowCountsFull,
     ];
 
     /// A stable snake_case name, used in logs and metric labels.
@@ -50,6 +54,7 @@ impl Stat {
             Stat::ConnectingMapFull => "connecting_map_full",
             Stat::ListenerMapFull => "listener_map_full",
             Stat::ReadFailed => "read_failed",
+            Stat::FlowCountsFull => "flow_counts_full",
         }
     }
 }

@@ -3,7 +3,10 @@
 //! run time, the first attach point this kernel supports.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features, reason = "atomic_xadd: the BPF target has no atomic types with fetch_add")]
 
+mod flows;
 mod maps;
 mod sock;
 mod state;

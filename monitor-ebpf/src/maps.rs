@@ -2,10 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    CONNECTING_ENTRIES, DEFAULT_RING_BYTES, KernelOffsets, LISTENER_ENTRIES, ListenKey, ProcCtx, Stat,
+    CONNECTING_ENTRIES, DEFAULT_RING_BYTES, FLOW_COUNTS_ENTRIES, FLOW_ENTRIES, KernelOffsets, LISTENER_ENTRIES,
+    ListenKey, ProcCtx, Stat,
+    flow::{CountsKey, FlowConfig, FlowCounts, FlowKey, FlowVerdict},
     stats::STAT_COUNT,
 };
 
@@ -20,6 +22,15 @@ pub static DFDW_LISTENERS: HashMap<ListenKey, ProcCtx> = HashMap::with_max_entri
 
 #[map]
 pub static DFDW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+#[map]
+pub static DFDW_FLOW_VERDICTS: HashMap<FlowKey, FlowVerdict> = HashMap::with_max_entries(FLOW_ENTRIES, 0);
+
+#[map]
+pub static DFDW_FLOW_COUNTS: HashMap<CountsKey, FlowCounts> = HashMap::with_max_entries(FLOW_COUNTS_ENTRIES, 0);
+
+#[map]
+pub static DFDW_FLOW_CONFIG: Array<FlowConfig> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static DFDW_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

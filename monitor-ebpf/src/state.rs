@@ -1,8 +1,9 @@
 //! The TCP state machine the probes follow. Every attach point funnels into
 //! [`on_state_change`]:
 //! - CLOSE -> SYN_SENT runs in the connecting task: remember its context for the socket.
-//! - SYN_SENT -> ESTABLISHED / CLOSE (often in softirq): emit a connect / failed connect with the
-//!   remembered context and the now complete 4-tuple.
+//! - SYN_SENT -> ESTABLISHED / CLOSE (often in softirq): route a connect / failed connect with the
+//!   remembered context and the now complete 4-tuple through the flow table ([`crate::flows`]):
+//!   sent as an event, or only counted under its flow key.
 //! - CLOSE -> LISTEN runs in the listening task: remember it per (netns, port).
 //! - SYN_RECV -> ESTABLISHED runs in softirq, where the current task is usually the CLIENT:
 //!   attribute the accept to the recorded listener and the socket's own cgroup, never to the
@@ -16,10 +17,13 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use monitor_common::{
     ConnEvent, EVENT_VERSION, EventKind, IPPROTO_TCP, KernelOffsets, ListenKey, ProcCtx, Stat,
-    event::FLAG_PROCESS_KNOWN, tcp_state,
+    event::FLAG_PROCESS_KNOWN,
+    flow::{DIRECTION_IN, DIRECTION_OUT},
+    tcp_state,
 };
 
 use crate::{
+    flows::{self, Route},
     maps::{self, DFDW_CONNECTING, DFDW_EVENTS, DFDW_LISTENERS, DFDW_WAKEUP, count},
     sock,
 };
@@ -98,12 +102,25 @@ fn finish_connect(o: &KernelOffsets, sk: *const u8, family: u16, kind: EventKind
         }
     };
     let Ok(a) = sock::addrs(o, sk, family) else { return };
-    let lost = match kind {
-        EventKind::ConnectFailed => Stat::LostConnectFailed,
-        _ => Stat::LostConnect,
+    let failed = matches!(kind, EventKind::ConnectFailed);
+    let netns = sock::netns(o, sk);
+    let observed = flows::Observed {
+        direction: DIRECTION_OUT,
+        ip_version: a.ip_version,
+        cgroup_id,
+        netns,
+        tgid,
+        local: a.local,
+        remote: a.remote,
+        server_port: a.remote_port,
+        failed,
     };
+    let Route::Send { flow, key_mask, counts } = flows::route(&observed) else { return };
+    let lost = if failed { Stat::LostConnectFailed } else { Stat::LostConnect };
     let Some(mut entry) = DFDW_EVENTS.reserve::<ConnEvent>(0) else {
-        count(lost);
+        if !counts.is_some_and(|c| flows::lost(&c, failed)) {
+            count(lost);
+        }
         return;
     };
     entry.write(ConnEvent {
@@ -111,16 +128,18 @@ fn finish_connect(o: &KernelOffsets, sk: *const u8, family: u16, kind: EventKind
         kind: kind as u8,
         flags,
         ip_version: a.ip_version,
-        error: if matches!(kind, EventKind::ConnectFailed) { sock::error(o, sk) } else { 0 },
+        error: if failed { sock::error(o, sk) } else { 0 },
         // SAFETY: helper without preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         cgroup_id,
         tgid,
         pid,
         uid,
-        netns: sock::netns(o, sk),
+        netns,
         src_port: a.local_port,
         dst_port: a.remote_port,
+        flow,
+        key_mask,
         _pad: 0,
         src_addr: a.local,
         dst_addr: a.remote,
@@ -167,8 +186,23 @@ fn emit_accept(o: &KernelOffsets, sk: *const u8, family: u16) {
             (0, 0, 0, [0; 16])
         }
     };
+    let cgroup_id = sock::cgroup_id(o, sk);
+    let observed = flows::Observed {
+        direction: DIRECTION_IN,
+        ip_version: a.ip_version,
+        cgroup_id,
+        netns,
+        tgid,
+        local: a.local,
+        remote: a.remote,
+        server_port: a.local_port,
+        failed: false,
+    };
+    let Route::Send { flow, key_mask, counts } = flows::route(&observed) else { return };
     let Some(mut entry) = DFDW_EVENTS.reserve::<ConnEvent>(0) else {
-        count(Stat::LostAccept);
+        if !counts.is_some_and(|c| flows::lost(&c, false)) {
+            count(Stat::LostAccept);
+        }
         return;
     };
     entry.write(ConnEvent {
@@ -179,13 +213,15 @@ fn emit_accept(o: &KernelOffsets, sk: *const u8, family: u16) {
         error: 0,
         // SAFETY: helper without preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
-        cgroup_id: sock::cgroup_id(o, sk),
+        cgroup_id,
         tgid,
         pid,
         uid: sock::uid(o, sk),
         netns,
         src_port: a.remote_port,
         dst_port: a.local_port,
+        flow,
+        key_mask,
         _pad: 0,
         src_addr: a.remote,
         dst_addr: a.local,

@@ -1,13 +1,15 @@
 //! dfdwatch's daemon and CLI as a library, used by the `dfdwatch` binary and by tests and
 //! benchmarks. The pipeline's stages each have a folder, and imports run one way, in the order a
 //! connection travels: [`source`] (ring buffer, decode) -> [`identity`] -> [`policy`] (placement
-//! and verdict) -> [`sinks`] (events, alerts, Alertmanager, metrics). [`telemetry`] (counters,
+//! and verdict) -> [`flows`] (the flow table, kernel verdicts and counters) -> [`sinks`] (events,
+//! alerts, Alertmanager, metrics). [`telemetry`] (counters,
 //! metrics, health) sits beside them; [`probes`] loads the eBPF programs; [`daemon`] wires it all.
 
 pub mod cgroupfs;
 pub mod clock;
 pub mod daemon;
 pub mod escape;
+pub mod flows;
 pub mod heap;
 pub mod identity;
 pub mod policy;

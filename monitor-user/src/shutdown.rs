@@ -51,7 +51,26 @@ impl ShutdownSignal {
     pub fn fired(&self) -> bool {
         *self.0.borrow()
     }
+
+    /// For a stage on its own thread: sleeps for `period`, or less if the shutdown fires (seen
+    /// within [`POLL`]); returns whether it fired.
+    pub fn wait_blocking(&self, period: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + period;
+        loop {
+            if self.fired() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            std::thread::sleep(left.min(POLL));
+        }
+    }
 }
+
+/// How often a thread in [`ShutdownSignal::wait_blocking`] looks at the shutdown.
+const POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[cfg(test)]
 mod tests {

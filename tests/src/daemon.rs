@@ -33,8 +33,10 @@ pub struct Daemon {
 /// What a stopped daemon left: its events, its final counters and its log.
 #[derive(Debug)]
 pub struct Finished {
-    /// Every event line, parsed.
+    /// Every connection record (`dfdwatch.connection.v1`), parsed.
     pub events: Vec<Value>,
+    /// Every flow record (`dfdwatch.flow.v1`), parsed.
+    pub flows: Vec<Value>,
     /// The `final counters` object (`kernel` and `pipeline`).
     pub counters: Value,
     /// The daemon's whole log (stderr).
@@ -146,18 +148,39 @@ impl Daemon {
         self.child.as_ref().map(Child::id)
     }
 
-    /// The events written so far.
+    /// The connection records written so far.
     pub fn events(&self) -> Result<Vec<Value>> {
-        read_events(&self.events_path)
+        Ok(read_events(&self.events_path)?.0)
     }
 
-    /// Polls the events until `done` holds for them or `timeout` passes; returns the last read.
+    /// The flow records written so far.
+    pub fn flows(&self) -> Result<Vec<Value>> {
+        Ok(read_events(&self.events_path)?.1)
+    }
+
+    /// Polls the connection records until `done` holds for them or `timeout` passes; returns the
+    /// last read.
     pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> Result<Vec<Value>> {
+        self.wait_for_records(timeout, Self::events, done)
+    }
+
+    /// Polls the flow records until `done` holds for them or `timeout` passes; returns the last
+    /// read.
+    pub fn wait_for_flows(&self, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> Result<Vec<Value>> {
+        self.wait_for_records(timeout, Self::flows, done)
+    }
+
+    fn wait_for_records(
+        &self,
+        timeout: Duration,
+        read: fn(&Self) -> Result<Vec<Value>>,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Result<Vec<Value>> {
         let deadline = Instant::now() + timeout;
         loop {
-            let events = self.events()?;
-            if done(&events) || Instant::now() > deadline {
-                return Ok(events);
+            let records = read(self)?;
+            if done(&records) || Instant::now() > deadline {
+                return Ok(records);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -185,7 +208,8 @@ impl Daemon {
             .find_map(|l| l.split_once("final counters: ").map(|(_, json)| json.to_owned()))
             .context("no `final counters` line in the daemon log")?;
         let counters = serde_json::from_str(&counters).context("parse final counters")?;
-        Ok(Finished { events: read_events(&self.events_path)?, counters, log, clean_exit: status.success() })
+        let (events, flows) = read_events(&self.events_path)?;
+        Ok(Finished { events, flows, counters, log, clean_exit: status.success() })
     }
 }
 
@@ -198,10 +222,11 @@ impl Drop for Daemon {
     }
 }
 
-fn read_events(path: &PathBuf) -> Result<Vec<Value>> {
+/// The events file's connection records and flow records; any other line is an error.
+fn read_events(path: &PathBuf) -> Result<(Vec<Value>, Vec<Value>)> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(e).context("read events"),
     };
     // The last line may be half written while the daemon runs: parse complete lines only.
@@ -209,7 +234,21 @@ fn read_events(path: &PathBuf) -> Result<Vec<Value>> {
         Some(end) => &text[..end],
         None => "",
     };
-    complete.lines().map(|l| serde_json::from_str(l).with_context(|| format!("bad event line: {l}"))).collect()
+    let (mut connections, mut flows) = (Vec::new(), Vec::new());
+    for line in complete.lines() {
+        let v: Value = serde_json::from_str(line).with_context(|| format!("bad event line: {line}"))?;
+        match v["schema"].as_str() {
+            Some("dfdwatch.connection.v1") => connections.push(v),
+            Some("dfdwatch.flow.v1") => flows.push(v),
+            _ => bail!("event line of no known schema: {line}"),
+        }
+    }
+    Ok((connections, flows))
+}
+
+/// The connections the flow records matching `which` add up to.
+pub fn connections(flows: &[Value], which: impl Fn(&Value) -> bool) -> u64 {
+    flows.iter().filter(|f| which(f)).map(|f| f["connections"].as_u64().unwrap_or(0)).sum()
 }
 
 /// A counter from [`Finished::counters`], e.g. `counter(&c, "kernel", "lost_accept")`.

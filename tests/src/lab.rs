@@ -278,4 +278,34 @@ impl ClientServer {
     pub fn fill(&self, template: &str) -> String {
         template.replace("CLIENT", &self.client.ipv4.to_string()).replace("SERVER", &self.server.ipv4.to_string())
     }
+
+    /// The DFD most tests start from, named `name`: one T2 zone holding the client pod (node
+    /// `worker`) and the server pod (node `web`), and `flows` (YAML list items, indented 4) as
+    /// its flows.
+    pub fn worker_web_dfd(&self, name: &str, flows: &str) -> String {
+        let head = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
+kind: ApprovedDataFlowDiagram
+metadata:
+  name: NAME
+spec:
+  tiers:
+    - {id: T2, name: Internal, level: 2}
+  dataClasses:
+    - {id: public, level: 0}
+  zones:
+    - {id: internal, name: Internal, tier: T2, match: {cidrs: ["CLIENT/32", "SERVER/32"]}}
+  nodes:
+    - {id: worker, name: Worker, kind: process, zone: internal, match: {cidrs: ["CLIENT/32"]}}
+    - {id: web, name: Web, kind: process, zone: internal, match: {cidrs: ["SERVER/32"]}}
+  flows:
+"#;
+        self.fill(&head.replace("NAME", name)) + flows
+    }
+
+    /// A flow item for [`Self::worker_web_dfd`]: `from` -> `to` on `ports` (YAML port entries).
+    pub fn flow(id: &str, from: &str, to: &str, ports: &str) -> String {
+        format!(
+            "    - id: {id}\n      from: {from}\n      to: {to}\n      ports: [{ports}]\n      appProtocol: http\n      encryption: {{required: none}}\n      data: [public]\n"
+        )
+    }
 }

@@ -5,32 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use serde_json::Value;
-use tests::{Daemon, DaemonOptions, Lab, lab, sys};
-
-const DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
-kind: ApprovedDataFlowDiagram
-metadata:
-  name: alerts-test
-spec:
-  tiers:
-    - {id: T1, name: Public, level: 1}
-    - {id: T2, name: Internal, level: 2}
-  dataClasses:
-    - {id: public, level: 0}
-  zones:
-    - {id: internal, name: Internal, tier: T2, match: {cidrs: ["CLIENT/32", "SERVER/32"]}}
-  nodes:
-    - {id: worker, name: Worker, kind: process, zone: internal, match: {cidrs: ["CLIENT/32"]}}
-    - {id: web, name: Web, kind: process, zone: internal, match: {cidrs: ["SERVER/32"]}}
-  flows:
-    - id: worker-to-web
-      from: worker
-      to: web
-      ports: [{port: 80, protocol: TCP}]
-      appProtocol: http
-      encryption: {required: none}
-      data: [public]
-"#;
+use tests::lab::ClientServer;
+use tests::{Daemon, DaemonOptions, lab};
 
 fn read_lines(path: &std::path::Path) -> Result<Vec<Value>> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -40,12 +16,10 @@ fn read_lines(path: &std::path::Path) -> Result<Vec<Value>> {
 #[test]
 fn repeated_unapproved_flow_gives_one_alert_then_one_count() -> Result<()> {
     let _serial = lab::exclusive();
-    let mut lab = Lab::new("alerts")?;
-    let client = lab.add_pod("client")?;
-    let server = lab.add_pod("server")?;
-    let dir = sys::scratch_dir("alerts")?;
-    let dfd = DFD.replace("CLIENT", &client.ipv4.to_string()).replace("SERVER", &server.ipv4.to_string());
-    std::fs::write(dir.join("dfd.yaml"), dfd)?;
+    let s = ClientServer::with_nginx("alerts", &[80])?;
+    let (lab, client, server, dir) = (&s.lab, &s.client, &s.server, &s.dir);
+    let flow = ClientServer::flow("worker-to-web", "worker", "web", "{port: 80, protocol: TCP}");
+    std::fs::write(dir.join("dfd.yaml"), s.worker_web_dfd("alerts-test", &flow))?;
     let alerts = dir.join("alerts.jsonl");
     let options = DaemonOptions {
         extra_args: vec![
@@ -59,14 +33,13 @@ fn repeated_unapproved_flow_gives_one_alert_then_one_count() -> Result<()> {
         ..Default::default()
     };
     let daemon = Daemon::start("alerts", &options)?;
-    lab.start_nginx(&server, &dir, &[80])?;
 
     let ok = format!("http://{}/", server.ipv4);
-    let (_, out) = lab.run(&client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &ok])?;
+    let (_, out) = lab.run(client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &ok])?;
     ensure!(out.status.success(), "approved request: {out:?}");
     let scan = format!("http://{}:8080/", server.ipv4);
     for _ in 0..5 {
-        lab.run(&client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &scan])?;
+        lab.run(client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &scan])?;
     }
     // The first alert comes at once; the summary when the 2 s window closes.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -87,8 +87,10 @@ fn short_lived_process_keeps_kernel_fields_and_counts_the_miss() -> Result<()> {
     let daemon = Daemon::start("identity-miss", &DaemonOptions::default())?;
     // `sh -c 'exec curl ...'` in a pod whose connect fails at once; curl is gone within a
     // millisecond, usually before the identity stage looks at /proc.
-    let url = format!("http://{}:9/", client.ipv4);
-    for _ in 0..20 {
+    // Each to its own closed port: a new flow each time, so each is identified (repeats of one
+    // flow are only counted).
+    for port in 9..29 {
+        let url = format!("http://{}:{port}/", client.ipv4);
         lab.run(&client, "curl", &["-s", "-m", "1", "-o", "/dev/null", &url])?;
     }
     let c = client.clone();

@@ -67,6 +67,9 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
     let client = lab.add_pod("client")?;
     let server = lab.add_pod("server")?;
     let prober = lab.add_pod("prober")?;
+    // A second worker: its first connection comes during the API outage, so it is resolved then,
+    // from the cache (the first worker's flow is judged already and only counted).
+    let client2 = lab.add_pod("client2")?;
     let start = "2026-11-23T00:00:00Z";
     api.apply(Kind::Namespaces, support::namespace("shop", json!({"team": "shop"})));
     api.apply(Kind::Namespaces, support::namespace("batch", json!({})));
@@ -78,6 +81,17 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
         Kind::Pods,
         support::pod("batch", "worker", "uid-worker", "test-node", Some(&client.ipv4.to_string()), "Running", start),
     );
+    let mut worker2 = support::pod(
+        "batch",
+        "worker-2",
+        "uid-worker-2",
+        "test-node",
+        Some(&client2.ipv4.to_string()),
+        "Running",
+        start,
+    );
+    worker2["spec"]["serviceAccountName"] = json!("worker-sa");
+    api.apply(Kind::Pods, worker2);
     api.apply(Kind::Namespaces, support::namespace("ops", json!({})));
     api.apply(
         Kind::Pods,
@@ -115,7 +129,7 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
         body.starts_with("ready\n") && body.contains("API server unreachable, answering from cache"),
         "/readyz during the outage: {body}"
     );
-    let (second, _) = lab.run(&client, "curl", &["-s", "-m", "3", "-o", "/dev/null", &url])?;
+    let (second, _) = lab.run(&client2, "curl", &["-s", "-m", "3", "-o", "/dev/null", &url])?;
 
     daemon.wait_for(Duration::from_secs(5), |ev| {
         [first, second, ambiguous].iter().all(|p| ev.iter().any(|e| e["local"]["tgid"].as_u64() == Some(u64::from(*p))))
@@ -138,11 +152,11 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
             .find(|e| e["kind"] == "connect" && e["local"]["tgid"].as_u64() == Some(u64::from(pid)))
             .context("connect event")
     };
-    for pid in [first, second] {
+    for (pid, pod) in [(first, "worker"), (second, "worker-2")] {
         let c = connect_of(pid)?;
         ensure!(
             c["src"]["k8s"]
-                == json!({"namespace": "batch", "pod": "worker", "pod_uid": "uid-worker", "service_account": "worker-sa", "spiffe_id": "spiffe://cluster.local/ns/batch/sa/worker-sa", "node": "test-node"}),
+                == json!({"namespace": "batch", "pod": pod, "pod_uid": format!("uid-{pod}"), "service_account": "worker-sa", "spiffe_id": "spiffe://cluster.local/ns/batch/sa/worker-sa", "node": "test-node"}),
             "client identity: {c}"
         );
         ensure!(

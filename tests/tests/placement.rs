@@ -69,6 +69,10 @@ fn both_ends_are_placed_on_nodes_zones_and_tiers() -> Result<()> {
         ev.iter().any(|e| e["kind"] == "accept" && e["local"]["netns"].as_u64() == Some(s.netns_inode))
             && ev.iter().any(|e| e["kind"] == "connect_failed" && e["local"]["netns"].as_u64() == Some(c.netns_inode))
     })?;
+    // Metrics count connections from the flow records, written once an interval.
+    daemon.wait_for_flows(Duration::from_secs(5), |flows| {
+        ["approved", "wrong_port"].iter().all(|k| flows.iter().any(|f| f["verdict"]["kind"] == *k))
+    })?;
     let metrics = scrape(&daemon)?;
     let done = daemon.stop()?;
     ensure!(done.log.contains("approved DFD loaded"), "{}", done.log);

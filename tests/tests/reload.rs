@@ -7,41 +7,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use tests::daemon::counter;
+use tests::daemon::{connections, counter};
 use tests::lab::ClientServer;
 use tests::{Daemon, DaemonOptions, lab, sys};
-
-/// `PORTS` is replaced by the approved ports of worker -> web.
-const DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
-kind: ApprovedDataFlowDiagram
-metadata:
-  name: reload-test
-spec:
-  tiers:
-    - {id: T2, name: Internal, level: 2}
-  dataClasses:
-    - {id: public, level: 0}
-  zones:
-    - {id: internal, name: Internal, tier: T2, match: {cidrs: ["CLIENT/32", "SERVER/32"]}}
-  nodes:
-    - {id: worker, name: Worker, kind: process, zone: internal, match: {cidrs: ["CLIENT/32"]}}
-    - {id: web, name: Web, kind: process, zone: internal, match: {cidrs: ["SERVER/32"]}}
-  flows:
-    - id: worker-to-web
-      from: worker
-      to: TARGET
-      ports: [PORTS]
-      appProtocol: http
-      encryption: {required: none}
-      data: [public]
-"#;
 
 fn setup(tag: &str) -> Result<ClientServer> {
     ClientServer::with_nginx(tag, &[80, 8080])
 }
 
 fn dfd(s: &ClientServer, ports: &str, target: &str) -> String {
-    s.fill(DFD).replace("PORTS", ports).replace("TARGET", target)
+    s.worker_web_dfd("reload-test", &ClientServer::flow("worker-to-web", "worker", target, ports))
 }
 
 /// Replaces the DFD file the way an editor or `git checkout` does: write aside, rename.
@@ -52,21 +27,24 @@ fn write_dfd(s: &ClientServer, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// One request from client to server on `port`; returns the verdict of its connect event.
+/// One request from client to server on `port`; returns the verdict its connect was counted
+/// under (the flow record of the interval that holds it).
 fn verdict_of_request(s: &ClientServer, daemon: &Daemon, port: u16) -> Result<String> {
-    let (pid, out) = s.lab.run(
+    let server = s.server.ipv4.to_string();
+    let of_request =
+        |f: &Value| f["kind"] == "connect" && f["dst"]["addr"] == server.as_str() && f["dst"]["port"] == port;
+    let before = daemon.flows()?.iter().filter(|f| of_request(f)).count();
+    let (_, out) = s.lab.run(
         &s.client,
         "curl",
         &["-s", "-m", "5", "-o", "/dev/null", &format!("http://{}:{port}/", s.server.ipv4)],
     )?;
     ensure!(out.status.success(), "curl to port {port}: {out:?}");
-    let events = daemon.wait_for(Duration::from_secs(5), |ev| ev.iter().any(|e| is_connect_of(e, pid)))?;
-    let event = events.iter().find(|e| is_connect_of(e, pid)).context("no connect event for the request")?;
-    Ok(event["verdict"]["kind"].as_str().unwrap_or("none").to_owned())
-}
-
-fn is_connect_of(e: &Value, pid: u32) -> bool {
-    e["kind"] == "connect" && e["local"]["tgid"] == pid
+    let flows =
+        daemon.wait_for_flows(Duration::from_secs(5), |f| f.iter().filter(|f| of_request(f)).count() > before)?;
+    let flow = flows.iter().filter(|f| of_request(f)).nth(before).context("no flow record for the request")?;
+    ensure!(flow["connections"] == 1, "one request, one connection: {flow}");
+    Ok(flow["verdict"]["kind"].as_str().unwrap_or("none").to_owned())
 }
 
 fn metric(text: &str, series: &str) -> Option<f64> {
@@ -116,27 +94,26 @@ fn changed_dfd_file_is_applied_and_a_broken_one_refused() -> Result<()> {
     let log = std::fs::read_to_string(daemon.log_path())?;
     ensure!(log.matches("approved DFD refused").count() == 1, "refused once, not every poll:\n{log}");
 
-    // Same-node connections: each request gave a connect and an accept; the accept is marked as
-    // the other end, and the verdict metrics count each connection once.
+    // Same-node connections: each request gave a connect and an accept; the accept's flow is
+    // counted under the connect's, and the verdict metrics count each connection once.
     let flows = daemon.metrics()?;
     let done = daemon.stop()?;
     let server = s.server.ipv4.to_string();
-    let judged: Vec<&Value> = done.events.iter().filter(|e| e["dst"]["addr"] == server.as_str()).collect();
-    let seconds = judged.iter().filter(|e| e["other_end_seen"] == true).count();
+    let to_server =
+        |kind: &str, f: &Value| f["kind"] == kind && f["dst"]["addr"] == server.as_str() && f["dst"]["port"] == 8080;
+    let connects = connections(&done.flows, |f| to_server("connect", f));
+    let accepts = connections(&done.flows, |f| to_server("accept", f));
+    ensure!(connects == 3 && accepts == 3, "3 requests: 3 connects and 3 accepts: {:#?}", done.flows);
     ensure!(
-        judged.len() == 6 && seconds == 3,
-        "3 requests: 3 connects + 3 accepts, 3 marked other_end_seen: {judged:#?}"
+        done.flows.iter().filter(|f| to_server("accept", f)).all(|f| f["counted_elsewhere"] == true),
+        "the accepts are counted under the connects: {:#?}",
+        done.flows
     );
     let counted: f64 = ["wrong_port", "approved"]
         .iter()
         .filter_map(|k| metric(&flows, &format!("dfdwatch_flows_total{{verdict=\"{k}\"}}")))
         .sum();
     ensure!(counted == 3.0, "dfdwatch_flows_total counts 3 connections, not 6 sightings:\n{flows}");
-    ensure!(
-        counter(&done.counters, "pipeline", "records_read") == counter(&done.counters, "pipeline", "events_written"),
-        "no event lost across reloads: {}",
-        done.counters
-    );
     Ok(())
 }
 
@@ -166,5 +143,46 @@ fn sighup_without_a_dfd_is_logged_not_fatal() -> Result<()> {
     daemon.wait_log("SIGHUP: no approved DFD to reload", 1)?;
     let done = daemon.stop()?;
     ensure!(done.clean_exit, "the daemon kept running and stopped cleanly on SIGTERM:\n{}", done.log);
+    Ok(())
+}
+
+/// The kernel counts an approved flow's repeats without asking the daemon; a reload that
+/// withdraws the approval must not leave that "approved" behind: the very next connection of the
+/// flow is recorded with its pid and alerts.
+#[test]
+fn withdrawn_approval_alerts_on_the_next_connection() -> Result<()> {
+    let _serial = lab::exclusive();
+    let s = setup("reload-withdraw")?;
+    write_dfd(&s, &dfd(&s, "{port: 80, protocol: TCP}, {port: 8080, protocol: TCP}", "web"))?;
+    let daemon = start(&s, "reload-withdraw", "1")?;
+    let url = format!("http://{}:8080/", s.server.ipv4);
+    let curl = |lab: &tests::Lab| -> Result<u32> {
+        let (pid, out) = lab.run(&s.client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &url])?;
+        ensure!(out.status.success(), "curl: {out:?}");
+        Ok(pid)
+    };
+    for _ in 0..5 {
+        curl(&s.lab)?;
+    }
+    let server = s.server.ipv4.to_string();
+    let to_8080 = |f: &Value| f["kind"] == "connect" && f["dst"]["addr"] == server.as_str() && f["dst"]["port"] == 8080;
+    let flows = daemon.wait_for_flows(Duration::from_secs(5), |f| connections(f, to_8080) >= 5)?;
+    ensure!(flows.iter().filter(|f| to_8080(f)).all(|f| f["verdict"]["kind"] == "approved"), "{flows:#?}");
+    let recorded = daemon.events()?.iter().filter(|e| to_8080(e)).count();
+    ensure!(recorded == 1, "an approved flow is recorded once, then counted: {recorded} records");
+
+    write_dfd(&s, &dfd(&s, "{port: 80, protocol: TCP}", "web"))?;
+    daemon.wait_log("approved DFD reloaded", 1)?;
+    let pid = curl(&s.lab)?;
+    let events = daemon.wait_for(Duration::from_secs(5), |ev| ev.iter().any(|e| e["local"]["tgid"] == pid))?;
+    let e =
+        events.iter().find(|e| e["local"]["tgid"] == pid && to_8080(e)).context("the next connection is recorded")?;
+    ensure!(
+        e["verdict"]["kind"] == "wrong_port" && e["verdict"]["alert"] == true && e["recorded"] == "first",
+        "the withdrawn approval alerts at once: {e}"
+    );
+    let done = daemon.stop()?;
+    ensure!(counter(&done.counters, "pipeline", "flow_verdicts_withdrawn") >= 1, "{}", done.counters);
+    ensure!(connections(&done.flows, to_8080) == 6, "every connection counted: {:#?}", done.flows);
     Ok(())
 }

@@ -11,40 +11,6 @@ use tests::daemon::{counter, run_to_exit};
 use tests::lab::ClientServer;
 use tests::{Daemon, DaemonOptions, lab, sys};
 
-/// `EXPIRED` and `EXPIRING` are replaced by dates.
-const DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
-kind: ApprovedDataFlowDiagram
-metadata:
-  name: sinks-test
-spec:
-  tiers:
-    - {id: T2, name: Internal, level: 2}
-  dataClasses:
-    - {id: public, level: 0}
-  zones:
-    - {id: internal, name: Internal, tier: T2, match: {cidrs: ["CLIENT/32", "SERVER/32"]}}
-  nodes:
-    - {id: worker, name: Worker, kind: process, zone: internal, match: {cidrs: ["CLIENT/32"]}}
-    - {id: web, name: Web, kind: process, zone: internal, match: {cidrs: ["SERVER/32"]}}
-  flows:
-    - id: worker-to-web
-      from: worker
-      to: web
-      ports: [{port: 80, protocol: TCP}]
-      appProtocol: http
-      encryption: {required: none}
-      data: [public]
-      approval: {ticket: SEC-1, expires: "EXPIRED"}
-    - id: web-to-worker
-      from: web
-      to: worker
-      ports: [{port: 80, protocol: TCP}]
-      appProtocol: http
-      encryption: {required: none}
-      data: [public]
-      approval: {ticket: SEC-2, expires: "EXPIRING"}
-"#;
-
 /// A date `days` from today (UTC), as `YYYY-MM-DD`.
 fn day(days: i64) -> String {
     Date::from_unix_days(Date::today_utc().unix_days() + days).to_string()
@@ -52,7 +18,14 @@ fn day(days: i64) -> String {
 
 fn setup(tag: &str) -> Result<ClientServer> {
     let s = ClientServer::with_nginx(tag, &[80])?;
-    let text = s.fill(DFD).replace("EXPIRED", &day(-1)).replace("EXPIRING", &day(5));
+    // One approval expired yesterday, one expires in five days.
+    let approval =
+        |ticket: &str, expires: String| format!("      approval: {{ticket: {ticket}, expires: \"{expires}\"}}\n");
+    let flows = ClientServer::flow("worker-to-web", "worker", "web", "{port: 80, protocol: TCP}")
+        + &approval("SEC-1", day(-1))
+        + &ClientServer::flow("web-to-worker", "web", "worker", "{port: 80, protocol: TCP}")
+        + &approval("SEC-2", day(5));
+    let text = s.worker_web_dfd("sinks-test", &flows);
     std::fs::write(s.dir.join("dfd.yaml"), text)?;
     Ok(s)
 }

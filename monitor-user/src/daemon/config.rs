@@ -21,6 +21,18 @@ pub struct RunArgs {
     /// How often the reader collects records the probes did not announce (batched wakeups).
     #[arg(long, default_value_t = 5, value_name = "MS")]
     pub flush_interval_ms: u64,
+    /// How often the kernel's flow counters are read and each active flow's record written
+    /// (`dfdwatch.flow.v1`); flow and violation metrics grow at this pace.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub flow_interval_ms: u64,
+    /// Connections of one alerting flow recorded one by one per second, at most; the rest are
+    /// counted in its flow records and in dfdwatch_unreported_connections_total.
+    #[arg(long, default_value_t = crate::flows::kernel::DEFAULT_REPORT_LIMIT, value_name = "N")]
+    pub flow_report_limit: u32,
+    /// Flows tracked at once (kernel and daemon). A new flow beyond them is sent and recorded
+    /// connection by connection, counted in dfdwatch_flow_table_full_total.
+    #[arg(long, default_value_t = monitor_common::FLOW_ENTRIES, value_name = "N")]
+    pub flow_table_entries: u32,
     /// How often kernel loss counters are checked and increases logged.
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub stats_interval_ms: u64,
@@ -113,6 +125,9 @@ impl RunArgs {
         );
         check((1..=1000).contains(&self.flush_interval_ms), "--flush-interval-ms: use 1 to 1000".into());
         check(self.stats_interval_ms >= 100, "--stats-interval-ms: use at least 100".into());
+        check((100..=60_000).contains(&self.flow_interval_ms), "--flow-interval-ms: use 100 to 60000".into());
+        check((1..=1_000_000).contains(&self.flow_report_limit), "--flow-report-limit: use 1 to 1000000".into());
+        check((1..=1 << 20).contains(&self.flow_table_entries), "--flow-table-entries: use 1 to 1048576".into());
         check(
             (self.alerts_file.is_none() && self.alertmanager_url.is_none()) || !self.dfd.is_empty(),
             "--alerts-file and --alertmanager-url need --dfd: alerts are verdicts against the approved DFD".into(),
@@ -138,6 +153,7 @@ impl RunArgs {
             wakeup_bytes: u64::from(ring_bytes / 16),
             wakeup_ns: 1_000_000,
             listener_entries: self.max_listeners,
+            flow_entries: self.flow_table_entries,
         })
     }
 }

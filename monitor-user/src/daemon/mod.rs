@@ -66,6 +66,8 @@ pub enum RunError {
     Signal(#[source] std::io::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] crate::telemetry::metrics::MetricsError),
+    #[error("cannot set up the kernel flow table: {0}")]
+    FlowTable(#[source] aya::maps::MapError),
 }
 
 fn host_name() -> String {
@@ -169,8 +171,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         tracing::warn!("no cgroup v2 mount: events carry no cgroup path, container or pod");
     }
     let mut resolver = Resolver::new(cgroups, Arc::new(names), counters.clone()).with_host_name(node.clone());
+    let mut identity_generation: Option<Box<dyn Fn() -> u64 + Send>> = None;
     let kube_task = match kube::start(&args, &node, &health, shutdown.signal()).await? {
         Some((identity, task)) => {
+            let watched = identity.clone();
+            identity_generation = Some(Box::new(move || watched.generation()));
             resolver = resolver.with_kubernetes(identity);
             Some(task)
         }
@@ -180,7 +185,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut probes = Probes::load(&probe_config)?;
     let ring = probes.take_events()?;
     let mut kernel_stats = KernelStats::new(probes.take_stats()?, probes.prog_info()?);
-    let parts = Parts { ring, resolver, policy, sinks, node };
+    let flow_maps = probes.take_flow_maps()?;
+    let parts = Parts { ring, resolver, policy, sinks, node, flow_maps, identity_generation };
     let pipeline = Pipeline::start(&args, parts, &counters, &metrics, &shutdown)?;
     let server = listener.map(|l| tokio::spawn(http::serve(l, metrics.clone(), health.clone(), shutdown.signal())));
     health.set_ready(true);

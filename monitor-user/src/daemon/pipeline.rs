@@ -1,7 +1,8 @@
 //! Builds the pipeline, each stage on its own thread joined by bounded queues:
-//! ring reader (own thread and runtime) -> identity -> verdict (with a DFD) -> fan-out -> events
-//! writer and alert writer (-> Alertmanager, on the main runtime). Stopping fires the shutdown for
-//! the reader, then joins every stage in order as its input closes, so nothing queued is lost.
+//! ring reader (own thread and runtime) -> identity -> verdict (with a DFD) -> flow stage (with
+//! the kernel counters' drain beside it) -> fan-out -> events writer and alert writer
+//! (-> Alertmanager, on the main runtime). Stopping fires the shutdown for the reader and the
+//! drain, then joins every stage in order as its input closes, so nothing queued is lost.
 
 use std::sync::Arc;
 use std::sync::mpsc::sync_channel;
@@ -13,15 +14,21 @@ use tokio::sync::{mpsc, watch};
 
 use super::{RunArgs, RunError};
 use crate::clock::WallClock;
+use crate::flows::drain::CountsDrain;
+use crate::flows::kernel::KernelFlows;
+use crate::flows::table::FlowStage;
+use crate::flows::{FlowInput, FlowOutput};
 use crate::identity::{IdentityStage, Resolver};
 use crate::policy::Policy;
+use crate::policy::reload::ReloadObserver;
 use crate::policy::reload::Reloader;
 use crate::policy::stage::VerdictStage;
+use crate::probes::FlowMaps;
 use crate::shutdown::{Shutdown, ShutdownSignal};
+use crate::sinks::alertmanager;
 use crate::sinks::alerts::{AlertFile, AlertWriter};
 use crate::sinks::events::EventWriter;
 use crate::sinks::fanout::FanOut;
-use crate::sinks::{Observation, alertmanager};
 use crate::source::reader::RingReader;
 use crate::telemetry::counters::Counters;
 use crate::telemetry::metrics::Metrics;
@@ -90,6 +97,10 @@ pub struct Parts {
     pub sinks: Sinks,
     /// Node name written in events.
     pub node: String,
+    /// The kernel flow table's maps.
+    pub flow_maps: FlowMaps,
+    /// The Kubernetes identity cache's change count, when the daemon watches a cluster.
+    pub identity_generation: Option<Box<dyn Fn() -> u64 + Send>>,
 }
 
 /// The running pipeline.
@@ -115,8 +126,21 @@ impl Pipeline {
         shutdown: &Shutdown,
     ) -> Result<Self, RunError> {
         let (conn_tx, conn_rx) = mpsc::channel(EVENT_QUEUE);
-        let (observed_tx, observed_rx) = mpsc::channel::<Observation>(EVENT_QUEUE);
+        let (flow_tx, flow_rx) = mpsc::channel::<FlowInput>(EVENT_QUEUE);
+        let (output_tx, output_rx) = mpsc::channel::<FlowOutput>(EVENT_QUEUE);
         let (events_tx, events_rx) = sync_channel(RECORD_QUEUE);
+        let maps = parts.flow_maps;
+        let kernel = Arc::new(
+            KernelFlows::start(
+                maps.verdicts,
+                maps.config,
+                crate::flows::key_mask(parts.policy.as_ref()),
+                args.flow_report_limit,
+                parts.policy.as_ref().map(|p| p.revision.clone()),
+                counters.clone(),
+            )
+            .map_err(RunError::FlowTable)?,
+        );
         let mut stages = Vec::new();
         let mut reloader = None;
         match parts.policy {
@@ -127,18 +151,30 @@ impl Pipeline {
                     move || stage.run()
                 })?);
                 let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
-                let stage = VerdictStage::new(policy_rx, identified_rx, observed_tx, counters.clone());
+                let stage = VerdictStage::new(policy_rx, identified_rx, flow_tx.clone(), counters.clone());
                 stages.push(spawn("verdict", move || stage.run())?);
                 let interval = Duration::from_secs(args.dfd_watch_interval_secs);
-                let r =
-                    Reloader::new(args.dfd.clone(), interval, policy_tx, metrics.clone()).map_err(RunError::Signal)?;
+                // The kernel's verdicts are withdrawn before the metrics report the reload.
+                let observers: Vec<Arc<dyn ReloadObserver>> = vec![kernel.clone(), metrics.clone()];
+                let r = Reloader::new(args.dfd.clone(), interval, policy_tx, Arc::new(observers))
+                    .map_err(RunError::Signal)?;
                 reloader = Some(tokio::spawn(r.run(shutdown.signal())));
             }
             None => {
-                let stage = IdentityStage::new(parts.resolver, conn_rx, observed_tx);
+                let stage = IdentityStage::new(parts.resolver, conn_rx, flow_tx.clone());
                 stages.push(spawn("identity", move || stage.run())?);
             }
         }
+        let drain =
+            CountsDrain::new(maps.counts, kernel.clone(), flow_tx, Duration::from_millis(args.flow_interval_ms));
+        let stop = shutdown.signal();
+        stages.push(spawn("flow-drain", move || drain.run(stop))?);
+        let mut flow_stage =
+            FlowStage::new(Some(kernel), args.flow_table_entries as usize, flow_rx, output_tx, counters.clone());
+        if let Some(generation) = parts.identity_generation {
+            flow_stage = flow_stage.with_identity_generation(generation);
+        }
+        stages.push(spawn("flows", move || flow_stage.run())?);
         // The writers are joined after the fan-out: their queues close when it ends.
         let mut writers = Vec::new();
         let alerts = match parts.sinks.alerts {
@@ -152,7 +188,7 @@ impl Pipeline {
         let events = parts.sinks.events;
         writers.push(spawn("event-writer", move || events.run(events_rx))?);
         let fanout = FanOut::new(WallClock::new(), parts.node, metrics.clone(), counters.clone(), events_tx, alerts);
-        stages.push(spawn("fan-out", move || fanout.run(observed_rx))?);
+        stages.push(spawn("fan-out", move || fanout.run(output_rx))?);
         stages.extend(writers);
         let flush = Duration::from_millis(args.flush_interval_ms);
         let reader = spawn_reader(parts.ring, conn_tx, flush, counters.clone(), shutdown.signal())?;

@@ -28,6 +28,22 @@ pub trait ReloadObserver: Send + Sync {
     fn refused(&self);
 }
 
+/// Several observers, told in order (the kernel's flow verdicts first, then the metrics, so that
+/// a reload is reported applied only once no verdict of the old revision is left).
+impl ReloadObserver for Vec<Arc<dyn ReloadObserver>> {
+    fn applied(&self, policy: &Policy) {
+        for o in self {
+            o.applied(policy);
+        }
+    }
+
+    fn refused(&self) {
+        for o in self {
+            o.refused();
+        }
+    }
+}
+
 /// What started a reload, for the log.
 #[derive(Clone, Copy, Debug)]
 enum Trigger {
@@ -128,8 +144,9 @@ impl Reloader {
                     flows = policy.compiled.dfd.flows.len(),
                     "approved DFD reloaded"
                 );
+                let policy = Arc::new(policy);
+                self.policy.send_replace(policy.clone());
                 self.observer.applied(&policy);
-                self.policy.send_replace(Arc::new(policy));
                 None
             }
             Err(e) => {

@@ -11,10 +11,12 @@ pub mod tracefs;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    EVENTS_MAP, LISTENERS_MAP, OFFSETS_GLOBAL, SELF_TGID_GLOBAL, STATS_MAP, WAKEUP_BYTES_GLOBAL, WAKEUP_NS_GLOBAL,
+    EVENTS_MAP, FLOW_CONFIG_MAP, FLOW_COUNTS_MAP, FLOW_VERDICTS_MAP, LISTENERS_MAP, OFFSETS_GLOBAL, SELF_TGID_GLOBAL,
+    STATS_MAP, WAKEUP_BYTES_GLOBAL, WAKEUP_NS_GLOBAL,
+    flow::{CountsKey, FlowConfig, FlowCounts, FlowKey, FlowVerdict},
 };
 
 pub use attach::AttachPoint;
@@ -84,6 +86,18 @@ pub struct ProbeConfig {
     pub wakeup_ns: u64,
     /// Capacity of the listener map (listening ports per network namespace).
     pub listener_entries: u32,
+    /// Capacity of the flow-verdict map (the counters map holds twice as many: two epochs).
+    pub flow_entries: u32,
+}
+
+/// The flow table's maps, as the daemon holds them.
+pub struct FlowMaps {
+    /// Flow key -> the daemon's verdict.
+    pub verdicts: HashMap<MapData, FlowKey, FlowVerdict>,
+    /// (flow id, epoch) -> what the probes counted.
+    pub counts: HashMap<MapData, CountsKey, FlowCounts>,
+    /// The flow table's settings.
+    pub config: Array<MapData, FlowConfig>,
 }
 
 /// Loaded and attached probes.
@@ -110,6 +124,8 @@ impl Probes {
             .override_global(WAKEUP_NS_GLOBAL, &config.wakeup_ns, true)
             .map_max_entries(EVENTS_MAP, config.ring_bytes)
             .map_max_entries(LISTENERS_MAP, config.listener_entries)
+            .map_max_entries(FLOW_VERDICTS_MAP, config.flow_entries)
+            .map_max_entries(FLOW_COUNTS_MAP, config.flow_entries.saturating_mul(2))
             .load(PROBES_OBJECT)
             .map_err(load_error)?;
         match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -136,6 +152,19 @@ impl Probes {
             .and_then(|fd| fd.try_clone().map_err(aya::programs::ProgramError::from))
             .map_err(|source| ProbeError::Program { name, source })?;
         Ok(prog_info::ProgInfo::new(fd))
+    }
+
+    /// Takes the flow table's maps (once): verdicts, counters, settings.
+    pub fn take_flow_maps(&mut self) -> Result<FlowMaps, ProbeError> {
+        let mut take = |name: &'static str| self.ebpf.take_map(name).ok_or(ProbeError::MissingMap(name));
+        let (verdicts, counts, config) = (take(FLOW_VERDICTS_MAP)?, take(FLOW_COUNTS_MAP)?, take(FLOW_CONFIG_MAP)?);
+        Ok(FlowMaps {
+            verdicts: HashMap::try_from(verdicts)
+                .map_err(|source| ProbeError::MapType { name: FLOW_VERDICTS_MAP, source })?,
+            counts: HashMap::try_from(counts)
+                .map_err(|source| ProbeError::MapType { name: FLOW_COUNTS_MAP, source })?,
+            config: Array::try_from(config).map_err(|source| ProbeError::MapType { name: FLOW_CONFIG_MAP, source })?,
+        })
     }
 
     /// Takes the per-CPU loss counters (once).

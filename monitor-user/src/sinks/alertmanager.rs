@@ -92,7 +92,7 @@ pub fn to_alertmanager(alert: &AlertRecord, window: Duration) -> Value {
         ("dst_zone", zone(&event.dst)),
         ("src_node", node(&event.src)),
         ("dst_node", node(&event.dst)),
-        ("dst_port", Some(event.dst.port.to_string())),
+        ("dst_port", event.dst.port.map(|p| p.to_string())),
         ("flow_key", Some(alert.flow_key.clone())),
         ("node", Some(event.node.clone())),
     ] {
@@ -109,9 +109,9 @@ pub fn to_alertmanager(alert: &AlertRecord, window: Duration) -> Value {
         "{} {}:{} -> {}:{} ({occurrence})",
         verdict.kind.as_str(),
         event.src.addr,
-        event.src.port,
+        event.src.port.unwrap_or_default(),
         event.dst.addr,
-        event.dst.port,
+        event.dst.port.unwrap_or_default(),
     );
     let nearest = if verdict.nearest_flows.is_empty() { "none".into() } else { verdict.nearest_flows.join(", ") };
     let direction = verdict

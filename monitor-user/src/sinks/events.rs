@@ -1,4 +1,4 @@
-//! The events sink: writes each connection record as one JSON line to stdout or an append-only
+//! The events sink: writes each connection and flow record as one JSON line to stdout or an append-only
 //! file, on its own thread (blocking I/O stays off the async runtime). Lines are flushed whenever
 //! the queue runs empty, so a quiet stream is never held back in a buffer. A failed write is
 //! counted and logged; it never stops the other sinks (metrics are recorded before this queue).
@@ -11,17 +11,29 @@ use std::{
     sync::{Arc, mpsc::Receiver},
 };
 
+use super::flow_record::FlowRecord;
 use super::record::ConnectionRecord;
 use crate::telemetry::counters::Counters;
 use crate::telemetry::metrics::Metrics;
 
-/// One line for the events sink: the record, and when the kernel saw it (for the latency).
+/// A record for the events sink.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum EventRecord {
+    /// A connection recorded one by one (shared with the alert writer).
+    Connection(Arc<ConnectionRecord>),
+    /// A flow's interval.
+    Flow(Box<FlowRecord>),
+}
+
+/// One line for the events sink: the record, and for a connection when the kernel saw it (for
+/// the detection latency).
 #[derive(Debug)]
 pub struct EventLine {
-    /// The record, shared with the alert writer.
-    pub record: Arc<ConnectionRecord>,
-    /// CLOCK_MONOTONIC nanoseconds of the kernel's state change.
-    pub monotonic_ns: u64,
+    /// The record.
+    pub record: EventRecord,
+    /// CLOCK_MONOTONIC nanoseconds of the kernel's state change, for a connection.
+    pub monotonic_ns: Option<u64>,
 }
 
 /// Writes connection events as JSON Lines.
@@ -63,15 +75,17 @@ impl EventWriter {
     fn write(&mut self, line: &EventLine) {
         // The whole line is serialised first and handed over in one write, so a failing disk
         // never leaves half a line in the buffer to be glued to the next one.
-        let result = serde_json::to_vec(&*line.record).map_err(std::io::Error::from).and_then(|mut bytes| {
+        let result = serde_json::to_vec(&line.record).map_err(std::io::Error::from).and_then(|mut bytes| {
             bytes.push(b'\n');
             self.out.write_all(&bytes)
         });
         match result {
             Ok(()) => {
                 self.counters.record_written();
-                let now = crate::clock::monotonic_ns();
-                self.metrics.observe_latency(now.saturating_sub(line.monotonic_ns) as f64 / 1e9);
+                if let Some(seen) = line.monotonic_ns {
+                    let now = crate::clock::monotonic_ns();
+                    self.metrics.observe_latency(now.saturating_sub(seen) as f64 / 1e9);
+                }
             }
             Err(e) => self.counters.report_write_error("writing an event", &e),
         }

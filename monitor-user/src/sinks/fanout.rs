@@ -1,7 +1,8 @@
-//! The fan-out after the verdict, on its own thread. For each connection it first records the
-//! metrics itself (atomic counters, never queued, so they stay exact whatever a sink does: a full
-//! disk stops event lines, not `dfdwatch_flows_total`), then builds the event record once and
-//! hands it to each sink's bounded queue.
+//! The fan-out after the flow stage, on its own thread. For each flow interval, and each
+//! connection the flow table could not track, it first records the metrics itself (atomic
+//! counters, never queued, so they stay exact whatever a sink does: a full disk stops event
+//! lines, not `dfdwatch_flows_total`); then it builds the connection or flow record once and
+//! hands it to each sink's bounded queue (alerts: connections only).
 //!
 //! Overflow policy, per queue ([`SinkQueue`]): the events and alerts queues apply backpressure
 //! (the fan-out waits, so the kernel ring absorbs a burst and counts its own losses), each wait
@@ -16,11 +17,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::Observation;
 use super::alerts::{AlertCandidate, flow_key};
-use super::events::EventLine;
+use super::events::{EventLine, EventRecord};
+use super::flow_record::FlowRecord;
 use super::record::ConnectionRecord;
 use crate::clock::WallClock;
+use crate::flows::{FlowOutput, FlowSummary, Observation, Role};
+use crate::policy::Judgement;
 use crate::telemetry::counters::{Counters, Sink};
 use crate::telemetry::metrics::{Metrics, Violation};
 
@@ -51,19 +54,37 @@ impl FanOut {
     }
 
     /// Runs until the input closes; the sinks' queues close when it returns.
-    pub fn run(mut self, mut input: mpsc::Receiver<Observation>) {
-        while let Some(observation) = input.blocking_recv() {
-            self.take(observation);
+    pub fn run(mut self, mut input: mpsc::Receiver<FlowOutput>) {
+        while let Some(output) = input.blocking_recv() {
+            self.take(output);
         }
     }
 
-    /// Records, then dispatches, one observation.
-    pub fn take(&mut self, observation: Observation) {
-        self.record_metrics(&observation);
+    /// Records, then dispatches, one connection or flow interval.
+    pub fn take(&mut self, output: FlowOutput) {
+        match output {
+            FlowOutput::Connection { observation, role } => self.connection(&observation, role),
+            FlowOutput::Flow(summary) => self.flow(&summary),
+        }
+    }
+
+    fn connection(&mut self, observation: &Observation, role: Role) {
+        // Metrics count a tracked flow's connections in its interval; an untracked one only here.
+        if role == Role::Untracked
+            && let Some(j) = observation.judgement()
+            && !j.other_end_seen
+        {
+            self.record_metrics(j, 1);
+        }
         let flow = observation.flow();
-        let judgement = observation.judgement();
-        let record = Arc::new(ConnectionRecord::new(flow, judgement, &self.clock, &self.node));
-        if let Observation::Judged(j) = &observation
+        let mut record = ConnectionRecord::new(flow, observation.judgement(), &self.clock, &self.node);
+        record.recorded = match role {
+            Role::First => "first",
+            Role::Reported => "reported",
+            Role::Untracked => "untracked",
+        };
+        let record = Arc::new(record);
+        if let Observation::Judged(j) = observation
             && j.judgement.raises_alert()
         {
             let candidate = AlertCandidate {
@@ -76,21 +97,29 @@ impl FanOut {
                 alerts.send(candidate, &self.counters);
             }
         }
-        let line = EventLine { record, monotonic_ns: flow.conn.monotonic_ns };
+        let line = EventLine { record: EventRecord::Connection(record), monotonic_ns: Some(flow.conn.monotonic_ns) };
         self.events.send(line, &self.counters);
     }
 
-    fn record_metrics(&self, observation: &Observation) {
-        let Some(j) = observation.judgement() else { return };
-        if j.other_end_seen {
-            return;
+    fn flow(&mut self, summary: &FlowSummary) {
+        if !summary.counted_elsewhere
+            && let Some(j) = summary.first.judgement()
+        {
+            self.record_metrics(j, summary.interval.conns);
         }
+        let record = FlowRecord::new(summary, &self.clock, &self.node);
+        self.counters.record_flow_record();
+        let line = EventLine { record: EventRecord::Flow(Box::new(record)), monotonic_ns: None };
+        self.events.send(line, &self.counters);
+    }
+
+    fn record_metrics(&self, j: &Judgement, connections: u64) {
         let violation = j.verdict.alert.then_some(Violation {
             src_zone: j.src.zone.as_deref(),
             dst_zone: j.dst.zone.as_deref(),
             severity: j.verdict.severity,
         });
-        self.metrics.observe_verdict(j.verdict.kind, violation);
+        self.metrics.observe_verdict(j.verdict.kind, violation, connections);
     }
 }
 

@@ -1,62 +1,19 @@
-//! The sinks, after the verdict: a typed fan-out ([`fanout`]) records each connection's metrics
-//! itself, builds its event record once, and hands it to independent bounded queues: the events
-//! writer ([`events`]) and the alert writer ([`alerts`], which feeds [`alertmanager`]). Each sink
+//! The sinks, after the flow stage: a typed fan-out ([`fanout`]) records the metrics itself (from
+//! each flow's interval, and from connections the flow table could not track), builds each
+//! connection or flow record once, and hands it to independent bounded queues: the events writer
+//! ([`events`]) and the alert writer ([`alerts`], which feeds [`alertmanager`]). Each sink
 //! serialises at its own edge.
 
 pub mod alertmanager;
 pub mod alerts;
 pub mod events;
 pub mod fanout;
+pub mod flow_record;
 pub mod record;
 pub mod rotate;
 pub mod windows;
 
-use crate::identity::Identified;
-use crate::policy::{Judged, Judgement};
-
-/// What reaches the sinks: a connection, judged when a DFD is loaded. Without a DFD there is no
-/// verdict, by type.
-#[derive(Clone, Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a daemon sends only one variant (a DFD is loaded or not); boxing would allocate once per connection"
-)]
-pub enum Observation {
-    /// Identified, not judged (no DFD loaded).
-    Identified(Identified),
-    /// Judged against the DFD.
-    Judged(Judged),
-}
-
-impl From<Identified> for Observation {
-    fn from(flow: Identified) -> Self {
-        Observation::Identified(flow)
-    }
-}
-
-impl From<Judged> for Observation {
-    fn from(judged: Judged) -> Self {
-        Observation::Judged(judged)
-    }
-}
-
-impl Observation {
-    /// The connection and its ends' identity.
-    pub fn flow(&self) -> &Identified {
-        match self {
-            Observation::Identified(flow) => flow,
-            Observation::Judged(j) => &j.flow,
-        }
-    }
-
-    /// The judgement, when a DFD judged it.
-    pub fn judgement(&self) -> Option<&Judgement> {
-        match self {
-            Observation::Identified(_) => None,
-            Observation::Judged(j) => Some(&j.judgement),
-        }
-    }
-}
+pub use crate::flows::Observation;
 
 /// Synthetic judged connections for the sinks' unit tests.
 #[cfg(test)]
@@ -86,6 +43,7 @@ pub(crate) mod fixture {
             uid: 0,
             cgroup_id: 1,
             netns: 1,
+            route: Default::default(),
         };
         let flow = Identified {
             conn,

@@ -48,6 +48,11 @@ pub struct ConnectionRecord {
     /// (a connect and an accept of two local workloads): metrics and alerts count it once.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub other_end_seen: bool,
+    /// Why this connection is recorded one by one: `first` (the first of its flow, or the first
+    /// judged differently), `reported` (a connection of an alerting flow: each is recorded) or
+    /// `untracked` (the flow table had no room for its flow). Every other connection is counted in
+    /// its flow's `dfdwatch.flow.v1` records.
+    pub recorded: &'static str,
 }
 
 /// An address and port.
@@ -55,8 +60,9 @@ pub struct ConnectionRecord {
 pub struct Address {
     /// IP address.
     pub addr: String,
-    /// Port.
-    pub port: u16,
+    /// Port; a flow record leaves out the client's, which changes with every connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// Name from the static identity file, when it names this address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -123,7 +129,7 @@ pub fn errno_name(errno: i32) -> &'static str {
 fn address(a: SocketAddr, name: &Option<String>, dfd: Option<&Placement>, k8s: &Option<K8sEnd>) -> Address {
     Address {
         addr: a.ip().to_string(),
-        port: a.port(),
+        port: Some(a.port()),
         name: name.as_ref().map(|n| escape_bytes(n.as_bytes())),
         dfd: dfd.cloned(),
         k8s: k8s.as_ref().map(escape_k8s),
@@ -148,7 +154,8 @@ fn escape_k8s(k: &K8sEnd) -> K8sEnd {
 }
 
 impl ConnectionRecord {
-    /// Builds the record for one connection, with its judgement when a DFD is loaded.
+    /// Builds the record for one connection (recorded as its flow's first), with its judgement
+    /// when a DFD is loaded.
     pub fn new(e: &Identified, judgement: Option<&Judgement>, clock: &WallClock, node: &str) -> Self {
         let c = &e.conn;
         let (src_dfd, dst_dfd) = (judgement.map(|j| &j.src), judgement.map(|j| &j.dst));
@@ -184,6 +191,7 @@ impl ConnectionRecord {
             },
             verdict: judgement.map(|j| j.verdict.clone()),
             other_end_seen: judgement.is_some_and(|j| j.other_end_seen),
+            recorded: "first",
         }
     }
 }

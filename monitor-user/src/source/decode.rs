@@ -4,7 +4,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use monitor_common::{ConnEvent, EVENT_VERSION, EventKind, event::FLAG_PROCESS_KNOWN};
+use monitor_common::{
+    ConnEvent, EVENT_VERSION, EventKind,
+    event::FLAG_PROCESS_KNOWN,
+    flow::{DIRECTION_IN, DIRECTION_OUT, FlowKey, KEY_PROCESS},
+};
 
 use crate::telemetry::counters::DecodeFailure;
 
@@ -65,6 +69,20 @@ pub struct Connection {
     pub cgroup_id: u64,
     /// Network namespace inode of the socket.
     pub netns: u32,
+    /// How the probe routed it through the kernel flow table.
+    pub route: Route,
+}
+
+/// How the probe routed a connection through the kernel flow table: the very key it looked up
+/// (rebuilt from the record with the key mask the probe used) and why it sent the connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    /// The flow key.
+    pub key: FlowKey,
+    /// `monitor_common::flow::FLOW_*` bits (0: the flow table was off).
+    pub bits: u8,
+    /// The key mask the probe used.
+    pub key_mask: u8,
 }
 
 impl Connection {
@@ -102,6 +120,7 @@ pub fn decode(bytes: &[u8]) -> Result<Connection, DecodeError> {
     if ev.ip_version != 4 && ev.ip_version != 6 {
         return Err(DecodeError::IpVersion(ev.ip_version));
     }
+    let route = Route { key: flow_key(&ev, kind), bits: ev.flow, key_mask: ev.key_mask };
     let process = (ev.flags & FLAG_PROCESS_KNOWN != 0).then(|| {
         let end = ev.comm.iter().position(|&c| c == 0).unwrap_or(ev.comm.len());
         LocalProcess { tgid: ev.tgid, pid: ev.pid, comm: ev.comm[..end].to_vec() }
@@ -116,7 +135,25 @@ pub fn decode(bytes: &[u8]) -> Result<Connection, DecodeError> {
         uid: ev.uid,
         cgroup_id: ev.cgroup_id,
         netns: ev.netns,
+        route,
     })
+}
+
+/// The flow key the probe built for `ev` (same fields, same mask).
+fn flow_key(ev: &ConnEvent, kind: EventKind) -> FlowKey {
+    let outgoing = !matches!(kind, EventKind::Accept);
+    let (local, remote) = if outgoing { (ev.src_addr, ev.dst_addr) } else { (ev.dst_addr, ev.src_addr) };
+    FlowKey {
+        cgroup_id: ev.cgroup_id,
+        netns: ev.netns,
+        tgid: if ev.key_mask & KEY_PROCESS != 0 { ev.tgid } else { 0 },
+        local_addr: local,
+        remote_addr: remote,
+        server_port: ev.dst_port,
+        direction: if outgoing { DIRECTION_OUT } else { DIRECTION_IN },
+        ip_version: ev.ip_version,
+        _pad: 0,
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +187,8 @@ mod tests {
             netns: 4026531840,
             src_port: 40000,
             dst_port: 80,
+            flow: 0,
+            key_mask: 0,
             _pad: 0,
             src_addr: src,
             dst_addr: dst,

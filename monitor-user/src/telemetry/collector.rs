@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntCounter, IntCounterVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 
 use super::counters::{Counters, DecodeFailure, DeliveryResult, IdentityMiss, Sink};
 
@@ -24,6 +24,11 @@ pub(super) struct PipelineCollector {
     sink_dropped: IntCounterVec,
     alertmanager: IntCounterVec,
     alertmanager_errors: IntCounter,
+    flow_table_full: IntCounter,
+    flow_records: IntCounter,
+    flows_tracked: IntGauge,
+    verdicts_withdrawn: IntCounter,
+    unreported: IntCounter,
 }
 
 impl PipelineCollector {
@@ -84,6 +89,23 @@ impl PipelineCollector {
                 "dfdwatch_pair_table_full_total",
                 "Same-node connections that may be counted twice because the table pairing their two ends was full.",
             )?,
+            flow_table_full: IntCounter::new(
+                "dfdwatch_flow_table_full_total",
+                "Connections sent and recorded one by one because the flow table had no room for their flow key.",
+            )?,
+            flow_records: IntCounter::new(
+                "dfdwatch_flow_records_total",
+                "Flow records (one per flow key and interval) handed to the events sink.",
+            )?,
+            flows_tracked: IntGauge::new("dfdwatch_flows_tracked", "Flow keys the daemon tracks now.")?,
+            verdicts_withdrawn: IntCounter::new(
+                "dfdwatch_flow_verdicts_withdrawn_total",
+                "Kernel flow verdicts withdrawn (DFD reloads, identity changes, idle keys), so that their keys are judged again.",
+            )?,
+            unreported: IntCounter::new(
+                "dfdwatch_unreported_connections_total",
+                "Connections of alerting flows counted but not recorded one by one (over the per-flow rate limit, or the ring buffer was full).",
+            )?,
         })
     }
 }
@@ -103,6 +125,11 @@ impl Collector for PipelineCollector {
         d.extend(self.sink_dropped.desc());
         d.extend(self.alertmanager.desc());
         d.extend(self.alertmanager_errors.desc());
+        d.extend(self.flow_table_full.desc());
+        d.extend(self.flow_records.desc());
+        d.extend(self.flows_tracked.desc());
+        d.extend(self.verdicts_withdrawn.desc());
+        d.extend(self.unreported.desc());
         d
     }
 
@@ -130,6 +157,11 @@ impl Collector for PipelineCollector {
         set(&self.alertmanager.with_label_values(&[DeliveryResult::Sent.as_str()]), s.alertmanager_sent);
         set(&self.alertmanager.with_label_values(&[DeliveryResult::Dropped.as_str()]), s.alertmanager_dropped);
         set(&self.alertmanager_errors, s.alertmanager_post_errors);
+        set(&self.flow_table_full, s.flow_table_full);
+        set(&self.flow_records, s.flow_records);
+        self.flows_tracked.set(i64::try_from(s.flows_tracked).unwrap_or(i64::MAX));
+        set(&self.verdicts_withdrawn, s.flow_verdicts_withdrawn);
+        set(&self.unreported, s.unreported);
         let mut out = Vec::new();
         out.extend(self.records.collect());
         out.extend(self.written.collect());
@@ -143,6 +175,11 @@ impl Collector for PipelineCollector {
         out.extend(self.sink_dropped.collect());
         out.extend(self.alertmanager.collect());
         out.extend(self.alertmanager_errors.collect());
+        out.extend(self.flow_table_full.collect());
+        out.extend(self.flow_records.collect());
+        out.extend(self.flows_tracked.collect());
+        out.extend(self.verdicts_withdrawn.collect());
+        out.extend(self.unreported.collect());
         out
     }
 }

@@ -103,6 +103,11 @@ pub struct Counters {
     sink_waits: [AtomicU64; 2],
     sink_dropped: [AtomicU64; 2],
     pair_table_full: AtomicU64,
+    flow_table_full: AtomicU64,
+    flow_records: AtomicU64,
+    flows_tracked: AtomicU64,
+    flow_verdicts_withdrawn: AtomicU64,
+    unreported: AtomicU64,
     alertmanager_sent: AtomicU64,
     alertmanager_dropped: AtomicU64,
     alertmanager_post_errors: AtomicU64,
@@ -139,6 +144,18 @@ pub struct CountersSnapshot {
     pub alerts_dropped: u64,
     /// Same-node connections that may be counted twice (pairing table full).
     pub pair_table_full: u64,
+    /// Connections sent one by one because the flow table had no room for their key.
+    pub flow_table_full: u64,
+    /// Flow records (one per key and interval) handed to the events sink.
+    pub flow_records: u64,
+    /// Flow keys the daemon tracks now.
+    pub flows_tracked: u64,
+    /// Kernel flow verdicts withdrawn (DFD reloads, identity changes), so their keys are judged
+    /// again.
+    pub flow_verdicts_withdrawn: u64,
+    /// Connections of alerting flows counted but not recorded one by one (over the per-key rate
+    /// limit, or the ring buffer was full).
+    pub unreported: u64,
     /// Alerts Alertmanager accepted.
     pub alertmanager_sent: u64,
     /// Alerts never delivered to Alertmanager (queue full, or retries exhausted).
@@ -202,6 +219,31 @@ impl Counters {
         self.pair_table_full.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One connection sent one by one because the flow table had no room; returns the new total.
+    pub fn record_flow_table_full(&self) -> u64 {
+        self.flow_table_full.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// One flow record handed to the events sink.
+    pub fn record_flow_record(&self) {
+        self.flow_records.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The number of flow keys tracked now.
+    pub fn set_flows_tracked(&self, n: u64) {
+        self.flows_tracked.store(n, Ordering::Relaxed);
+    }
+
+    /// `n` kernel flow verdicts withdrawn.
+    pub fn record_verdicts_withdrawn(&self, n: u64) {
+        self.flow_verdicts_withdrawn.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` connections of alerting flows counted but not recorded one by one.
+    pub fn record_unreported(&self, n: u64) {
+        self.unreported.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// `n` alerts accepted by Alertmanager.
     pub fn record_alertmanager_sent(&self, n: u64) {
         self.alertmanager_sent.fetch_add(n, Ordering::Relaxed);
@@ -257,6 +299,11 @@ impl Counters {
             events_dropped,
             alerts_dropped,
             pair_table_full: self.pair_table_full.load(Ordering::Relaxed),
+            flow_table_full: self.flow_table_full.load(Ordering::Relaxed),
+            flow_records: self.flow_records.load(Ordering::Relaxed),
+            flows_tracked: self.flows_tracked.load(Ordering::Relaxed),
+            flow_verdicts_withdrawn: self.flow_verdicts_withdrawn.load(Ordering::Relaxed),
+            unreported: self.unreported.load(Ordering::Relaxed),
             alertmanager_sent: self.alertmanager_sent.load(Ordering::Relaxed),
             alertmanager_dropped: self.alertmanager_dropped.load(Ordering::Relaxed),
             alertmanager_post_errors: self.alertmanager_post_errors.load(Ordering::Relaxed),

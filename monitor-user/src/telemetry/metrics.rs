@@ -193,11 +193,11 @@ impl Metrics {
     /// Counts one judged connection (once per connection: the caller skips the second sighting
     /// of a same-node connection), and its violation if it calls for an alert. Zone labels are
     /// DFD zone ids (a closed set per DFD revision) or `none`.
-    pub fn observe_verdict(&self, kind: VerdictKind, violation: Option<Violation<'_>>) {
-        self.flows.with_label_values(&[kind.as_str()]).inc();
+    pub fn observe_verdict(&self, kind: VerdictKind, violation: Option<Violation<'_>>, connections: u64) {
+        self.flows.with_label_values(&[kind.as_str()]).inc_by(connections);
         if let Some(v) = violation {
             let (src, dst) = (v.src_zone.unwrap_or(NO_ZONE), v.dst_zone.unwrap_or(NO_ZONE));
-            self.violations.with_label_values(&[src, dst, v.severity.as_str()]).inc();
+            self.violations.with_label_values(&[src, dst, v.severity.as_str()]).inc_by(connections);
         }
     }
 
