@@ -3,6 +3,7 @@
 //! client and sink it runs inside network namespaces.
 
 mod alert_feed;
+mod cost;
 mod latency;
 mod memory;
 mod monitor;
@@ -34,6 +35,9 @@ enum Cmd {
         connections: u64,
         #[arg(long, default_value_t = 4)]
         parallel: u64,
+        /// Each connection from its own loopback address (127.1.0.0 and up): every one a new flow.
+        #[arg(long)]
+        distinct: bool,
     },
     /// Accept and drop connections until killed.
     Sink {
@@ -48,6 +52,22 @@ enum Cmd {
         parallel: u64,
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Another daemon binary to run in the same rounds, as NAME=PATH; repeatable.
+        #[arg(long = "compare", value_name = "NAME=PATH")]
+        compare: Vec<String>,
+    },
+    /// What a connection costs: daemon CPU, probe time, bytes written, for a repeated approved
+    /// flow (one client, then saturated) and for connections that are all distinct flows.
+    Cost {
+        #[arg(long, default_value_t = 100_000)]
+        connections: u64,
+        /// Connections in the distinct-flows storm.
+        #[arg(long, default_value_t = 100_000)]
+        distinct: u64,
+        /// Another daemon binary to run the same storms with, as NAME=PATH; repeatable. This
+        /// build always runs, as `this`.
+        #[arg(long = "compare", value_name = "NAME=PATH")]
+        compare: Vec<String>,
     },
     /// Detection latency, connect() to alert line.
     Latency {
@@ -85,16 +105,39 @@ fn report(name: &str, value: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
+/// The daemon builds of `--compare NAME=PATH`.
+fn compared(compare: &[String]) -> Result<Vec<(String, PathBuf)>> {
+    compare
+        .iter()
+        .map(|c| {
+            let (name, path) = c.split_once('=').context("--compare NAME=PATH")?;
+            Ok((name.to_owned(), PathBuf::from(path)))
+        })
+        .collect()
+}
+
+/// The builds of `--compare`, then this one, as `this`.
+fn builds(compare: &[String]) -> Result<Vec<(String, PathBuf)>> {
+    let mut bins = compared(compare)?;
+    bins.push(("this".to_owned(), monitor::dfdwatch_bin()?));
+    Ok(bins)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let dir = out_dir();
     match cli.command {
-        Cmd::Storm { to, connections, parallel } => storm::storm(to, connections, parallel.max(1)),
+        Cmd::Storm { to, connections, parallel, distinct } => storm::storm(to, connections, parallel.max(1), distinct),
         Cmd::Sink { listen } => storm::sink(listen),
-        Cmd::Overhead { connections, parallel, rounds } => {
+        Cmd::Overhead { connections, parallel, rounds, compare } => {
             let dfd = tests::sys::workspace_root().join("approved-dfd/demo");
-            let v = overhead::run(&dir.join("overhead"), connections, parallel.max(1), rounds.max(1), &dfd)?;
+            let others = compared(&compare)?;
+            let v = overhead::run(&dir.join("overhead"), connections, parallel.max(1), rounds.max(1), &dfd, &others)?;
             report("overhead", &v)
+        }
+        Cmd::Cost { connections, distinct, compare } => {
+            let v = cost::run(&dir.join("cost"), connections.max(1), distinct.max(1), &builds(&compare)?)?;
+            report("cost", &v)
         }
         Cmd::Latency { ports, rounds } => {
             let dfd = dfdwatch_bench::synth::write_dfd(&dir.join("dfd"), 10)?;
@@ -103,13 +146,7 @@ fn main() -> Result<()> {
         }
         Cmd::Stall { pods, compare } => {
             let dfd = dfdwatch_bench::synth::write_dfd(&dir.join("dfd"), 10)?;
-            let mut bins = Vec::new();
-            for c in &compare {
-                let (name, path) = c.split_once('=').context("--compare NAME=PATH")?;
-                bins.push((name.to_owned(), PathBuf::from(path)));
-            }
-            bins.push(("this".to_owned(), monitor::dfdwatch_bin()?));
-            let v = stall::run(&dir.join("stall"), &dfd, pods, &bins)?;
+            let v = stall::run(&dir.join("stall"), &dfd, pods, &builds(&compare)?)?;
             report("stall", &v)
         }
         Cmd::Memory { pods } => {

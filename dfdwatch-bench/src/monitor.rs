@@ -75,36 +75,53 @@ fn wait_for(log: &Path, needle: &str, child: &mut Child) -> Result<()> {
 
 /// Starts `monitor`, with its files in `dir`; `extra` are more dfdwatch options.
 pub fn start(monitor: Monitor, dir: &Path, extra: &[String]) -> Result<Running> {
+    match monitor {
+        Monitor::None => Ok(Running { child: None, monitor, log: dir.join("none.log") }),
+        Monitor::Dfdwatch => start_dfdwatch(&dfdwatch_bin()?, dir, extra),
+        Monitor::Bpftrace => {
+            let (log, out) = log_file(monitor, dir)?;
+            let child = Command::new("bpftrace")
+                .args(["-e", BPFTRACE_SCRIPT])
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .spawn()
+                .context("start bpftrace (Debian package bpftrace)")?;
+            attached(monitor, child, log, "Attaching 1 probe")
+        }
+    }
+}
+
+/// Starts the dfdwatch binary `bin` (this build, or another one to compare with), with its files
+/// in `dir`; `extra` are more options.
+pub fn start_dfdwatch(bin: &Path, dir: &Path, extra: &[String]) -> Result<Running> {
+    let (log, out) = log_file(Monitor::Dfdwatch, dir)?;
+    for f in ["events.jsonl", "alerts.jsonl"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let child = Command::new(bin)
+        .arg("run")
+        .arg("--events-file")
+        .arg(dir.join("events.jsonl"))
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    attached(Monitor::Dfdwatch, child, log, "dfdwatch ready")
+}
+
+fn log_file(monitor: Monitor, dir: &Path) -> Result<(PathBuf, std::fs::File)> {
     std::fs::create_dir_all(dir)?;
     let log = dir.join(format!("{}.log", monitor.name()));
     let out = std::fs::File::create(&log)?;
-    let mut child = match monitor {
-        Monitor::None => return Ok(Running { child: None, monitor, log }),
-        Monitor::Dfdwatch => {
-            for f in ["events.jsonl", "alerts.jsonl"] {
-                let _ = std::fs::remove_file(dir.join(f));
-            }
-            Command::new(dfdwatch_bin()?)
-                .arg("run")
-                .arg("--events-file")
-                .arg(dir.join("events.jsonl"))
-                .args(extra)
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(out)
-                .spawn()
-                .context("start dfdwatch")?
-        }
-        Monitor::Bpftrace => Command::new("bpftrace")
-            .args(["-e", BPFTRACE_SCRIPT])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("start bpftrace (Debian package bpftrace)")?,
-    };
-    let needle = if monitor == Monitor::Dfdwatch { "dfdwatch ready" } else { "Attaching 1 probe" };
+    Ok((log, out))
+}
+
+/// Waits until the monitor says it attached; stops it if it does not.
+fn attached(monitor: Monitor, mut child: Child, log: PathBuf, needle: &str) -> Result<Running> {
     if let Err(e) = wait_for(&log, needle, &mut child) {
         let _ = child.kill();
         let _ = child.wait();
@@ -114,6 +131,11 @@ pub fn start(monitor: Monitor, dir: &Path, extra: &[String]) -> Result<Running> 
 }
 
 impl Running {
+    /// The monitor's pid (none for [`Monitor::None`]).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stops the monitor (SIGTERM, then waits); for dfdwatch returns its final counters.
     pub fn stop(mut self) -> Result<Option<Value>> {
         let Some(mut child) = self.child.take() else { return Ok(None) };

@@ -4,7 +4,7 @@
 //! ratios to the unmonitored time. dfdwatch's own counters prove no event was lost.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -15,7 +15,35 @@ use crate::monitor::{self, Monitor};
 use crate::stats::median;
 
 const PORT: u16 = 9000;
-const MONITORS: [Monitor; 3] = [Monitor::None, Monitor::Dfdwatch, Monitor::Bpftrace];
+
+/// One monitor of the comparison: none, bpftrace, or a dfdwatch build.
+struct Entry {
+    name: String,
+    monitor: Monitor,
+    bin: Option<PathBuf>,
+}
+
+impl Entry {
+    fn start(&self, dir: &Path, extra: &[String]) -> Result<monitor::Running> {
+        match &self.bin {
+            Some(bin) => monitor::start_dfdwatch(bin, &dir.join(&self.name), extra),
+            None => monitor::start(self.monitor, &dir.join(&self.name), extra),
+        }
+    }
+}
+
+/// none, this dfdwatch build, bpftrace, then the builds to compare with.
+fn entries(bins: &[(String, PathBuf)]) -> Vec<Entry> {
+    let mut out = vec![
+        Entry { name: "none".into(), monitor: Monitor::None, bin: None },
+        Entry { name: "dfdwatch".into(), monitor: Monitor::Dfdwatch, bin: None },
+        Entry { name: "bpftrace".into(), monitor: Monitor::Bpftrace, bin: None },
+    ];
+    for (name, bin) in bins {
+        out.push(Entry { name: format!("dfdwatch-{name}"), monitor: Monitor::Dfdwatch, bin: Some(bin.clone()) });
+    }
+    out
+}
 
 /// Where the storm runs.
 enum Scenario<'a> {
@@ -42,7 +70,15 @@ fn parse_storm(out: &std::process::Output) -> Result<(u64, u64)> {
 }
 
 /// Runs the benchmark; returns its results as JSON.
-pub fn run(dir: &Path, connections: u64, parallel: u64, rounds: usize, dfd: &Path) -> Result<Value> {
+pub fn run(
+    dir: &Path,
+    connections: u64,
+    parallel: u64,
+    rounds: usize,
+    dfd: &Path,
+    compare: &[(String, PathBuf)],
+) -> Result<Value> {
+    let monitors = entries(compare);
     let exe = std::env::current_exe()?;
     let mut lab = Lab::new("bench")?;
     let client = lab.add_pod("client")?;
@@ -60,7 +96,8 @@ pub fn run(dir: &Path, connections: u64, parallel: u64, rounds: usize, dfd: &Pat
             ("loopback", Scenario::Loopback),
             ("namespaces", Scenario::Namespaces { lab: &lab, client: &client, server: &server }),
         ] {
-            out.push(run_scenario(name, &mut scenario, dir, connections, parallel, rounds, dfd)?);
+            let storm = StormSize { connections, parallel, rounds };
+            out.push(run_scenario(name, &mut scenario, dir, &monitors, &storm, dfd)?);
         }
         Ok(json!({"connections": connections, "parallel": parallel, "rounds": rounds, "scenarios": out}))
     })();
@@ -69,17 +106,24 @@ pub fn run(dir: &Path, connections: u64, parallel: u64, rounds: usize, dfd: &Pat
     result
 }
 
+/// How big each storm is and how many rounds run.
+struct StormSize {
+    connections: u64,
+    parallel: u64,
+    rounds: usize,
+}
+
 fn run_scenario(
     name: &str,
     scenario: &mut Scenario<'_>,
     dir: &Path,
-    connections: u64,
-    parallel: u64,
-    rounds: usize,
+    monitors: &[Entry],
+    size: &StormSize,
     dfd: &Path,
 ) -> Result<Value> {
+    let StormSize { connections, parallel, rounds } = *size;
     let exe = std::env::current_exe()?;
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); MONITORS.len()];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); monitors.len()];
     let mut dfdwatch_runs = Vec::new();
     let extra = vec![
         "--dfd".into(),
@@ -89,10 +133,10 @@ fn run_scenario(
         "--no-metrics".into(),
     ];
     for round in 0..rounds {
-        for k in 0..MONITORS.len() {
-            let i = (round + k) % MONITORS.len();
-            let m = MONITORS[i];
-            let running = monitor::start(m, &dir.join(m.name()), &extra)?;
+        for k in 0..monitors.len() {
+            let i = (round + k) % monitors.len();
+            let m = &monitors[i];
+            let running = m.start(dir, &extra)?;
             let output = match scenario {
                 Scenario::Loopback => Command::new(&exe)
                     .args(storm_args(SocketAddr::from(([127, 0, 0, 1], PORT)), connections, parallel))
@@ -105,11 +149,13 @@ fn run_scenario(
             let (ns, errors) = parse_storm(&output)?;
             let counters = running.stop()?;
             if errors > 0 {
-                bail!("{name}/{}: {errors} connections failed", m.name());
+                bail!("{name}/{}: {errors} connections failed", m.name);
             }
-            eprintln!("bench overhead {name} round {round} {}: {:.3} s", m.name(), ns as f64 / 1e9);
+            eprintln!("bench overhead {name} round {round} {}: {:.3} s", m.name, ns as f64 / 1e9);
             times[i].push(ns as f64 / 1e9);
-            if let Some(c) = counters {
+            if let Some(c) = counters
+                && m.bin.is_none()
+            {
                 dfdwatch_runs.push(c);
             }
         }
@@ -129,8 +175,9 @@ fn run_scenario(
         dfdwatch_runs.iter().map(|c| c["pipeline"]["events_written"].as_u64().unwrap_or(0)).min().unwrap_or(0);
     Ok(json!({
         "scenario": name,
-        "seconds": MONITORS.iter().zip(&times).map(|(m, t)| (m.name().to_owned(), json!(t))).collect::<serde_json::Map<_, _>>(),
-        "median_seconds": MONITORS.iter().zip(&medians).map(|(m, t)| (m.name().to_owned(), json!(t))).collect::<serde_json::Map<_, _>>(),
+        "seconds": monitors.iter().zip(&times).map(|(m, t)| (m.name.clone(), json!(t))).collect::<serde_json::Map<_, _>>(),
+        "median_seconds": monitors.iter().zip(&medians).map(|(m, t)| (m.name.clone(), json!(t))).collect::<serde_json::Map<_, _>>(),
+        "ratios": monitors.iter().zip(&medians).skip(1).map(|(m, t)| (m.name.clone(), json!(t / medians[0]))).collect::<serde_json::Map<_, _>>(),
         "ratio_dfdwatch": medians[1] / medians[0],
         "ratio_bpftrace": medians[2] / medians[0],
         "connections_per_second_unmonitored": connections as f64 / medians[0],

@@ -27,9 +27,43 @@ fn reset_on_close(s: &TcpStream) {
     }
 }
 
-/// Opens `connections` connections to `to` from `parallel` threads; prints
+/// A connection to `to` from the loopback source address numbered `i` (127.1.0.0 + i): each
+/// connection its own flow.
+fn connect_from(to: SocketAddr, i: u64) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let src = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 1, 0, 0)) + i as u32);
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let SocketAddr::V4(to) = to else { return Err(std::io::Error::other("distinct sources need an IPv4 target")) };
+    // SAFETY: plain socket calls on a fresh fd, with correctly sized sockaddr_in values; the fd is
+    // owned by the TcpStream from then on (or closed on error).
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let local = sockaddr(src, 0);
+        if libc::bind(fd, (&raw const local).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let remote = sockaddr(*to.ip(), to.port());
+        if libc::connect(fd, (&raw const remote).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+/// Opens `connections` connections to `to` from `parallel` threads, each from 127.0.0.1, or
+/// with `distinct` each from its own loopback address (every connection a new flow); prints
 /// `{"connections":N,"errors":E,"elapsed_ns":T}`.
-pub fn storm(to: SocketAddr, connections: u64, parallel: u64) -> Result<()> {
+pub fn storm(to: SocketAddr, connections: u64, parallel: u64, distinct: bool) -> Result<()> {
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let threads: Vec<_> = (0..parallel)
@@ -37,8 +71,9 @@ pub fn storm(to: SocketAddr, connections: u64, parallel: u64) -> Result<()> {
             let errors = errors.clone();
             let share = connections / parallel + u64::from(t < connections % parallel);
             std::thread::spawn(move || {
-                for _ in 0..share {
-                    match TcpStream::connect(to) {
+                for i in 0..share {
+                    let stream = if distinct { connect_from(to, i * parallel + t) } else { TcpStream::connect(to) };
+                    match stream {
                         Ok(s) => reset_on_close(&s),
                         Err(_) => {
                             errors.fetch_add(1, Ordering::Relaxed);

@@ -31,10 +31,8 @@ use crate::{
 /// Entry point shared by every attach point.
 #[inline(always)]
 pub fn on_state_change<C: EbpfContext>(ctx: &C, sk: *const u8, old: i32, new: i32) {
-    let o = maps::offsets();
-    if o.ready == 0 || sk.is_null() {
-        return;
-    }
+    // The state pair first: most runs are transitions the probe ignores (closes, FIN states), and
+    // they should cost no more than this comparison.
     let interesting = matches!(
         (old, new),
         (tcp_state::CLOSE, tcp_state::SYN_SENT)
@@ -44,7 +42,11 @@ pub fn on_state_change<C: EbpfContext>(ctx: &C, sk: *const u8, old: i32, new: i3
             | (tcp_state::LISTEN, tcp_state::CLOSE)
             | (tcp_state::SYN_RECV, tcp_state::ESTABLISHED)
     );
-    if !interesting {
+    if !interesting || sk.is_null() {
+        return;
+    }
+    let o = maps::offsets();
+    if o.ready == 0 {
         return;
     }
     let Some(family) = sock::family(&o, sk) else { return };

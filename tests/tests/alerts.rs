@@ -65,3 +65,47 @@ fn repeated_unapproved_flow_gives_one_alert_then_one_count() -> Result<()> {
     ensure!(lines.iter().all(|l| l["verdict"]["kind"] != "approved"), "{lines:#?}");
     Ok(())
 }
+
+/// A scan of 11 closed ports of one peer: one alert at once, then one scan summary naming the 11
+/// ports, not 11 alerts.
+#[test]
+fn a_port_scan_gives_one_alert_and_one_summary_naming_the_ports() -> Result<()> {
+    const PORTS: [u16; 11] = [21, 22, 23, 25, 110, 143, 3306, 5432, 6379, 8081, 9200];
+    let _serial = lab::exclusive();
+    let s = ClientServer::with_nginx("alerts-scan", &[80])?;
+    let flow = ClientServer::flow("worker-to-web", "worker", "web", "{port: 80, protocol: TCP}");
+    std::fs::write(s.dir.join("dfd.yaml"), s.worker_web_dfd("scan-test", &flow))?;
+    let alerts = s.dir.join("alerts.jsonl");
+    let options = DaemonOptions {
+        extra_args: vec![
+            "--dfd".into(),
+            s.dir.join("dfd.yaml").display().to_string(),
+            "--alerts-file".into(),
+            alerts.display().to_string(),
+            "--alert-window-secs".into(),
+            "2".into(),
+        ],
+        ..Default::default()
+    };
+    let daemon = Daemon::start("alerts-scan", &options)?;
+    for port in PORTS {
+        let url = format!("http://{}:{port}/", s.server.ipv4);
+        let (_, out) = s.lab.run(&s.client, "curl", &["-s", "-m", "2", "-o", "/dev/null", &url])?;
+        ensure!(out.status.code() == Some(7), "port {port} refuses: {out:?}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while read_lines(&alerts)?.len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let done = daemon.stop()?;
+    let lines = read_lines(&alerts)?;
+    ensure!(lines.len() == 2, "want one first alert and one scan summary, got {lines:#?}\nlog:\n{}", done.log);
+    ensure!(lines[0]["occurrence"] == "first", "{}", lines[0]);
+    let scan = &lines[1];
+    ensure!(scan["occurrence"] == "scan" && scan["count"] == 10, "{scan}");
+    let ports: Vec<u64> =
+        scan["scan"]["ports"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+    ensure!(ports == PORTS.map(u64::from), "the summary names the 11 ports: {scan}");
+    ensure!(scan["scan"]["peers"] == serde_json::json!(["node=web"]), "{scan}");
+    Ok(())
+}

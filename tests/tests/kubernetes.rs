@@ -192,3 +192,97 @@ fn both_ends_carry_kubernetes_identity_and_survive_an_api_outage() -> Result<()>
     drop(rt);
     Ok(())
 }
+
+/// The kernel counts an approved flow's repeats without asking the daemon. When the server pod's
+/// labels change so that it is no longer the DFD's `web`, and later when it is deleted, the
+/// flow's next connection is judged again, with the identity in force then: no approval outlives
+/// the identity that earned it.
+#[test]
+fn an_identity_change_re_judges_the_flows_it_touches() -> Result<()> {
+    let _serial = lab::exclusive();
+    let rt = tokio::runtime::Runtime::new()?;
+    let api = rt.block_on(FakeApiServer::start());
+    let mut lab = Lab::new("kube-change")?;
+    let client = lab.add_pod("client")?;
+    let server = lab.add_pod("server")?;
+    let start = "2026-11-23T00:00:00Z";
+    let web = |app: &str| {
+        let mut p =
+            support::pod("shop", "web", "uid-web", "test-node", Some(&server.ipv4.to_string()), "Running", start);
+        p["metadata"]["labels"]["app"] = json!(app);
+        p
+    };
+    api.apply(Kind::Namespaces, support::namespace("shop", json!({})));
+    api.apply(Kind::Namespaces, support::namespace("batch", json!({})));
+    api.apply(Kind::Pods, web("web"));
+    api.apply(
+        Kind::Pods,
+        support::pod("batch", "worker", "uid-worker", "test-node", Some(&client.ipv4.to_string()), "Running", start),
+    );
+    let dir = sys::scratch_dir("kube-change")?;
+    std::fs::write(dir.join("kubeconfig"), sys::kubeconfig(&api.url()))?;
+    std::fs::write(dir.join("dfd.yaml"), DFD)?;
+    let options = DaemonOptions {
+        extra_args: vec![
+            "--kubeconfig".into(),
+            dir.join("kubeconfig").display().to_string(),
+            "--dfd".into(),
+            dir.join("dfd.yaml").display().to_string(),
+        ],
+        ..Default::default()
+    };
+    let daemon = Daemon::start("kube-change", &options)?;
+    daemon.wait_log("kubernetes identity synced and connected", 1)?;
+    lab.start_nginx(&server, &dir, &[80])?;
+    let url = format!("http://{}/", server.ipv4);
+    let curl = || lab.run(&client, "curl", &["-s", "-m", "3", "-o", "/dev/null", &url]).map(|(pid, _)| pid);
+    let to_web = |r: &Value| r["kind"] == "connect" && r["local"]["netns"].as_u64() == Some(client.netns_inode);
+    let withdrawn = |d: &Daemon| -> Result<f64> {
+        let text = d.metrics()?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix("dfdwatch_flow_verdicts_withdrawn_total ").and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0))
+    };
+    for _ in 0..3 {
+        curl()?;
+    }
+    let flows = daemon.wait_for_flows(Duration::from_secs(5), |f| tests::daemon::connections(f, to_web) >= 3)?;
+    ensure!(flows.iter().filter(|f| to_web(f)).all(|f| f["verdict"]["kind"] == "approved"), "{flows:#?}");
+
+    // After each change to the API server's pods: wait until the daemon withdrew its kernel
+    // verdicts, then connect once more; return that connection's record.
+    let after_change = |change: &dyn Fn()| -> Result<Value> {
+        let before = withdrawn(&daemon)?;
+        change();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while withdrawn(&daemon)? <= before && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let pid = curl()?;
+        let events = daemon.wait_for(Duration::from_secs(5), |ev| ev.iter().any(|e| e["local"]["tgid"] == pid))?;
+        events.into_iter().find(|e| e["local"]["tgid"] == pid).context("the next connection is recorded")
+    };
+    // The server pod's labels change: it is no longer `web`.
+    let e = after_change(&|| {
+        api.apply(Kind::Pods, web("other"));
+    })?;
+    ensure!(e["dst"]["dfd"]["node"].is_null() && e["verdict"]["alert"] == true, "judged with the new labels: {e}");
+    // Back to `web`: approved again, and counted in the kernel again.
+    let e = after_change(&|| {
+        api.apply(Kind::Pods, web("web"));
+    })?;
+    ensure!(e["verdict"]["kind"] == "approved", "judged with the labels restored: {e}");
+    curl()?;
+    // The pod is deleted: its address is nobody's now, and the approved flow is judged again.
+    let e = after_change(&|| {
+        api.delete(Kind::Pods, "shop", "web");
+    })?;
+    ensure!(
+        e["dst"]["k8s"].get("pod").is_none() && e["verdict"]["alert"] == true,
+        "the deleted pod no longer names the server: {e}"
+    );
+    daemon.stop()?;
+    drop(rt);
+    Ok(())
+}

@@ -139,6 +139,7 @@ pub fn run() -> Result<()> {
         }
         let occurrence = match a["occurrence"].as_str() {
             Some("repeats") => format!("+{} repeat(s)", a["count"]),
+            Some("scan") => format!("scan of ports {}", join(&a["scan"]["ports"])),
             _ => "first".to_owned(),
         };
         println!(
@@ -235,5 +236,6 @@ fn endpoint(v: &Value) -> String {
 }
 
 fn join(v: &Value) -> String {
-    v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default()
+    let item = |v: &Value| v.as_str().map(str::to_owned).or_else(|| v.as_u64().map(|n| n.to_string()));
+    v.as_array().map(|a| a.iter().filter_map(item).collect::<Vec<_>>().join(",")).unwrap_or_default()
 }

@@ -11,8 +11,8 @@ pub struct RunArgs {
     /// Append events (JSON Lines) to this file instead of writing them to stdout.
     #[arg(long, value_name = "PATH")]
     pub events_file: Option<PathBuf>,
-    /// Attach point to use; by default the first this kernel supports (tracepoint, then
-    /// raw-tracepoint).
+    /// Attach point to use; by default the first this kernel supports (raw-tracepoint, then
+    /// tracepoint).
     #[arg(long, value_enum)]
     pub attach: Option<AttachPoint>,
     /// Size of the kernel-to-daemon ring buffer in MiB (a power of two, 1 to 1024).

@@ -92,7 +92,8 @@ pub fn to_alertmanager(alert: &AlertRecord, window: Duration) -> Value {
         ("dst_zone", zone(&event.dst)),
         ("src_node", node(&event.src)),
         ("dst_node", node(&event.dst)),
-        ("dst_port", event.dst.port.map(|p| p.to_string())),
+        // A scan has many ports: its `scan` annotation lists them.
+        ("dst_port", alert.scan.is_none().then(|| event.dst.port.map(|p| p.to_string())).flatten()),
         ("flow_key", Some(alert.flow_key.clone())),
         ("node", Some(event.node.clone())),
     ] {
@@ -104,15 +105,26 @@ pub fn to_alertmanager(alert: &AlertRecord, window: Duration) -> Value {
     let occurrence = match alert.occurrence {
         super::alerts::Occurrence::First => "first",
         super::alerts::Occurrence::Repeats => "repeats",
+        super::alerts::Occurrence::Scan => "scan",
     };
-    let summary = format!(
-        "{} {}:{} -> {}:{} ({occurrence})",
-        verdict.kind.as_str(),
-        event.src.addr,
-        event.src.port.unwrap_or_default(),
-        event.dst.addr,
-        event.dst.port.unwrap_or_default(),
-    );
+    let summary = match &alert.scan {
+        Some(scan) => format!(
+            "{} scan from {}: {} targets, {} ports, {} peers",
+            verdict.kind.as_str(),
+            event.src.addr,
+            scan.targets.len(),
+            scan.ports.len(),
+            scan.peers.len()
+        ),
+        None => format!(
+            "{} {}:{} -> {}:{} ({occurrence})",
+            verdict.kind.as_str(),
+            event.src.addr,
+            event.src.port.unwrap_or_default(),
+            event.dst.addr,
+            event.dst.port.unwrap_or_default(),
+        ),
+    };
     let nearest = if verdict.nearest_flows.is_empty() { "none".into() } else { verdict.nearest_flows.join(", ") };
     let direction = verdict
         .tier_direction
@@ -124,15 +136,19 @@ pub fn to_alertmanager(alert: &AlertRecord, window: Duration) -> Value {
         verdict.kind.as_str(),
         verdict.attempt,
     );
+    let mut annotations = json!({
+        "summary": summary,
+        "description": description,
+        "count": alert.count.to_string(),
+        "dfd_sha256": alert.dfd.sha256,
+        "event": serde_json::to_string(&**event).unwrap_or_default(),
+    });
+    if let Some(scan) = &alert.scan {
+        annotations["scan"] = Value::String(serde_json::to_string(scan).unwrap_or_default());
+    }
     json!({
         "labels": labels,
-        "annotations": {
-            "summary": summary,
-            "description": description,
-            "count": alert.count.to_string(),
-            "dfd_sha256": alert.dfd.sha256,
-            "event": serde_json::to_string(&**event).unwrap_or_default(),
-        },
+        "annotations": annotations,
         "startsAt": alert.first_seen,
         "endsAt": ends,
     })
@@ -230,6 +246,7 @@ mod tests {
             dfd: c.dfd.clone(),
             verdict: c.verdict.clone(),
             event: c.event.clone(),
+            scan: None,
         };
         let a = to_alertmanager(&alert, Duration::from_secs(60));
         assert_eq!(a["labels"]["alertname"], ALERT_NAME);

@@ -1,13 +1,17 @@
-//! Alert events (schema `dfdwatch.alert.v1`): one JSON line per flow whose verdict calls for an
-//! alert, de-duplicated by a stable flow key. The first occurrence of a key is written at once;
-//! repeats inside `--alert-window-secs` are counted, and when the window closes one summary line
-//! carries their count, so a retry loop gives a few alerts, never a storm. The table of open
-//! windows is bounded (`--alert-max-windows`): when a scan fills it, the oldest window is closed
-//! early (its summary written) and counted in `dfdwatch_alert_windows_evicted_total`.
+//! Alert events (schema `dfdwatch.alert.v1`): one JSON line per window of alerting connections,
+//! de-duplicated by a window key: the source, the kind of violation and the destination zone.
+//! The first occurrence is written at once (with its stable flow key); repeats inside
+//! `--alert-window-secs` are counted, and when the window closes one summary line carries their
+//! count: `repeats` when they all went to one target (peer and port), `scan` listing the ports and
+//! peers when they went to several. So a retry loop or an 11-port scan gives two lines, never one
+//! per port. The table of open windows is bounded (`--alert-max-windows`): when it is full, the
+//! oldest window is closed early (its summary written) and counted in
+//! `dfdwatch_alert_windows_evicted_total`.
 //! Runs on its own thread, fed by the fan-out through a bounded queue. Lines go to stdout or to a
 //! rotating file ([`super::rotate`]), and, with `--alertmanager-url`, to Alertmanager
 //! ([`super::alertmanager`]).
 
+use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -28,11 +32,18 @@ use crate::telemetry::counters::Counters;
 /// Schema id written in every alert.
 pub const SCHEMA: &str = "dfdwatch.alert.v1";
 
+/// Distinct targets a scan summary lists; further ones are only counted.
+const MAX_TARGETS: usize = 1024;
+
 /// One flow sighting that calls for an alert, from the fan-out.
 #[derive(Clone, Debug)]
 pub struct AlertCandidate {
     /// Stable key of the flow (see [`flow_key`]).
     pub key: String,
+    /// Key of its de-duplication window (see [`window_key`]).
+    pub window: String,
+    /// Where it went.
+    pub target: Target,
     /// The event that raised it, as written to the events stream.
     pub event: Arc<ConnectionRecord>,
     /// Its verdict.
@@ -41,24 +52,134 @@ pub struct AlertCandidate {
     pub dfd: Arc<DfdRef>,
 }
 
-/// The stable key of a flow: who (DFD node, else zone and address, else address) talks to whom,
-/// on which port, with which verdict. Source ports and pids are left out on purpose.
-pub fn flow_key(j: &Judged) -> String {
-    let end = |p: &Placement, ip: std::net::IpAddr| match (&p.node, &p.zone) {
+/// How an alert names one end: its DFD node, else its zone and address, else its address.
+fn end_label(p: &Placement, ip: std::net::IpAddr) -> String {
+    match (&p.node, &p.zone) {
         (Some(node), _) => format!("node={node}"),
         (None, Some(zone)) => format!("zone={zone}/{ip}"),
         (None, None) => format!("ip={ip}"),
-    };
+    }
+}
+
+/// A short stable hash of `canonical`.
+fn digest(canonical: &str) -> String {
+    Sha256::digest(canonical.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The stable key of a flow: who (DFD node, else zone and address, else address) talks to whom,
+/// on which port, with which verdict. Source ports and pids are left out on purpose.
+pub fn flow_key(j: &Judged) -> String {
     let conn = &j.flow.conn;
-    let canonical = format!(
+    digest(&format!(
         "{}|{}|{}|{}",
-        end(&j.judgement.src, conn.src.ip()),
-        end(&j.judgement.dst, conn.dst.ip()),
+        end_label(&j.judgement.src, conn.src.ip()),
+        end_label(&j.judgement.dst, conn.dst.ip()),
         conn.dst.port(),
         j.judgement.verdict.kind.as_str()
-    );
-    let digest = Sha256::digest(canonical.as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    ))
+}
+
+/// The key of a de-duplication window: who (the source end), which kind of violation, and into
+/// which zone. A scan of many ports, or of many peers in one zone, shares one window.
+pub fn window_key(j: &Judged) -> String {
+    let conn = &j.flow.conn;
+    digest(&format!(
+        "window|{}|{}|{}",
+        end_label(&j.judgement.src, conn.src.ip()),
+        j.judgement.dst.zone.as_deref().unwrap_or("-"),
+        j.judgement.verdict.kind.as_str()
+    ))
+}
+
+/// Where an alerting connection went: the destination end and port.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Target {
+    /// The destination end, named as in [`flow_key`] (`node=`, `zone=.../addr`, `ip=`).
+    pub peer: String,
+    /// The destination port.
+    pub port: u16,
+}
+
+/// The target of `j`.
+pub fn target(j: &Judged) -> Target {
+    let conn = &j.flow.conn;
+    Target { peer: end_label(&j.judgement.dst, conn.dst.ip()), port: conn.dst.port() }
+}
+
+/// A candidate with its keys, as the fan-out builds it.
+pub fn candidate(j: &Judged, event: Arc<ConnectionRecord>) -> AlertCandidate {
+    AlertCandidate {
+        key: flow_key(j),
+        window: window_key(j),
+        target: target(j),
+        event,
+        verdict: j.judgement.verdict.clone(),
+        dfd: j.judgement.dfd.clone(),
+    }
+}
+
+/// What a window of several targets saw, in its `scan` summary line.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScanSummary {
+    /// Each target with its occurrences in the window (the first included).
+    pub targets: Vec<TargetCount>,
+    /// The distinct ports, ascending.
+    pub ports: Vec<u16>,
+    /// The distinct peers, sorted.
+    pub peers: Vec<String>,
+    /// Occurrences at targets beyond the first 1,024, counted but not listed.
+    pub targets_omitted: u64,
+}
+
+/// One target of a scan and how often it was hit.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetCount {
+    /// The destination end.
+    pub peer: String,
+    /// The destination port.
+    pub port: u16,
+    /// Occurrences.
+    pub count: u64,
+}
+
+/// An open window's state: its last occurrence and its targets.
+#[derive(Debug)]
+pub struct Open {
+    last: AlertCandidate,
+    targets: BTreeMap<Target, u64>,
+    omitted: u64,
+}
+
+impl Open {
+    fn new(c: AlertCandidate) -> Self {
+        let mut open = Self { targets: BTreeMap::new(), omitted: 0, last: c };
+        open.hit(open.last.target.clone());
+        open
+    }
+
+    fn hit(&mut self, target: Target) {
+        if let Some(n) = self.targets.get_mut(&target) {
+            *n += 1;
+        } else if self.targets.len() < MAX_TARGETS {
+            self.targets.insert(target, 1);
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    fn scan(&self) -> Option<ScanSummary> {
+        if self.targets.len() + usize::from(self.omitted > 0) < 2 {
+            return None;
+        }
+        let targets: Vec<TargetCount> =
+            self.targets.iter().map(|(t, n)| TargetCount { peer: t.peer.clone(), port: t.port, count: *n }).collect();
+        let mut ports: Vec<u16> = self.targets.keys().map(|t| t.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let mut peers: Vec<String> = self.targets.keys().map(|t| t.peer.clone()).collect();
+        peers.dedup();
+        Some(ScanSummary { targets, ports, peers, targets_omitted: self.omitted })
+    }
 }
 
 /// Which line of a window an alert line is.
@@ -67,8 +188,11 @@ pub fn flow_key(j: &Judged) -> String {
 pub enum Occurrence {
     /// The first occurrence in a window.
     First,
-    /// The summary of a window's repeats, when it closes.
+    /// The summary of a window's repeats at one target, when it closes.
     Repeats,
+    /// The summary of a window whose occurrences went to several targets (a scan), when it
+    /// closes: its `scan` lists them.
+    Scan,
 }
 
 /// One alert line (schema `dfdwatch.alert.v1`, documented in docs/alerts.md).
@@ -82,7 +206,8 @@ pub struct AlertRecord {
     pub flow_key: String,
     /// First occurrence, or repeats summary.
     pub occurrence: Occurrence,
-    /// Occurrences this line stands for: 1 for `first`, the repeats for `repeats`.
+    /// Occurrences this line stands for: 1 for `first`, the occurrences after the first for
+    /// `repeats` and `scan`.
     pub count: u64,
     /// First occurrence in the window.
     pub first_seen: String,
@@ -96,6 +221,9 @@ pub struct AlertRecord {
     pub verdict: Verdict,
     /// The last occurrence's event.
     pub event: Arc<ConnectionRecord>,
+    /// For `scan`: the targets, ports and peers of the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanSummary>,
 }
 
 /// Where alert lines go to, and how the alert file rotates and syncs.
@@ -115,7 +243,7 @@ pub struct AlertFile {
 pub struct AlertWriter {
     out: Box<dyn Write + Send>,
     window: Duration,
-    open: Windows<AlertCandidate>,
+    open: Windows<Open>,
     counters: Arc<Counters>,
     alertmanager: Option<AlertmanagerQueue>,
 }
@@ -175,10 +303,11 @@ impl AlertWriter {
         // A window that has run out is closed first: a late sighting opens a new one, and a full
         // table is never relieved by evicting a window that had already expired.
         self.close_expired(now);
-        if let Some(w) = self.open.get_mut(&c.key) {
+        if let Some(w) = self.open.get_mut(&c.window) {
             w.repeats += 1;
             w.last_seen.clone_from(&c.event.time);
-            w.last = c;
+            w.last.hit(c.target.clone());
+            w.last.last = c;
             return;
         }
         if self.open.is_full()
@@ -191,8 +320,8 @@ impl AlertWriter {
             self.close(&key, w);
         }
         let time = c.event.time.clone();
-        self.write(&c, Occurrence::First, 1, (&time, &time));
-        self.open.open(c.key.clone(), now, &time, c);
+        self.write(&c, Occurrence::First, 1, (&time, &time), None);
+        self.open.open(c.window.clone(), now, &time, Open::new(c));
     }
 
     /// Closes windows older than the window length, writing a summary for each that saw repeats.
@@ -202,17 +331,28 @@ impl AlertWriter {
         }
     }
 
-    fn close(&mut self, _key: &str, w: Window<AlertCandidate>) {
-        if w.repeats > 0 {
-            self.write(&w.last, Occurrence::Repeats, w.repeats, (&w.first_seen, &w.last_seen));
+    fn close(&mut self, _key: &str, w: Window<Open>) {
+        if w.repeats == 0 {
+            return;
         }
+        let scan = w.last.scan();
+        let occurrence = if scan.is_some() { Occurrence::Scan } else { Occurrence::Repeats };
+        self.write(&w.last.last, occurrence, w.repeats, (&w.first_seen, &w.last_seen), scan);
     }
 
-    fn write(&mut self, c: &AlertCandidate, occurrence: Occurrence, count: u64, (first, last): (&str, &str)) {
+    fn write(
+        &mut self,
+        c: &AlertCandidate,
+        occurrence: Occurrence,
+        count: u64,
+        (first, last): (&str, &str),
+        scan: Option<ScanSummary>,
+    ) {
         let record = AlertRecord {
             schema: SCHEMA,
             time: last.to_owned(),
-            flow_key: c.key.clone(),
+            // A scan is named by its window: it has no one flow.
+            flow_key: if scan.is_some() { c.window.clone() } else { c.key.clone() },
             occurrence,
             count,
             first_seen: first.to_owned(),
@@ -221,6 +361,7 @@ impl AlertWriter {
             dfd: c.dfd.clone(),
             verdict: c.verdict.clone(),
             event: c.event.clone(),
+            scan,
         };
         if let Some(am) = &self.alertmanager {
             am.offer(&record, self.window);
@@ -277,13 +418,12 @@ mod tests {
         for n in 0..100 {
             w.offer(fixture::candidate(5432, n), t0);
         }
-        w.offer(fixture::candidate(6379, 0), t0);
         w.close_expired(t0 + Duration::from_secs(5));
-        assert_eq!(lines(&buf).len(), 2, "one first line per key, nothing more inside the window");
+        assert_eq!(lines(&buf).len(), 1, "one first line, nothing more inside the window");
         w.close_expired(t0 + Duration::from_secs(10));
         let out = lines(&buf);
-        assert_eq!(out.len(), 3);
-        let summary = &out[2];
+        assert_eq!(out.len(), 2);
+        let summary = &out[1];
         assert_eq!(
             (summary["flow_key"].as_str(), summary["occurrence"].as_str(), summary["count"].as_u64()),
             (out[0]["flow_key"].as_str(), Some("repeats"), Some(99))
@@ -292,20 +432,45 @@ mod tests {
         assert_eq!(summary["last_seen"], summary["event"]["time"], "the summary carries the last occurrence");
         assert_eq!(summary["verdict"]["kind"], "lateral_movement");
         assert_eq!(summary["event"]["dst"]["port"], 5432);
+        assert!(summary.get("scan").is_none(), "one target: no scan");
         // A new occurrence after the window opens a new one.
         w.offer(fixture::candidate(5432, 200), t0 + Duration::from_secs(11));
-        assert_eq!(lines(&buf).len(), 4);
+        assert_eq!(lines(&buf).len(), 3);
     }
 
     #[test]
-    fn a_port_scan_keeps_the_window_table_within_its_bound_and_counts_evictions() {
+    fn a_scan_of_eleven_ports_gives_one_alert_and_one_scan_summary() {
         let buf = Shared::default();
         let mut w = writer(&buf, 100);
         let t0 = Instant::now();
-        for port in 1..=1000u16 {
-            w.offer(fixture::candidate(port, 0), t0);
-            w.offer(fixture::candidate(port, 1), t0);
-            assert!(w.open_windows() <= 100, "bound held at port {port}");
+        let ports: Vec<u16> = vec![21, 22, 23, 25, 80, 443, 3306, 5432, 6379, 8080, 9200];
+        for (n, port) in ports.iter().enumerate() {
+            w.offer(fixture::candidate(*port, n as u64), t0);
+        }
+        w.offer(fixture::candidate(22, 99), t0);
+        w.close_expired(t0 + Duration::from_secs(10));
+        let out = lines(&buf);
+        assert_eq!(out.len(), 2, "{out:#?}");
+        assert_eq!((out[0]["occurrence"].as_str(), out[0]["event"]["dst"]["port"].as_u64()), (Some("first"), Some(21)));
+        let scan = &out[1];
+        assert_eq!((scan["occurrence"].as_str(), scan["count"].as_u64()), (Some("scan"), Some(11)));
+        let listed: Vec<u64> = scan["scan"]["ports"].as_array().unwrap().iter().filter_map(|p| p.as_u64()).collect();
+        assert_eq!(listed, ports.iter().map(|p| u64::from(*p)).collect::<Vec<_>>());
+        assert_eq!(scan["scan"]["peers"], serde_json::json!(["node=db"]));
+        let hits: u64 = scan["scan"]["targets"].as_array().unwrap().iter().filter_map(|t| t["count"].as_u64()).sum();
+        assert_eq!(hits, 12, "every occurrence is in a target's count");
+    }
+
+    #[test]
+    fn many_sources_keep_the_window_table_within_its_bound_and_count_evictions() {
+        let buf = Shared::default();
+        let mut w = writer(&buf, 100);
+        let t0 = Instant::now();
+        for source in 0..1000 {
+            let from = format!("src-{source}");
+            w.offer(fixture::candidate_from(&from, 5432, 0), t0);
+            w.offer(fixture::candidate_from(&from, 5432, 1), t0);
+            assert!(w.open_windows() <= 100, "bound held at source {source}");
         }
         assert_eq!(w.counters.snapshot().alert_windows_evicted, 900);
         let out = lines(&buf);

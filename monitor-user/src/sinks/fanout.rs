@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::alerts::{AlertCandidate, flow_key};
+use super::alerts::{self, AlertCandidate};
 use super::events::{EventLine, EventRecord};
 use super::flow_record::FlowRecord;
 use super::record::ConnectionRecord;
@@ -86,16 +86,9 @@ impl FanOut {
         let record = Arc::new(record);
         if let Observation::Judged(j) = observation
             && j.judgement.raises_alert()
+            && let Some(alerts) = &mut self.alerts
         {
-            let candidate = AlertCandidate {
-                key: flow_key(j),
-                event: record.clone(),
-                verdict: j.judgement.verdict.clone(),
-                dfd: j.judgement.dfd.clone(),
-            };
-            if let Some(alerts) = &mut self.alerts {
-                alerts.send(candidate, &self.counters);
-            }
+            alerts.send(alerts::candidate(j, record.clone()), &self.counters);
         }
         let line = EventLine { record: EventRecord::Connection(record), monotonic_ns: Some(flow.conn.monotonic_ns) };
         self.events.send(line, &self.counters);

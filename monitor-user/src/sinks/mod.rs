@@ -22,7 +22,7 @@ pub(crate) mod fixture {
 
     use monitor_common::EventKind;
 
-    use super::alerts::{AlertCandidate, flow_key};
+    use super::alerts::AlertCandidate;
     use super::record::ConnectionRecord;
     use crate::clock::WallClock;
     use crate::identity::{Identified, LocalIdentity};
@@ -77,9 +77,15 @@ pub(crate) mod fixture {
 
     /// [`judged`] as the alert writer receives it.
     pub fn candidate(port: u16, n: u64) -> AlertCandidate {
-        let j = judged(port, n);
+        candidate_from("api", port, n)
+    }
+
+    /// [`candidate`] from the DFD node `src`.
+    pub fn candidate_from(src: &str, port: u16, n: u64) -> AlertCandidate {
+        let mut j = judged(port, n);
+        j.judgement.src.node = Some(src.into());
         let clock = WallClock::new();
         let event = Arc::new(ConnectionRecord::new(&j.flow, Some(&j.judgement), &clock, "n1"));
-        AlertCandidate { key: flow_key(&j), event, verdict: j.judgement.verdict.clone(), dfd: j.judgement.dfd.clone() }
+        super::alerts::candidate(&j, event)
     }
 }
