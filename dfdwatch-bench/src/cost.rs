@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 use crate::monitor;
 
 const PORT: u16 = 9300;
+/// Connections opened, then closed, to measure the transitions the probe ignores.
+const CLOSES: usize = 20_000;
 
 /// The DFD of the storms: the whole loopback range is one node, approved to call itself on the
 /// sink's port.
@@ -200,6 +202,61 @@ fn scenario(dir: &Path, dfd: &Path, build: &str, bin: &Path, storm: &Storm) -> R
     Ok(result)
 }
 
+/// The probe's cost on the transitions it ignores, measured apart: `n` connections are opened
+/// (their connects and accepts are the interesting transitions), then, with the statistics
+/// switched on, all are closed. A close gives only transitions the probe ignores
+/// (ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2 -> TIME_WAIT, CLOSE_WAIT -> LAST_ACK -> CLOSE).
+fn ignored_transitions(dir: &Path, dfd: &Path, build: &str, bin: &Path, n: usize) -> Result<Value> {
+    let dir = dir.join(build).join("closes");
+    let extra = vec!["--dfd".into(), dfd.display().to_string(), "--no-metrics".into()];
+    let running = monitor::start_dfdwatch(bin, &dir, &extra)?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let to = listener.local_addr()?;
+    let acceptor = std::thread::spawn(move || -> std::io::Result<Vec<std::net::TcpStream>> {
+        (0..n).map(|_| listener.accept().map(|(s, _)| s)).collect()
+    });
+    let clients: Vec<std::net::TcpStream> =
+        (0..n).map(|_| std::net::TcpStream::connect(to)).collect::<std::io::Result<_>>()?;
+    let servers = acceptor.join().map_err(|_| anyhow::anyhow!("the acceptor panicked"))??;
+    let stats = enable_bpf_stats()?;
+    let (ns0, runs0) = probe_stats()?;
+    drop(clients);
+    drop(servers);
+    // The last transitions (TIME_WAIT aside) follow within milliseconds.
+    std::thread::sleep(Duration::from_millis(500));
+    let (ns1, runs1) = probe_stats()?;
+    drop(stats);
+    running.stop()?;
+    let runs = runs1 - runs0;
+    let result = json!({
+        "build": build,
+        "scenario": "closes-only",
+        "connections": n,
+        "probe_runs": runs,
+        "probe_runs_per_connection": runs as f64 / n as f64,
+        "probe_ns_per_run": (ns1 - ns0) as f64 / runs.max(1) as f64,
+    });
+    eprintln!("bench cost {build} closes-only: {result}");
+    Ok(result)
+}
+
+/// Raises the open-file limit to its hard limit; returns how many connections (two fds each)
+/// fit, leaving some room, at most `want`.
+fn connections_that_fit(want: usize) -> Result<usize> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit with a valid rlimit value.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error()).context("RLIMIT_NOFILE");
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            return Err(std::io::Error::last_os_error()).context("raise RLIMIT_NOFILE");
+        }
+    }
+    Ok(want.min((limit.rlim_cur.saturating_sub(256) / 2) as usize))
+}
+
 /// Runs the three storms with each build in `bins` (name, daemon binary), one build after the
 /// other for each storm; returns the results as JSON.
 pub fn run(dir: &Path, connections: u64, distinct: u64, bins: &[(String, PathBuf)]) -> Result<Value> {
@@ -223,6 +280,24 @@ pub fn run(dir: &Path, connections: u64, distinct: u64, bins: &[(String, PathBuf
             for (build, bin) in bins {
                 out.push(scenario(dir, &dfd, build, bin, storm)?);
             }
+        }
+        // Short and noisy: three rounds, the builds interleaved; the median is reported.
+        let closes = connections_that_fit(CLOSES)?;
+        let mut per_run: Vec<Vec<f64>> = vec![Vec::new(); bins.len()];
+        for _ in 0..3 {
+            for (i, (build, bin)) in bins.iter().enumerate() {
+                let r = ignored_transitions(dir, &dfd, build, bin, closes)?;
+                per_run[i].push(r["probe_ns_per_run"].as_f64().unwrap_or(0.0));
+            }
+        }
+        for ((build, _), runs) in bins.iter().zip(&per_run) {
+            out.push(json!({
+                "build": build,
+                "scenario": "closes-only",
+                "connections": closes,
+                "probe_ns_per_run_rounds": runs,
+                "probe_ns_per_run": crate::stats::median(runs),
+            }));
         }
         Ok(json!({"scenarios": out}))
     })();

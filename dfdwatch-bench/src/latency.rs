@@ -1,8 +1,9 @@
 //! Detection latency: from just before connect() to the alert line arriving on the daemon's
-//! stdout, one connection at a time (no queueing), each to a port whose flow has no open
-//! de-duplication window, so each gives a `first` alert at once. Reports p50, p99 and max.
+//! stdout, one connection at a time (no queueing), each from its own loopback address to its own
+//! port, so each is a new flow whose first connection reaches the daemon and opens an alert
+//! window of its own: each gives a `first` alert at once. Reports p50, p99 and max.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -39,9 +40,9 @@ pub fn run(dir: &Path, dfd: &Path, ports: usize, rounds: usize) -> Result<Value>
                 std::thread::sleep(Duration::from_millis(1600));
             }
             while rx.try_recv().is_ok() {}
-            for addr in &addrs {
+            for (i, addr) in addrs.iter().enumerate() {
                 let started = Instant::now();
-                let stream = TcpStream::connect(addr)?;
+                let stream = crate::storm::connect_from(*addr, (round * addrs.len() + i) as u64)?;
                 drop(stream);
                 let port = u64::from(addr.port());
                 let wait_until = Instant::now() + Duration::from_secs(2);

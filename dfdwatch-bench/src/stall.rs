@@ -7,7 +7,7 @@
 //! 410 Gone and lists again). Several daemon binaries run the same scenario against the same API
 //! server, one after the other, so an older build can be compared with this one in one run.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -64,7 +64,8 @@ impl Prober<'_> {
             let addr = self.addrs[self.next % self.addrs.len()];
             self.next += 1;
             let started = Instant::now();
-            drop(TcpStream::connect(addr)?);
+            // Each probe from its own loopback address: a new flow, and an alert window of its own.
+            drop(crate::storm::connect_from(addr, self.next as u64)?);
             let port = u64::from(addr.port());
             let until = started + PROBE_TIMEOUT;
             loop {

@@ -28,8 +28,8 @@ fn reset_on_close(s: &TcpStream) {
 }
 
 /// A connection to `to` from the loopback source address numbered `i` (127.1.0.0 + i): each
-/// connection its own flow.
-fn connect_from(to: SocketAddr, i: u64) -> std::io::Result<TcpStream> {
+/// connection its own flow (and its own alert window).
+pub fn connect_from(to: SocketAddr, i: u64) -> std::io::Result<TcpStream> {
     use std::os::fd::FromRawFd;
     let src = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 1, 0, 0)) + i as u32);
     let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {

@@ -33,6 +33,12 @@ trait Watched: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + S
     fn max(limits: &Limits) -> usize;
     fn convert(c: &Converter<'_>, obj: &Self) -> Option<Self::Record>;
     fn apply(index: &mut Index, record: Self::Record, max: usize, health: &HealthState);
+    /// Whether the index holds this record already, unchanged (an update of fields the index
+    /// does not keep, such as a pod's readiness): then nothing is written, and the index's
+    /// generation does not move, so the daemon does not re-judge its flows for nothing.
+    fn unchanged(_index: &Index, _record: &Self::Record) -> bool {
+        false
+    }
     fn delete(index: &mut Index, obj: &Self);
     /// Replaces this kind's whole contents after a (re)list; built outside the lock.
     fn replace(shared: &Shared, records: Vec<Self::Record>, max: usize);
@@ -72,6 +78,9 @@ impl Watched for Pod {
     }
     fn apply(index: &mut Index, record: PodRecord, max: usize, health: &HealthState) {
         index.pods.apply(record, max, health);
+    }
+    fn unchanged(index: &Index, record: &PodRecord) -> bool {
+        index.pods.by_uid(&record.ident.uid).is_some_and(|held| **held == *record.ident)
     }
     fn delete(index: &mut Index, obj: &Self) {
         if let Some(uid) = obj.metadata.uid.as_deref() {
@@ -347,7 +356,9 @@ impl KubeIdentityService {
             }
             Ok(Event::Apply(obj)) => {
                 if let Some(record) = K::convert(&converter, &obj) {
-                    K::apply(&mut write(&self.shared), record, max, health);
+                    if !K::unchanged(&self.shared.read(), &record) {
+                        K::apply(&mut write(&self.shared), record, max, health);
+                    }
                 } else {
                     // A refused update must not leave the previous version answering lookups.
                     K::delete(&mut write(&self.shared), &obj);

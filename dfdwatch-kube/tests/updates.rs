@@ -68,3 +68,31 @@ async fn a_malformed_watch_event_does_not_stop_the_watch() {
     assert!(health.connected, "a bad body is an answer, not an outage");
     h.shutdown().await;
 }
+
+/// The generation moves when an identity changes, and only then: a pod update that changes
+/// nothing the index keeps (here, a container's readiness) leaves it where it was, so the daemon
+/// does not re-judge every flow on every status update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generation_moves_on_identity_changes_only() {
+    let h = Harness::start(|api| {
+        api.apply(Kind::Pods, pod("shop", "a", "uid-a", "node-a", Some("10.1.0.1"), "Running", T1));
+    })
+    .await;
+    let synced = h.identity.generation();
+    let mut not_ready = pod("shop", "a", "uid-a", "node-a", Some("10.1.0.1"), "Running", T1);
+    not_ready["status"]["containerStatuses"][0]["ready"] = json!(false);
+    h.api.apply(Kind::Pods, not_ready);
+    // A marker applied after it: once the marker is in, the update before it was handled.
+    h.api.apply(Kind::Pods, pod("shop", "marker", "uid-m", "node-a", Some("10.1.0.9"), "Running", T1));
+    eventually("marker indexed", WAIT, || h.identity.pod_by_uid("uid-m").map(|_| ())).await;
+    assert_eq!(h.identity.generation(), synced + 1, "only the marker moved it");
+    let mut relabelled = pod("shop", "a", "uid-a", "node-a", Some("10.1.0.1"), "Running", T1);
+    relabelled["metadata"]["labels"]["app"] = json!("b");
+    h.api.apply(Kind::Pods, relabelled);
+    eventually("new labels", WAIT, || {
+        h.identity.pod_by_uid("uid-a").filter(|p| p.pod.labels.get("app").map(String::as_str) == Some("b")).map(|_| ())
+    })
+    .await;
+    assert!(h.identity.generation() > synced + 1, "a label change moves it");
+    h.shutdown().await;
+}

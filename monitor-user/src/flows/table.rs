@@ -34,7 +34,9 @@ struct Entry {
 }
 
 /// What a key's verdict depends on, to tell when a connection is judged differently from the
-/// key's first (a reload, an identity change).
+/// key's first (a reload, an identity change). Whether the other end of this one connection was
+/// seen is left out: it is a property of the sighting, not of the flow (a rate-limited connect
+/// leaves its accept unpaired), and the key keeps what its first sighting said.
 #[derive(PartialEq, Eq)]
 struct JudgedAs<'a> {
     revision: &'a str,
@@ -42,7 +44,6 @@ struct JudgedAs<'a> {
     alert: bool,
     src_node: Option<&'a str>,
     dst_node: Option<&'a str>,
-    other_end_seen: bool,
 }
 
 fn judged_as(o: &Observation) -> Option<JudgedAs<'_>> {
@@ -52,7 +53,6 @@ fn judged_as(o: &Observation) -> Option<JudgedAs<'_>> {
         alert: j.verdict.alert,
         src_node: j.src.node.as_deref(),
         dst_node: j.dst.node.as_deref(),
-        other_end_seen: j.other_end_seen,
     })
 }
 
@@ -398,6 +398,18 @@ mod tests {
         assert_eq!(roles(&out), [Role::First, Role::Reported, Role::Reported, Role::Reported, Role::Reported]);
         let f = flows(&out);
         assert_eq!((f[0].1.conns, f[0].1.recorded), (5, 5), "the final flush counts them all");
+    }
+
+    #[test]
+    fn a_sighting_paired_or_not_is_the_same_flow() {
+        let sighting = |n: u64, paired: bool| {
+            let FlowInput::Observed(Observation::Judged(mut j)) = observed(22, true, n) else { unreachable!() };
+            j.judgement.other_end_seen = paired;
+            FlowInput::from(j)
+        };
+        let out = run(8, (0..6).map(|n| sighting(n, n % 2 == 1)).collect());
+        assert_eq!(roles(&out).iter().filter(|r| **r == Role::First).count(), 1, "{:?}", roles(&out));
+        assert_eq!(flows(&out).len(), 1, "one flow, one interval");
     }
 
     #[test]
