@@ -16,6 +16,8 @@ use crate::{cmd, setup};
 
 /// The demo's subnet: 10.213.99.0/24, as in approved-dfd/demo/shop-demo.yaml.
 const SUBNET: u8 = 99;
+/// Connections of the busy approved flow.
+const BUSY: usize = 500;
 /// The simulated payment provider (documentation range), as in the DFD.
 const PAYMENTS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 
@@ -93,6 +95,18 @@ pub fn run() -> Result<()> {
         &["-s", "-m", "3", "-o", "/dev/null", &format!("http://{PAYMENTS}:443/")],
     )?;
 
+    // A busy approved flow: the kernel counts its repeats, the daemon judges it once.
+    let urls = scratch.join("busy-urls.txt");
+    let url = format!("url = \"http://{}:8080/\"\noutput = \"/dev/null\"\n", api.ipv4);
+    std::fs::write(&urls, url.repeat(BUSY))?;
+    step(
+        &lab,
+        &front,
+        &format!("front -> api:8080, {BUSY} more times (a busy flow)"),
+        "curl",
+        &["-s", "--no-keepalive", "-H", "Connection: close", "-K", &urls.display().to_string()],
+    )?;
+
     println!("\n-- the attacker's moves --");
     step(
         &lab,
@@ -130,9 +144,6 @@ pub fn run() -> Result<()> {
         let a: Value = serde_json::from_str(line).context("alert line")?;
         let v = &a["verdict"];
         let e = &a["event"];
-        let in_lab = |end: &Value| {
-            end["addr"].as_str().is_some_and(|ip| ip.starts_with("10.213.99.") || ip.starts_with("203.0.113."))
-        };
         if !in_lab(&e["src"]) || !in_lab(&e["dst"]) {
             others += 1;
             continue;
@@ -161,6 +172,8 @@ pub fn run() -> Result<()> {
         );
     }
     println!("\n(full alert JSON: {})", alerts_path.display());
+
+    print_flows(&done.flows, &done.events);
 
     println!("\n== metrics that changed ==");
     for (series, value) in &after {
@@ -207,6 +220,26 @@ fn pg_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("dfdwatch-demo-pg-{}", std::process::id()))
 }
 
+/// Sums the shop's flow records per flow (connects only: an accept of a local client is the same
+/// connection) and prints them with their verdicts, beside how many connections were recorded one
+/// by one.
+fn print_flows(flows: &[Value], connections: &[Value]) {
+    let ours = |r: &Value| in_lab(&r["src"]) && in_lab(&r["dst"]);
+    let flows: Vec<&Value> = flows.iter().filter(|f| ours(f)).collect();
+    let connection_records = connections.iter().filter(|c| ours(c)).count();
+    let mut per_flow: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
+    for f in flows.iter().filter(|f| f["kind"] == "connect") {
+        let key = (endpoint(&f["src"]), endpoint(&f["dst"]), f["verdict"]["kind"].as_str().unwrap_or("-").to_owned());
+        let entry = per_flow.entry(key).or_default();
+        entry.0 += f["connections"].as_u64().unwrap_or(0);
+        entry.1 += 1;
+    }
+    println!("\n== flows: {} flow records, {connection_records} connection records ==", flows.len());
+    for ((src, dst, verdict), (connections, records)) in &per_flow {
+        println!("  {src:>16} -> {dst:<17} {verdict:<20} {connections:>5} connection(s) in {records} flow record(s)");
+    }
+}
+
 fn step(lab: &Lab, pod: &Pod, what: &str, program: &str, args: &[&str]) -> Result<()> {
     let (_, out) = lab.run(pod, program, args)?;
     let status = if out.status.success() {
@@ -232,7 +265,15 @@ fn scrape(daemon: &Daemon) -> Result<BTreeMap<String, f64>> {
 fn endpoint(v: &Value) -> String {
     let who =
         v["dfd"]["node"].as_str().map(str::to_owned).unwrap_or_else(|| v["addr"].as_str().unwrap_or("?").to_owned());
-    format!("{who}:{}", v["port"])
+    match v["port"].as_u64() {
+        Some(port) => format!("{who}:{port}"),
+        None => who,
+    }
+}
+
+/// Whether an end is one of the shop's (not the demo's own scrapes of /metrics).
+fn in_lab(end: &Value) -> bool {
+    end["addr"].as_str().is_some_and(|ip| ip.starts_with("10.213.99.") || ip.starts_with("203.0.113."))
 }
 
 fn join(v: &Value) -> String {
