@@ -102,6 +102,8 @@ pub struct Policy {
     pub revision: Arc<DfdRef>,
     /// Its zone ids: the closed set of zone labels in metrics.
     pub zones: Vec<String>,
+    /// Its node, zone and tier ids, shared by every placement.
+    pub ids: super::placement::DfdIds,
     /// Its flows' approval expiry dates.
     pub approvals: Vec<ApprovalExpiry>,
     /// Unix time it was loaded.
@@ -154,8 +156,9 @@ impl Policy {
         let zones = dfd.zones.iter().map(|z| z.id.clone()).collect();
         let compiled = Compiled::new(dfd).map(Arc::new).map_err(|e| PolicyError::Compile(e.to_string()))?;
         crate::heap::release_freed_memory();
-        let policy =
-            Self { compiled, revision: Arc::new(DfdRef { name, sha256 }), zones, approvals, loaded_unix: unix_now() };
+        let ids = super::placement::DfdIds::new(&compiled);
+        let revision = Arc::new(DfdRef { name, sha256 });
+        let policy = Self { compiled, revision, zones, ids, approvals, loaded_unix: unix_now() };
         policy.warn_expiries(policy.loaded_unix);
         Ok(policy)
     }

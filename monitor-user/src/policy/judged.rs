@@ -49,8 +49,9 @@ pub fn judge(policy: &Policy, flow: &Identified) -> Judgement {
     let local_is_src = conn.local_is_src();
     let src_local = local_is_src.then_some(&flow.local);
     let dst_local = (!local_is_src).then_some(&flow.local);
-    let src = place(dfd, conn.src.ip(), src_local, flow.src_k8s.as_ref(), flow.src_name.as_deref());
-    let dst = place(dfd, conn.dst.ip(), dst_local, flow.dst_k8s.as_ref(), flow.dst_name.as_deref());
+    let ids = &policy.ids;
+    let src = place(dfd, ids, conn.src.ip(), src_local, flow.src_k8s.as_ref(), flow.src_name.as_deref());
+    let dst = place(dfd, ids, conn.dst.ip(), dst_local, flow.dst_k8s.as_ref(), flow.dst_name.as_deref());
     let observed = ObservedFlow {
         src: &src,
         dst: &dst,

@@ -3,6 +3,7 @@
 //! remote end on its address (external zones by CIDR), until cluster identity names it.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use dfdwatch_dfd::compile::Compiled;
 use dfdwatch_dfd::compile::Identity;
@@ -11,21 +12,41 @@ use serde::Serialize;
 use crate::identity::LocalIdentity;
 use crate::identity::kubernetes::K8sEnd;
 
+/// The DFD's node, zone and tier ids, made once per revision: a placement holds clones of these
+/// `Arc`s, so placing an end copies no id.
+#[derive(Debug, Default)]
+pub struct DfdIds {
+    nodes: Vec<Arc<str>>,
+    zones: Vec<Arc<str>>,
+    zone_tiers: Vec<Arc<str>>,
+}
+
+impl DfdIds {
+    /// The ids of `dfd`, by index.
+    pub fn new(dfd: &Compiled) -> Self {
+        Self {
+            nodes: dfd.dfd.nodes.iter().map(|n| Arc::from(n.id.as_str())).collect(),
+            zones: dfd.dfd.zones.iter().map(|z| Arc::from(z.id.as_str())).collect(),
+            zone_tiers: dfd.dfd.zones.iter().map(|z| Arc::from(z.tier.id.as_str())).collect(),
+        }
+    }
+}
+
 /// Where one end sits in the DFD. Absent fields: not resolved.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Placement {
     /// DFD node id.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    pub node: Option<Arc<str>>,
     /// DFD zone id.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
+    pub zone: Option<Arc<str>>,
     /// Tier id of the zone.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tier: Option<String>,
+    pub tier: Option<Arc<str>>,
     /// Every node the endpoint matched, when it matched more than one.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub ambiguous: Vec<String>,
+    pub ambiguous: Vec<Arc<str>>,
     /// Index of the node in the compiled DFD (for the verdict; not serialised).
     #[serde(skip)]
     pub node_ix: Option<usize>,
@@ -40,6 +61,7 @@ pub struct Placement {
 /// this node) the node's host name.
 pub fn place(
     dfd: &Compiled,
+    ids: &DfdIds,
     ip: IpAddr,
     local: Option<&LocalIdentity>,
     k8s: Option<&K8sEnd>,
@@ -65,12 +87,11 @@ pub fn place(
         }
     }
     let r = dfd.matcher.resolve(&id);
-    let zone = r.zone.and_then(|z| dfd.dfd.zones.get(z));
     Placement {
-        node: r.node.and_then(|n| dfd.dfd.nodes.get(n)).map(|n| n.id.clone()),
-        zone: zone.map(|z| z.id.clone()),
-        tier: zone.map(|z| z.tier.id.clone()),
-        ambiguous: r.ambiguous.iter().filter_map(|&n| dfd.dfd.nodes.get(n)).map(|n| n.id.clone()).collect(),
+        node: r.node.and_then(|n| ids.nodes.get(n)).cloned(),
+        zone: r.zone.and_then(|z| ids.zones.get(z)).cloned(),
+        tier: r.zone.and_then(|z| ids.zone_tiers.get(z)).cloned(),
+        ambiguous: r.ambiguous.iter().filter_map(|&n| ids.nodes.get(n)).cloned().collect(),
         node_ix: r.node,
         zone_ix: r.zone,
     }

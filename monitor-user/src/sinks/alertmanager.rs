@@ -81,8 +81,8 @@ impl AlertmanagerQueue {
 pub fn to_alertmanager(alert: &AlertRecord, window: Duration) -> Value {
     let event = &alert.event;
     let verdict = &alert.verdict;
-    let zone = |a: &super::record::Address| a.dfd.as_ref().and_then(|p| p.zone.clone());
-    let node = |a: &super::record::Address| a.dfd.as_ref().and_then(|p| p.node.clone());
+    let zone = |a: &super::record::Address| a.dfd.as_ref().and_then(|p| p.zone.as_deref().map(str::to_owned));
+    let node = |a: &super::record::Address| a.dfd.as_ref().and_then(|p| p.node.as_deref().map(str::to_owned));
     let mut labels = serde_json::Map::new();
     for (k, v) in [
         ("alertname", Some(ALERT_NAME.to_owned())),
