@@ -80,7 +80,7 @@ impl Watched for Pod {
         index.pods.apply(record, max, health);
     }
     fn unchanged(index: &Index, record: &PodRecord) -> bool {
-        index.pods.by_uid(&record.ident.uid).is_some_and(|held| **held == *record.ident)
+        index.pods.holds(record)
     }
     fn delete(index: &mut Index, obj: &Self) {
         if let Some(uid) = obj.metadata.uid.as_deref() {
@@ -102,6 +102,9 @@ impl Watched for Namespace {
     }
     fn convert(c: &Converter<'_>, obj: &Self) -> Option<NamespaceRecord> {
         c.namespace(obj)
+    }
+    fn unchanged(index: &Index, record: &NamespaceRecord) -> bool {
+        index.namespaces.get(&record.name).is_some_and(|held| **held == *record.labels)
     }
     fn apply(index: &mut Index, record: NamespaceRecord, max: usize, health: &HealthState) {
         if !index.namespaces.contains_key(&record.name) && index.namespaces.len() >= max {
@@ -142,6 +145,10 @@ impl Watched for Service {
     fn apply(index: &mut Index, record: Self::Record, max: usize, health: &HealthState) {
         index.services.apply(record, max, health);
     }
+    fn unchanged(index: &Index, record: &Self::Record) -> bool {
+        let key = (record.namespace.clone(), record.name.clone());
+        index.services.get(&key).is_some_and(|held| **held == **record)
+    }
     fn delete(index: &mut Index, obj: &Self) {
         index.services.delete(&meta_key(obj));
     }
@@ -163,6 +170,10 @@ impl Watched for EndpointSlice {
     }
     fn apply(index: &mut Index, record: SliceRecord, max: usize, health: &HealthState) {
         index.slices.apply(record, max, health);
+    }
+    fn unchanged(index: &Index, record: &SliceRecord) -> bool {
+        let key = (record.namespace.clone(), record.name.clone());
+        index.slices.get(&key).is_some_and(|held| held == record)
     }
     fn delete(index: &mut Index, obj: &Self) {
         index.slices.delete(&meta_key(obj));

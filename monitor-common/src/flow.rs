@@ -22,8 +22,8 @@ pub const ACTION_COUNT: u32 = 1;
 /// `FlowConfig::report_limit` a second, counting the rest.
 pub const ACTION_REPORT: u32 = 2;
 
-/// `ConnEvent::flow` bit: the key had no verdict (its first connection, or one the table had no
-/// room for, or one after the daemon cleared the verdicts).
+/// `ConnEvent::flow` bit: the key had no verdict in force (its first connection, one the table
+/// had no room for, or one after the daemon withdrew the verdicts).
 pub const FLOW_UNJUDGED: u8 = 1;
 /// `ConnEvent::flow` bit: the key's verdict asks for every connection.
 pub const FLOW_REPORTED: u8 = 2;
@@ -54,8 +54,8 @@ pub struct FlowKey {
     pub _pad: u32,
 }
 
-/// The daemon's verdict on a key. The daemon writes `id` and `action`; the probes keep the
-/// rate-limit window of reported keys in the other two fields.
+/// The daemon's verdict on a key. The daemon writes `id`, `action` and `generation`; the probes
+/// keep the rate-limit window of reported keys in the last two fields.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowVerdict {
@@ -63,6 +63,11 @@ pub struct FlowVerdict {
     pub id: u32,
     /// [`ACTION_COUNT`] or [`ACTION_REPORT`].
     pub action: u32,
+    /// `FlowConfig::generation` when the verdict was written; a verdict of another generation
+    /// was withdrawn, and the probes treat its key as unjudged.
+    pub generation: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
     /// Probes: start of the current one-second report window (ns, CLOCK_MONOTONIC).
     pub window_ns: u64,
     /// Probes: connections reported in that window.
@@ -108,13 +113,17 @@ pub struct FlowConfig {
     pub epoch: u32,
     /// Connections of a reported key sent per second at most; the rest are counted.
     pub report_limit: u32,
+    /// The verdicts' generation: the daemon withdraws every verdict at once by moving it.
+    pub generation: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 56);
-const _: () = assert!(core::mem::size_of::<FlowVerdict>() == 24);
+const _: () = assert!(core::mem::size_of::<FlowVerdict>() == 32);
 const _: () = assert!(core::mem::size_of::<CountsKey>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowCounts>() == 40);
-const _: () = assert!(core::mem::size_of::<FlowConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowConfig>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -38,9 +38,40 @@ pub struct KernelOffsets {
     pub kn_id: u32,
     /// `struct net` -> `ns.inum` (u32).
     pub net_inum: u32,
+    /// Non-zero when the IPv4 addresses, ports and family lie in the usual layout from
+    /// `sk_daddr` ([`COMMON_BLOCK`]): the probes then read them in one go.
+    pub common_block: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+/// The usual layout of `struct sock_common` from `skc_daddr`: the remote and local IPv4 address,
+/// the hash, the remote and local port, the family. Offsets within the block read at `sk_daddr`.
+pub mod block {
+    /// `skc_daddr`.
+    pub const DADDR: usize = 0;
+    /// `skc_rcv_saddr`.
+    pub const RCV_SADDR: usize = 4;
+    /// `skc_dport`.
+    pub const DPORT: usize = 12;
+    /// `skc_num`.
+    pub const NUM: usize = 14;
+    /// `skc_family`.
+    pub const FAMILY: usize = 16;
+    /// Bytes read.
+    pub const LEN: usize = 18;
+}
+
+impl KernelOffsets {
+    /// Whether this kernel lays the block out as [`block`] says.
+    pub const fn has_common_block(&self) -> bool {
+        let base = self.sk_daddr;
+        self.sk_rcv_saddr == base + block::RCV_SADDR as u32
+            && self.sk_dport == base + block::DPORT as u32
+            && self.sk_num == base + block::NUM as u32
+            && self.sk_family == base + block::FAMILY as u32
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 68);
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), Copy, only u32 fields, no padding.

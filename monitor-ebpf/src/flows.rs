@@ -66,8 +66,13 @@ pub fn route(o: &Observed) -> Route {
     let Some(verdict) = DFDW_FLOW_VERDICTS.get_ptr_mut(&key) else {
         return Route::Send { flow: FLOW_UNJUDGED, key_mask, counts: None };
     };
-    // SAFETY: the entry stays valid for this program run (RCU); fields copied or updated in place.
-    let (id, action) = unsafe { ((*verdict).id, (*verdict).action) };
+    // SAFETY: the map is not preallocated, so an entry the daemon deletes stays valid until this
+    // program run ends (RCU); the fields are copied, or updated in place.
+    let (id, action, generation) = unsafe { ((*verdict).id, (*verdict).action, (*verdict).generation) };
+    if generation != config.generation {
+        // Withdrawn (a DFD reload, an identity change): judged again.
+        return Route::Send { flow: FLOW_UNJUDGED, key_mask, counts: None };
+    }
     let counts = CountsKey { id, epoch: config.epoch };
     match action {
         ACTION_COUNT => {

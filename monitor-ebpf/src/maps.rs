@@ -1,6 +1,7 @@
 //! The maps and read-only globals the probes share with the daemon (names in monitor-common).
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -24,7 +25,8 @@ pub static DFDW_LISTENERS: HashMap<ListenKey, ProcCtx> = HashMap::with_max_entri
 pub static DFDW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 
 #[map]
-pub static DFDW_FLOW_VERDICTS: HashMap<FlowKey, FlowVerdict> = HashMap::with_max_entries(FLOW_ENTRIES, 0);
+pub static DFDW_FLOW_VERDICTS: HashMap<FlowKey, FlowVerdict> =
+    HashMap::with_max_entries(FLOW_ENTRIES, BPF_F_NO_PREALLOC);
 
 #[map]
 pub static DFDW_FLOW_COUNTS: HashMap<CountsKey, FlowCounts> = HashMap::with_max_entries(FLOW_COUNTS_ENTRIES, 0);
@@ -53,6 +55,7 @@ static DFDW_OFFSETS: KernelOffsets = KernelOffsets {
     cgroup_kn: 0,
     kn_id: 0,
     net_inum: 0,
+    common_block: 0,
 };
 
 #[unsafe(no_mangle)]

@@ -1,7 +1,7 @@
 //! Reads the fields of a `struct sock` through the BTF offsets the daemon supplied.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use monitor_common::{AF_INET, AF_INET6, KernelOffsets, Stat};
+use monitor_common::{AF_INET, AF_INET6, KernelOffsets, Stat, offsets::block};
 
 use crate::maps::count;
 
@@ -30,13 +30,45 @@ pub struct SockAddrs {
     pub remote: [u8; 16],
 }
 
-/// The address family of `sk` (AF_INET or AF_INET6), or `None` for any other.
+/// The fields of `struct sock_common` every interesting transition needs: the family, both
+/// ports, and both IPv4 addresses. Read in one go where the kernel lays them out as usual
+/// (`KernelOffsets::common_block`), else field by field.
+pub struct Common {
+    /// AF_INET or AF_INET6 (anything else was refused).
+    pub family: u16,
+    /// Local port, host order.
+    pub local_port: u16,
+    /// Remote port, host order.
+    pub remote_port: u16,
+    /// Local IPv4 address (meaningless for IPv6).
+    pub local4: [u8; 4],
+    /// Remote IPv4 address (meaningless for IPv6).
+    pub remote4: [u8; 4],
+}
+
+/// The common fields of `sk`, or `None` for a family other than IPv4 and IPv6 or a failed read.
 #[inline(always)]
-pub fn family(o: &KernelOffsets, sk: *const u8) -> Option<u16> {
-    match read::<u16>(sk, o.sk_family) {
-        Ok(f) if f == AF_INET || f == AF_INET6 => Some(f),
-        _ => None,
-    }
+pub fn common(o: &KernelOffsets, sk: *const u8) -> Option<Common> {
+    let c = if o.common_block != 0 {
+        let b = read::<[u8; block::LEN]>(sk, o.sk_daddr).ok()?;
+        let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        Common {
+            family: u16_at(block::FAMILY),
+            local_port: u16_at(block::NUM),
+            remote_port: u16::from_be(u16_at(block::DPORT)),
+            local4: [b[block::RCV_SADDR], b[block::RCV_SADDR + 1], b[block::RCV_SADDR + 2], b[block::RCV_SADDR + 3]],
+            remote4: [b[block::DADDR], b[block::DADDR + 1], b[block::DADDR + 2], b[block::DADDR + 3]],
+        }
+    } else {
+        Common {
+            family: read::<u16>(sk, o.sk_family).ok()?,
+            local_port: read::<u16>(sk, o.sk_num).ok()?,
+            remote_port: u16::from_be(read::<u16>(sk, o.sk_dport).ok()?),
+            local4: read::<[u8; 4]>(sk, o.sk_rcv_saddr).ok()?,
+            remote4: read::<[u8; 4]>(sk, o.sk_daddr).ok()?,
+        }
+    };
+    (c.family == AF_INET || c.family == AF_INET6).then_some(c)
 }
 
 /// The IP protocol of `sk`.
@@ -45,23 +77,22 @@ pub fn protocol(o: &KernelOffsets, sk: *const u8) -> Result<u16, i32> {
     read::<u16>(sk, o.sk_protocol)
 }
 
-/// Local and remote addresses and ports of `sk`.
+/// Local and remote addresses and ports of `sk`, from its common fields (IPv6 addresses are
+/// read on their own).
 #[inline(always)]
-pub fn addrs(o: &KernelOffsets, sk: *const u8, family: u16) -> Result<SockAddrs, i32> {
-    let local_port = read::<u16>(sk, o.sk_num)?;
-    let remote_port = u16::from_be(read::<u16>(sk, o.sk_dport)?);
+pub fn addrs(o: &KernelOffsets, sk: *const u8, c: &Common) -> Result<SockAddrs, i32> {
     let mut local = [0u8; 16];
     let mut remote = [0u8; 16];
-    let ip_version = if family == AF_INET {
-        local[..4].copy_from_slice(&read::<[u8; 4]>(sk, o.sk_rcv_saddr)?);
-        remote[..4].copy_from_slice(&read::<[u8; 4]>(sk, o.sk_daddr)?);
+    let ip_version = if c.family == AF_INET {
+        local[..4].copy_from_slice(&c.local4);
+        remote[..4].copy_from_slice(&c.remote4);
         4
     } else {
         local = read::<[u8; 16]>(sk, o.sk_v6_rcv_saddr)?;
         remote = read::<[u8; 16]>(sk, o.sk_v6_daddr)?;
         6
     };
-    Ok(SockAddrs { ip_version, local_port, remote_port, local, remote })
+    Ok(SockAddrs { ip_version, local_port: c.local_port, remote_port: c.remote_port, local, remote })
 }
 
 /// The pending socket error (positive errno), 0 when none.

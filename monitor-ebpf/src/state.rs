@@ -49,18 +49,18 @@ pub fn on_state_change<C: EbpfContext>(ctx: &C, sk: *const u8, old: i32, new: i3
     if o.ready == 0 {
         return;
     }
-    let Some(family) = sock::family(&o, sk) else { return };
+    let Some(c) = sock::common(&o, sk) else { return };
     match sock::protocol(&o, sk) {
         Ok(p) if p == IPPROTO_TCP => {}
         _ => return,
     }
     match (old, new) {
         (tcp_state::CLOSE, tcp_state::SYN_SENT) => remember_connecting(ctx, sk),
-        (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) => finish_connect(&o, sk, family, EventKind::Connect),
-        (tcp_state::SYN_SENT, tcp_state::CLOSE) => finish_connect(&o, sk, family, EventKind::ConnectFailed),
-        (tcp_state::CLOSE, tcp_state::LISTEN) => remember_listener(ctx, &o, sk),
-        (tcp_state::LISTEN, tcp_state::CLOSE) => forget_listener(&o, sk),
-        _ => emit_accept(&o, sk, family),
+        (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) => finish_connect(&o, sk, &c, EventKind::Connect),
+        (tcp_state::SYN_SENT, tcp_state::CLOSE) => finish_connect(&o, sk, &c, EventKind::ConnectFailed),
+        (tcp_state::CLOSE, tcp_state::LISTEN) => remember_listener(ctx, &o, sk, c.local_port),
+        (tcp_state::LISTEN, tcp_state::CLOSE) => forget_listener(&o, sk, c.local_port),
+        _ => emit_accept(&o, sk, &c),
     }
 }
 
@@ -87,7 +87,7 @@ fn remember_connecting<C: EbpfContext>(ctx: &C, sk: *const u8) {
     }
 }
 
-fn finish_connect(o: &KernelOffsets, sk: *const u8, family: u16, kind: EventKind) {
+fn finish_connect(o: &KernelOffsets, sk: *const u8, c: &sock::Common, kind: EventKind) {
     let key = sk as u64;
     // Copy the fields out at once: an `Option<ProcCtx>` kept across helper calls leaves an
     // undefined payload that the verifier rejects ("R9 !read_ok").
@@ -103,7 +103,7 @@ fn finish_connect(o: &KernelOffsets, sk: *const u8, family: u16, kind: EventKind
             (0, 0, 0, sock::uid(o, sk), sock::cgroup_id(o, sk), [0u8; 16])
         }
     };
-    let Ok(a) = sock::addrs(o, sk, family) else { return };
+    let Ok(a) = sock::addrs(o, sk, c) else { return };
     let failed = matches!(kind, EventKind::ConnectFailed);
     let netns = sock::netns(o, sk);
     let observed = flows::Observed {
@@ -150,10 +150,7 @@ fn finish_connect(o: &KernelOffsets, sk: *const u8, family: u16, kind: EventKind
     entry.submit(wakeup_flags());
 }
 
-fn remember_listener<C: EbpfContext>(ctx: &C, o: &KernelOffsets, sk: *const u8) {
-    let Ok(port) = sock::addrs(o, sk, sock::family(o, sk).unwrap_or(0)).map(|a| a.local_port) else {
-        return;
-    };
+fn remember_listener<C: EbpfContext>(ctx: &C, o: &KernelOffsets, sk: *const u8, port: u16) {
     let key = ListenKey { netns: sock::netns(o, sk), port, _pad: 0 };
     let ignore = ctx.tgid() == maps::self_tgid();
     let pc = current_ctx(ctx, ignore, sk);
@@ -163,10 +160,7 @@ fn remember_listener<C: EbpfContext>(ctx: &C, o: &KernelOffsets, sk: *const u8) 
     }
 }
 
-fn forget_listener(o: &KernelOffsets, sk: *const u8) {
-    let Ok(port) = sock::addrs(o, sk, sock::family(o, sk).unwrap_or(0)).map(|a| a.local_port) else {
-        return;
-    };
+fn forget_listener(o: &KernelOffsets, sk: *const u8, port: u16) {
     let key = ListenKey { netns: sock::netns(o, sk), port, _pad: 0 };
     // SAFETY: the value is only compared, then the entry removed.
     let same = unsafe { DFDW_LISTENERS.get(&key) }.map(|pc| pc.sk == sk as u64);
@@ -175,8 +169,8 @@ fn forget_listener(o: &KernelOffsets, sk: *const u8) {
     }
 }
 
-fn emit_accept(o: &KernelOffsets, sk: *const u8, family: u16) {
-    let Ok(a) = sock::addrs(o, sk, family) else { return };
+fn emit_accept(o: &KernelOffsets, sk: *const u8, c: &sock::Common) {
+    let Ok(a) = sock::addrs(o, sk, c) else { return };
     let netns = sock::netns(o, sk);
     let key = ListenKey { netns, port: a.local_port, _pad: 0 };
     // SAFETY: the fields are copied out at once.

@@ -53,6 +53,13 @@ impl PodIndex {
         self.by_uid.get(uid).map(|e| &e.record.ident)
     }
 
+    /// Whether the index holds `record` already: the same identity and start time.
+    pub(crate) fn holds(&self, record: &PodRecord) -> bool {
+        self.by_uid
+            .get(&record.ident.uid)
+            .is_some_and(|e| e.record.start_time == record.start_time && *e.record.ident == *record.ident)
+    }
+
     pub(crate) fn by_ip(&self, ip: IpAddr) -> Option<&Arc<PodIdentity>> {
         self.by_ip.get(&ip).and_then(|uid| self.by_uid(uid))
     }

@@ -31,6 +31,11 @@ impl ServiceIndex {
         self.by_key.len()
     }
 
+    /// The Service held under `key`, if any.
+    pub(crate) fn get(&self, key: &Key) -> Option<&Arc<ServiceIdentity>> {
+        self.by_key.get(key)
+    }
+
     pub(crate) fn by_ip(&self, ip: IpAddr) -> Option<&Arc<ServiceIdentity>> {
         self.by_ip.get(&ip).and_then(|k| self.by_key.get(k))
     }
@@ -92,6 +97,11 @@ impl SliceIndex {
 
     pub(crate) fn len(&self) -> usize {
         self.by_key.len()
+    }
+
+    /// The slice held under `key`, if any.
+    pub(crate) fn get(&self, key: &Key) -> Option<&SliceRecord> {
+        self.by_key.get(key)
     }
 
     pub(crate) fn backends(&self, namespace: &str, service: &str) -> Option<&Arc<PortBackends>> {

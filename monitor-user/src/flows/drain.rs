@@ -46,6 +46,8 @@ impl CountsDrain {
         loop {
             let stopped = stop.wait_blocking(self.interval);
             let ended = if stopped {
+                // The links are gone, but a probe that started before may still be adding.
+                wait_for_grace_period();
                 None
             } else {
                 match self.kernel.next_epoch() {
@@ -80,7 +82,8 @@ impl CountsDrain {
             })
             .filter(|k| epoch.is_none_or(|e| k.epoch == e))
             .collect();
-        let mut tally = Tally { counts: Vec::with_capacity(keys.len()), final_read: epoch.is_none() };
+        let mut tally =
+            Tally { counts: Vec::with_capacity(keys.len()), epoch: epoch.unwrap_or(0), final_read: epoch.is_none() };
         for key in keys {
             match self.counts.get(&key, 0) {
                 Ok(c) => tally.counts.push((key.id, c)),

@@ -1,8 +1,10 @@
 //! The daemon's handle on the kernel flow table's verdicts and settings, shared by the flow stage
-//! (which records a verdict once it has judged a key) and the reloader (which withdraws them all
-//! when the DFD changes). One lock orders the two: a verdict is recorded only if it was reached
-//! under the revision and key mask in force, so no verdict of an older DFD can be written after
-//! the reload withdrew them.
+//! (which records a verdict once it has judged a key, and withdraws them all when the identities
+//! change) and the reloader (which withdraws them all when the DFD changes). Withdrawing is one
+//! write: the verdicts' generation in the config map moves, and the probes treat a verdict of
+//! another generation as none. One lock orders recording and withdrawing: a verdict is recorded
+//! only if it was reached under the revision, key mask and identities in force, so no verdict of
+//! an older DFD or identity can be written after they were withdrawn.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -51,6 +53,8 @@ struct State {
     config: Array<MapData, FlowConfig>,
     settings: FlowConfig,
     revision: Option<Arc<DfdRef>>,
+    /// The identity cache's generation at the last identity withdrawal.
+    identity_generation: u64,
 }
 
 /// The kernel's flow verdicts and settings, behind one lock.
@@ -70,8 +74,8 @@ impl KernelFlows {
         revision: Option<Arc<DfdRef>>,
         counters: Arc<Counters>,
     ) -> Result<Self, MapError> {
-        let settings = FlowConfig { enabled: 1, key_mask: u32::from(key_mask), epoch: 0, report_limit };
-        let mut state = State { verdicts, config, settings, revision };
+        let settings = FlowConfig { enabled: 1, key_mask: u32::from(key_mask), report_limit, ..FlowConfig::default() };
+        let mut state = State { verdicts, config, settings, revision, identity_generation: 0 };
         state.config.set(0, &settings, 0)?;
         Ok(Self { state: Mutex::new(state), counters })
     }
@@ -80,76 +84,75 @@ impl KernelFlows {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The key mask in force.
-    pub fn key_mask(&self) -> u8 {
-        self.lock().settings.key_mask as u8
-    }
-
-    /// Records the verdict on `key` if it was reached under the revision and key mask in force.
-    pub fn record(
-        &self,
-        key: &FlowKey,
-        id: u32,
-        action: Action,
-        revision: Option<&Arc<DfdRef>>,
-        key_mask: u8,
-    ) -> Result<(), RecordError> {
+    /// Records the verdict on `key` if it was reached under what is in force: the DFD revision,
+    /// the key mask, and identities resolved no earlier than the last identity withdrawal
+    /// (`identity_generation` is the identity cache's generation read before the connection was
+    /// identified).
+    pub fn record(&self, key: &FlowKey, id: u32, action: Action, judged: &JudgedUnder<'_>) -> Result<(), RecordError> {
         let mut state = self.lock();
-        let same_revision = match (&state.revision, revision) {
+        let same_revision = match (&state.revision, judged.revision) {
             (None, None) => true,
             (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a.sha256 == b.sha256,
             _ => false,
         };
-        if !same_revision || state.settings.key_mask != u32::from(key_mask) {
+        if !same_revision
+            || state.settings.key_mask != u32::from(judged.key_mask)
+            || judged.identity_generation < state.identity_generation
+        {
             return Err(RecordError::Stale);
         }
-        let verdict = FlowVerdict { id, action: action.raw(), window_ns: 0, reported: 0 };
+        let verdict =
+            FlowVerdict { id, action: action.raw(), generation: state.settings.generation, ..FlowVerdict::default() };
         state.verdicts.insert(key, &verdict, 0)?;
         Ok(())
     }
 
     /// Forgets the verdict on `key` (the flow stage retires it): its next connection is sent.
-    pub fn forget(&self, key: &FlowKey) {
-        match self.lock().verdicts.remove(key) {
+    /// Returns the counting epoch in force: the key's counters are all in that epoch or earlier.
+    pub fn forget(&self, key: &FlowKey) -> u32 {
+        let mut state = self.lock();
+        match state.verdicts.remove(key) {
             Ok(()) => self.counters.record_verdicts_withdrawn(1),
             Err(MapError::KeyNotFound) => {}
             Err(e) => tracing::warn!(error = %e, "cannot remove a flow verdict from the kernel"),
         }
+        state.settings.epoch
     }
 
-    /// Withdraws every verdict, keeping the revision and key mask in force (an identity change).
-    pub fn withdraw_all_in_force(&self) -> usize {
-        let (revision, key_mask) = {
-            let state = self.lock();
-            (state.revision.clone(), state.settings.key_mask as u8)
-        };
-        self.withdraw_all(revision, key_mask)
+    /// The counting epoch in force.
+    pub fn epoch(&self) -> u32 {
+        self.lock().settings.epoch
     }
 
-    /// Withdraws every verdict, and from now on takes only verdicts reached under `revision` with
-    /// `key_mask`: after a DFD reload or an identity change, the next connection of every key is
-    /// judged again. Returns how many verdicts were withdrawn.
-    pub fn withdraw_all(&self, revision: Option<Arc<DfdRef>>, key_mask: u8) -> usize {
+    /// Withdraws every verdict at once (the identities changed): from now on, only verdicts of
+    /// connections identified at `identity_generation` or later are taken.
+    pub fn withdraw_for_identities(&self, identity_generation: u64) {
+        let mut state = self.lock();
+        state.identity_generation = identity_generation;
+        self.withdraw(&mut state);
+    }
+
+    /// Withdraws every verdict at once, and from now on takes only verdicts reached under
+    /// `revision` with `key_mask`: after a DFD reload, the next connection of every key is judged
+    /// again.
+    pub fn withdraw_for_revision(&self, revision: Option<Arc<DfdRef>>, key_mask: u8) {
         let mut state = self.lock();
         state.revision = revision;
-        if state.settings.key_mask != u32::from(key_mask) {
-            state.settings.key_mask = u32::from(key_mask);
-            let settings = state.settings;
-            if let Err(e) = state.config.set(0, &settings, 0) {
-                tracing::error!(error = %e, "cannot set the flow key mask in the kernel");
-            }
+        state.settings.key_mask = u32::from(key_mask);
+        self.withdraw(&mut state);
+    }
+
+    /// Moves the verdicts' generation: the probes take every verdict written before as withdrawn
+    /// (one write, however many verdicts; the flow stage rewrites each key's verdict at its next
+    /// connection, or retires the key).
+    fn withdraw(&self, state: &mut State) {
+        state.settings.generation = state.settings.generation.wrapping_add(1);
+        let settings = state.settings;
+        match state.config.set(0, &settings, 0) {
+            Ok(()) => self.counters.record_verdicts_withdrawn(1),
+            // Cannot happen for a one-entry array the daemon owns; if it does, say so loudly.
+            Err(e) => tracing::error!(error = %e, "cannot withdraw the kernel's flow verdicts"),
         }
-        let keys: Vec<FlowKey> = state.verdicts.keys().filter_map(Result::ok).collect();
-        let mut withdrawn = 0;
-        for key in &keys {
-            match state.verdicts.remove(key) {
-                Ok(()) => withdrawn += 1,
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => tracing::error!(error = %e, "cannot withdraw a flow verdict from the kernel"),
-            }
-        }
-        self.counters.record_verdicts_withdrawn(withdrawn as u64);
-        withdrawn
     }
 
     /// Switches the counting epoch; returns the one that ended.
@@ -163,12 +166,22 @@ impl KernelFlows {
     }
 }
 
+/// What a verdict was reached under, for [`KernelFlows::record`].
+pub struct JudgedUnder<'a> {
+    /// The DFD revision (none without a DFD).
+    pub revision: Option<&'a Arc<DfdRef>>,
+    /// The key mask the probe used.
+    pub key_mask: u8,
+    /// The identity cache's generation before the connection was identified.
+    pub identity_generation: u64,
+}
+
 /// A new DFD revision withdraws every verdict the old one reached, before the reload is reported
 /// as applied; from then on only verdicts of the new revision are taken.
 impl ReloadObserver for KernelFlows {
     fn applied(&self, policy: &Policy) {
-        let n = self.withdraw_all(Some(policy.revision.clone()), super::key_mask(Some(policy)));
-        tracing::info!(withdrawn = n, "flow verdicts of the previous DFD withdrawn");
+        self.withdraw_for_revision(Some(policy.revision.clone()), super::key_mask(Some(policy)));
+        tracing::info!("flow verdicts of the previous DFD withdrawn");
     }
 
     fn refused(&self) {}

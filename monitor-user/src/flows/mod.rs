@@ -63,7 +63,9 @@ impl Observation {
 pub struct Tally {
     /// Counters per flow id.
     pub counts: Vec<(u32, FlowCounts)>,
-    /// The last read, after the probes were detached.
+    /// The counting epoch they were read from: every count of that epoch and before is in.
+    pub epoch: u32,
+    /// The last read, after the probes were detached: every count is in.
     pub final_read: bool,
 }
 

@@ -1,10 +1,15 @@
 //! The flow stage, on its own thread between the verdict stage and the sinks: the daemon's side of
 //! the flow table. It gives each new flow key an id, writes the key's verdict into the kernel,
 //! decides which connections are recorded one by one, adds each interval's kernel counters to the
-//! key they belong to, and hands one [`FlowSummary`] per active key and interval to the sinks.
-//! A key idle for [`IDLE_TALLIES`] intervals is retired: its kernel verdict is withdrawn first,
-//! and its id is freed only after two more reads of the counters, so no count is ever read under
-//! an id that meanwhile names another key.
+//! id they were counted under, and hands one [`FlowSummary`] per active id and interval to the
+//! sinks.
+//!
+//! An id names one key under one judgement. When a key is judged differently (a reload, an
+//! identity change), it gets a new id, and the old one keeps the old judgement for the counts
+//! the kernel made under it. An id is retired (its key idle for [`IDLE_TALLIES`] intervals, or
+//! judged anew) with the counting epoch in force then: the kernel counted under it in that epoch
+//! or earlier, so the id is freed only once the tally of that epoch was added, and no count is
+//! ever read under an id that meanwhile names another key.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,16 +18,14 @@ use monitor_common::EventKind;
 use monitor_common::flow::{FLOW_UNJUDGED, FlowCounts, FlowKey};
 use tokio::sync::mpsc;
 
-use super::kernel::{Action, KernelFlows, RecordError};
+use super::kernel::{Action, JudgedUnder, KernelFlows, RecordError};
 use super::{FlowInput, FlowOutput, FlowSummary, Interval, Observation, Role, Tally};
 use crate::telemetry::counters::Counters;
 
 /// Intervals without a connection after which a key is retired.
 pub const IDLE_TALLIES: u32 = 300;
-/// Counter reads between withdrawing a key's verdict and freeing its id.
-const RETIRE_TALLIES: u8 = 2;
 
-/// One tracked flow key.
+/// One tracked flow id.
 struct Entry {
     key: FlowKey,
     first: Arc<Observation>,
@@ -30,13 +33,20 @@ struct Entry {
     counted_elsewhere: bool,
     interval: Interval,
     idle: u32,
-    retiring: Option<u8>,
+    /// Retired in this counting epoch: freed once its tally was added.
+    retiring: Option<u32>,
+}
+
+/// Whether the tally of epoch `tally` covers counts made in epoch `retired` (epochs count up and
+/// wrap).
+fn covers(tally: u32, retired: u32) -> bool {
+    tally.wrapping_sub(retired) as i32 >= 0
 }
 
 /// What a key's verdict depends on, to tell when a connection is judged differently from the
 /// key's first (a reload, an identity change). Whether the other end of this one connection was
 /// seen is left out: it is a property of the sighting, not of the flow (a rate-limited connect
-/// leaves its accept unpaired), and the key keeps what its first sighting said.
+/// leaves its accept unpaired).
 #[derive(PartialEq, Eq)]
 struct JudgedAs<'a> {
     revision: &'a str,
@@ -56,7 +66,7 @@ fn judged_as(o: &Observation) -> Option<JudgedAs<'_>> {
     })
 }
 
-/// The daemon's flow keys, by id and by key.
+/// The daemon's flow ids, and the id each key goes by now.
 pub struct FlowTable {
     slots: Vec<Option<Entry>>,
     by_key: HashMap<FlowKey, u32>,
@@ -65,21 +75,22 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
-    /// A table of at most `capacity` keys.
+    /// A table of at most `capacity` ids.
     pub fn new(capacity: usize) -> Self {
         Self { slots: Vec::new(), by_key: HashMap::new(), free: Vec::new(), capacity }
     }
 
-    /// Keys tracked now.
+    /// Ids in use now (current and retiring).
     pub fn len(&self) -> usize {
-        self.by_key.len()
+        self.slots.len() - self.free.len()
     }
 
-    /// Whether no key is tracked.
+    /// Whether no id is in use.
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.len() == 0
     }
 
+    /// Takes an id for `entry`, which its key goes by from now on; `None` when full.
     fn insert(&mut self, entry: Entry) -> Option<u32> {
         let key = entry.key;
         let id = match self.free.pop() {
@@ -97,8 +108,22 @@ impl FlowTable {
         Some(id)
     }
 
+    fn id_of(&self, key: &FlowKey) -> Option<u32> {
+        self.by_key.get(key).copied()
+    }
+
     fn get_mut(&mut self, id: u32) -> Option<&mut Entry> {
         self.slots.get_mut(id as usize).and_then(Option::as_mut)
+    }
+
+    /// Frees `id`; its key no longer goes by it.
+    fn free(&mut self, id: u32) {
+        if let Some(entry) = self.slots.get_mut(id as usize).and_then(Option::take) {
+            if self.by_key.get(&entry.key) == Some(&id) {
+                self.by_key.remove(&entry.key);
+            }
+            self.free.push(id);
+        }
     }
 }
 
@@ -114,8 +139,8 @@ pub struct FlowStage {
 }
 
 impl FlowStage {
-    /// A stage writing verdicts to `kernel` (none in tests and synthetic benchmarks: every
-    /// connection then keeps coming, and is counted in the table all the same).
+    /// A stage of at most `capacity` flow ids writing verdicts to `kernel` (none in tests and
+    /// synthetic benchmarks: every connection then keeps coming, and is counted all the same).
     pub fn new(
         kernel: Option<Arc<KernelFlows>>,
         capacity: usize,
@@ -154,11 +179,16 @@ impl FlowStage {
                 return;
             }
         }
-        self.tally(Tally { counts: Vec::new(), final_read: true });
+        self.tally(Tally { counts: Vec::new(), epoch: 0, final_read: true });
     }
 
     fn send(&self, out: FlowOutput) -> bool {
         self.output.blocking_send(out).is_ok()
+    }
+
+    /// The counting epoch in force (0 without a kernel).
+    fn epoch(&self) -> u32 {
+        self.kernel.as_ref().map_or(0, |k| k.epoch())
     }
 
     /// One connection the kernel sent.
@@ -172,77 +202,105 @@ impl FlowStage {
             last_ns: conn.monotonic_ns,
             ..Interval::default()
         };
-        let (action, counted_elsewhere) = match o.judgement() {
-            Some(j) if j.verdict.alert && !j.other_end_seen => (Action::Report, false),
-            Some(j) => (Action::Count, j.other_end_seen),
-            None => (Action::Count, false),
+        let (action, paired_accept) = match o.judgement() {
+            Some(j) if j.verdict.alert && !j.other_end_seen => (Action::Report, j.paired_accept),
+            Some(j) => (Action::Count, j.paired_accept),
+            None => (Action::Count, None),
         };
+        // A pair's accept is counted under its connect: latch it, whichever was seen first.
+        let counted_elsewhere = paired_accept == Some(route.key);
+        if let Some(accept) = paired_accept.filter(|k| *k != route.key)
+            && let Some(id) = self.table.id_of(&accept)
+            && let Some(entry) = self.table.get_mut(id)
+        {
+            entry.counted_elsewhere = true;
+        }
         let o = Arc::new(o);
-        let Some(&id) = self.table.by_key.get(&route.key) else {
-            let entry = Entry {
-                key: route.key,
-                first: o.clone(),
-                action,
-                counted_elsewhere,
-                interval: Interval { recorded: 1, ..one },
-                idle: 0,
-                retiring: None,
-            };
-            return match self.table.insert(entry) {
-                Some(id) => {
-                    self.record_verdict(id, &o, route.key_mask);
-                    self.send(FlowOutput::Connection { observation: o, role: Role::First })
+        let epoch = self.epoch();
+        if let Some(id) = self.table.id_of(&route.key) {
+            let Some(entry) = self.table.get_mut(id) else { return true };
+            entry.counted_elsewhere |= counted_elsewhere;
+            if judged_as(&entry.first) == judged_as(&o) {
+                entry.idle = 0;
+                let unretired = entry.retiring.take().is_some();
+                let record = entry.action == Action::Report;
+                one.recorded = u64::from(record);
+                entry.interval.add(&one);
+                if unretired || route.bits & FLOW_UNJUDGED != 0 {
+                    self.record_verdict(id, &o);
                 }
-                None => {
-                    let n = self.counters.record_flow_table_full();
-                    if n.is_power_of_two() {
-                        tracing::warn!(total = n, "flow table full: connections of new flows are recorded one by one");
-                    }
-                    self.send(FlowOutput::Connection { observation: o, role: Role::Untracked })
+                if !record {
+                    return true;
                 }
-            };
-        };
-        let mut flushed = None;
-        let Some(entry) = self.table.get_mut(id) else { return true };
-        let changed = judged_as(&entry.first) != judged_as(&o);
-        if changed {
-            flushed = Self::summary(id, entry);
-            entry.first = o.clone();
-            entry.action = action;
-            entry.counted_elsewhere = counted_elsewhere;
+                return self.send(FlowOutput::Connection { observation: o, role: Role::Reported });
+            }
+            // Judged differently: the old id keeps the old judgement for what the kernel counted
+            // under it; the key goes by a new id from now on.
+            let flushed = Self::summary(id, entry);
+            let elsewhere = entry.counted_elsewhere;
+            entry.retiring = Some(epoch);
+            self.table.by_key.remove(&route.key);
+            return self.open(route.key, o, action, elsewhere, one, flushed);
         }
-        entry.idle = 0;
-        let unretired = entry.retiring.take().is_some();
-        let record = changed || action == Action::Report;
-        one.recorded = u64::from(record);
-        entry.interval.add(&one);
-        if changed || unretired || route.bits & FLOW_UNJUDGED != 0 {
-            self.record_verdict(id, &o, route.key_mask);
-        }
+        self.open(route.key, o, action, counted_elsewhere, one, None)
+    }
+
+    /// Gives `key` a new id under the judgement of `o`, its first connection, and records that
+    /// connection; when the table is full, records it as untracked.
+    fn open(
+        &mut self,
+        key: FlowKey,
+        o: Arc<Observation>,
+        action: Action,
+        counted_elsewhere: bool,
+        one: Interval,
+        flushed: Option<FlowSummary>,
+    ) -> bool {
         if let Some(summary) = flushed
             && !self.send(FlowOutput::Flow(summary))
         {
             return false;
         }
-        if !record {
-            return true;
-        }
-        let role = if changed { Role::First } else { Role::Reported };
-        self.send(FlowOutput::Connection { observation: o, role })
-    }
-
-    /// Writes the key's verdict into the kernel (a stale one is not written: the key's next
-    /// connection comes again and is judged under what is in force now).
-    fn record_verdict(&mut self, id: u32, o: &Observation, key_mask: u8) {
-        let Some(kernel) = &self.kernel else { return };
-        let Some(entry) = self.table.get_mut(id) else { return };
-        let revision = o.judgement().map(|j| &j.dfd);
-        match kernel.record(&entry.key, id, entry.action, revision, key_mask) {
-            Ok(()) | Err(RecordError::Stale) => {}
-            Err(e) => {
+        let entry = Entry {
+            key,
+            first: o.clone(),
+            action,
+            counted_elsewhere,
+            interval: Interval { recorded: 1, ..one },
+            idle: 0,
+            retiring: None,
+        };
+        match self.table.insert(entry) {
+            Some(id) => {
+                self.record_verdict(id, &o);
+                self.send(FlowOutput::Connection { observation: o, role: Role::First })
+            }
+            None => {
                 let n = self.counters.record_flow_table_full();
                 if n.is_power_of_two() {
-                    tracing::warn!(error = %e, total = n, "flow verdict not kept in the kernel: the flow is sent connection by connection");
+                    tracing::warn!(total = n, "flow table full: connections of new flows are recorded one by one");
+                }
+                self.send(FlowOutput::Connection { observation: o, role: Role::Untracked })
+            }
+        }
+    }
+
+    /// Writes the verdict of `id` into the kernel, if `o` was judged under what is in force (a
+    /// stale one is not written: the key's next connection comes again and is judged anew).
+    fn record_verdict(&mut self, id: u32, o: &Observation) {
+        let Some(kernel) = &self.kernel else { return };
+        let Some(entry) = self.table.get_mut(id) else { return };
+        let judged = JudgedUnder {
+            revision: o.judgement().map(|j| &j.dfd),
+            key_mask: o.flow().conn.route.key_mask,
+            identity_generation: o.flow().identity_generation,
+        };
+        match kernel.record(&entry.key, id, entry.action, &judged) {
+            Ok(()) | Err(RecordError::Stale) => {}
+            Err(e) => {
+                let n = self.counters.record_verdict_refused();
+                if n.is_power_of_two() {
+                    tracing::warn!(error = %e, total = n, "flow verdict not kept in the kernel: the flow's connections keep coming one by one (counted in its flow records)");
                 }
             }
         }
@@ -257,12 +315,20 @@ impl FlowStage {
         Some(FlowSummary { id, first: entry.first.clone(), interval, counted_elsewhere: entry.counted_elsewhere })
     }
 
-    /// One interval's kernel counters: add them, hand on a summary per active key, retire idle keys.
+    /// One interval's kernel counters: add them, hand on a summary per active id, retire idle
+    /// keys, free the ids whose last counts are in.
     fn tally(&mut self, tally: Tally) -> bool {
         self.check_identity_generation();
         for (id, c) in &tally.counts {
             self.add_counts(*id, c);
         }
+        let summaries = self.close_interval(&tally);
+        self.counters.set_flows_tracked(self.table.len() as u64);
+        summaries.into_iter().all(|s| self.send(FlowOutput::Flow(s)))
+    }
+
+    /// The summaries of the interval that ended; retires idle keys and frees covered ids.
+    fn close_interval(&mut self, tally: &Tally) -> Vec<FlowSummary> {
         let mut out = Vec::new();
         let mut freed = Vec::new();
         for (id, slot) in self.table.slots.iter_mut().enumerate() {
@@ -276,30 +342,18 @@ impl FlowStage {
                 None => entry.idle = entry.idle.saturating_add(1),
             }
             match entry.retiring {
-                Some(n) if n + 1 >= RETIRE_TALLIES || tally.final_read => freed.push(id),
-                Some(n) => entry.retiring = Some(n + 1),
+                Some(epoch) if tally.final_read || covers(tally.epoch, epoch) => freed.push(id),
+                Some(_) => {}
                 None if entry.idle >= IDLE_TALLIES => {
-                    if let Some(kernel) = &self.kernel {
-                        kernel.forget(&entry.key);
-                    }
-                    entry.retiring = Some(0);
+                    entry.retiring = Some(self.kernel.as_ref().map_or(tally.epoch, |k| k.forget(&entry.key)));
                 }
                 None => {}
             }
         }
         for id in freed {
-            if let Some(entry) = self.table.slots.get_mut(id as usize).and_then(Option::take) {
-                self.table.by_key.remove(&entry.key);
-                self.table.free.push(id);
-            }
+            self.table.free(id);
         }
-        self.counters.set_flows_tracked(self.table.len() as u64);
-        for summary in out {
-            if !self.send(FlowOutput::Flow(summary)) {
-                return false;
-            }
-        }
-        true
+        out
     }
 
     fn add_counts(&mut self, id: u32, c: &FlowCounts) {
@@ -328,8 +382,8 @@ impl FlowStage {
         }
         self.last_generation = now;
         if let Some(kernel) = &self.kernel {
-            let n = kernel.withdraw_all_in_force();
-            tracing::debug!(withdrawn = n, "workload identities changed: flow verdicts withdrawn");
+            kernel.withdraw_for_identities(now);
+            tracing::debug!(generation = now, "workload identities changed: flow verdicts withdrawn");
         }
     }
 }
@@ -383,7 +437,7 @@ mod tests {
             vec![
                 observed(80, false, 1),
                 observed(80, false, 2),
-                FlowInput::Tally(Tally { counts: vec![(0, counts(40))], final_read: false }),
+                FlowInput::Tally(Tally { counts: vec![(0, counts(40))], epoch: 0, final_read: false }),
             ],
         );
         assert_eq!(roles(&out), [Role::First]);
@@ -398,6 +452,34 @@ mod tests {
         assert_eq!(roles(&out), [Role::First, Role::Reported, Role::Reported, Role::Reported, Role::Reported]);
         let f = flows(&out);
         assert_eq!((f[0].1.conns, f[0].1.recorded), (5, 5), "the final flush counts them all");
+    }
+
+    #[test]
+    fn a_flow_judged_anew_gets_a_new_id_and_the_old_one_keeps_its_counts() {
+        let rejudged = {
+            let FlowInput::Observed(Observation::Judged(mut j)) = observed(80, true, 2) else { unreachable!() };
+            j.judgement.verdict.kind = crate::policy::verdict::VerdictKind::WrongPort;
+            FlowInput::from(j)
+        };
+        let inputs = vec![
+            observed(80, false, 1),
+            rejudged,
+            FlowInput::Tally(Tally { counts: vec![(0, counts(5))], epoch: 0, final_read: false }),
+        ];
+        let summaries: Vec<(u32, u64, &str)> = run(8, inputs)
+            .iter()
+            .filter_map(|o| match o {
+                FlowOutput::Flow(s) => {
+                    Some((s.id, s.interval.conns, s.first.judgement().map_or("", |j| j.verdict.kind.as_str())))
+                }
+                FlowOutput::Connection { .. } => None,
+            })
+            .collect();
+        assert_eq!(
+            summaries,
+            [(0, 1, "lateral_movement"), (0, 5, "lateral_movement"), (1, 1, "wrong_port")],
+            "the kernel's counts under id 0 stay with the judgement they were counted under"
+        );
     }
 
     #[test]
@@ -423,10 +505,11 @@ mod tests {
     fn an_idle_flow_is_retired_then_its_id_reused() {
         let tally = || FlowInput::Tally(Tally::default());
         let mut inputs = vec![observed(80, false, 1)];
-        // One interval with its connection, IDLE_TALLIES idle ones, then RETIRE_TALLIES more.
-        inputs.extend((0..1 + IDLE_TALLIES + u32::from(RETIRE_TALLIES)).map(|_| tally()));
+        // One interval with its connection, IDLE_TALLIES idle ones (retired at the last), then
+        // the tally that covers its epoch (freed).
+        inputs.extend((0..2 + IDLE_TALLIES).map(|_| tally()));
         inputs.push(observed(81, false, 2));
-        inputs.push(FlowInput::Tally(Tally { counts: vec![(0, counts(3))], final_read: false }));
+        inputs.push(FlowInput::Tally(Tally { counts: vec![(0, counts(3))], epoch: 0, final_read: false }));
         let out = run(1, inputs);
         assert_eq!(roles(&out), [Role::First, Role::First], "the second flow found room");
         let f = flows(&out);

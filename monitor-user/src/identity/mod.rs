@@ -61,6 +61,9 @@ pub struct Identified {
     pub src_k8s: Option<kubernetes::K8sEnd>,
     /// Kubernetes identity of the destination (when the daemon watches a cluster).
     pub dst_k8s: Option<kubernetes::K8sEnd>,
+    /// The Kubernetes identity cache's generation read before the ends were resolved (0 without
+    /// a cluster): a verdict on identities older than a later change is not kept.
+    pub identity_generation: u64,
 }
 
 /// Resolves identities; owned by the identity stage (no locks).
@@ -93,6 +96,7 @@ impl Resolver {
 
     /// The identities of one connection.
     pub fn identify(&mut self, conn: Connection) -> Identified {
+        let identity_generation = self.kube.as_ref().map_or(0, dfdwatch_kube::KubeIdentity::generation);
         let tgid = conn.process.as_ref().map(|p| p.tgid);
         let mut local = LocalIdentity::default();
         if let Some(tgid) = tgid {
@@ -140,7 +144,7 @@ impl Resolver {
         let (src_k8s, dst_k8s) = if local_is_src { (local_k8s, remote_k8s) } else { (remote_k8s, local_k8s) };
         let src_name = self.names.name(conn.src.ip()).map(str::to_owned);
         let dst_name = self.names.name(conn.dst.ip()).map(str::to_owned);
-        Identified { conn, local, src_name, dst_name, src_k8s, dst_k8s }
+        Identified { conn, local, src_name, dst_name, src_k8s, dst_k8s, identity_generation }
     }
 }
 

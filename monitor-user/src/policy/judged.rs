@@ -21,8 +21,12 @@ pub struct Judgement {
     /// The DFD revision that judged it.
     pub dfd: Arc<DfdRef>,
     /// The same connection was already seen from its other end on this node (a connect and an
-    /// accept of two local workloads); metrics and alerts count it once.
+    /// accept of two local workloads); alerts count it once.
     pub other_end_seen: bool,
+    /// When this sighting completed a pair (a connect and an accept of one connection on this
+    /// node, in either order): the flow key of the accept. Metrics count such connections under
+    /// the connect, so the flow stage marks that accept's flow as counted elsewhere.
+    pub paired_accept: Option<monitor_common::flow::FlowKey>,
 }
 
 impl Judgement {
@@ -59,5 +63,5 @@ pub fn judge(policy: &Policy, flow: &Identified) -> Judgement {
         attempt: conn.kind == EventKind::ConnectFailed,
     };
     let verdict = verdict(dfd, &observed);
-    Judgement { src, dst, verdict, dfd: policy.revision.clone(), other_end_seen: false }
+    Judgement { src, dst, verdict, dfd: policy.revision.clone(), other_end_seen: false, paired_accept: None }
 }

@@ -7,7 +7,7 @@ use super::btf::{Btf, BtfError};
 /// Reads every offset the probes need; fails with the first member this kernel lacks.
 pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
     let sock = |path: &str, size: u32| btf.member_offset("sock", path, size);
-    Ok(KernelOffsets {
+    let mut offsets = KernelOffsets {
         ready: 1,
         sk_family: sock("__sk_common.skc_family", 2)?,
         sk_num: sock("__sk_common.skc_num", 2)?,
@@ -24,5 +24,8 @@ pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         cgroup_kn: btf.member_offset("cgroup", "kn", 8)?,
         kn_id: btf.member_offset("kernfs_node", "id", 8)?,
         net_inum: btf.member_offset("net", "ns.inum", 4)?,
-    })
+        common_block: 0,
+    };
+    offsets.common_block = u32::from(offsets.has_common_block());
+    Ok(offsets)
 }

@@ -52,6 +52,7 @@ pub(crate) mod fixture {
             dst_name: None,
             src_k8s: None,
             dst_k8s: None,
+            identity_generation: 0,
         };
         let at = |node: &str, zone: &str| Placement {
             node: Some(node.into()),
@@ -71,7 +72,14 @@ pub(crate) mod fixture {
             capitals: &["S"],
         };
         let dfd = Arc::new(DfdRef { name: "test".into(), sha256: "ff".into() });
-        let judgement = Judgement { src: at("api", "app"), dst: at("db", "data"), verdict, dfd, other_end_seen: false };
+        let judgement = Judgement {
+            src: at("api", "app"),
+            dst: at("db", "data"),
+            verdict,
+            dfd,
+            other_end_seen: false,
+            paired_accept: None,
+        };
         Judged { flow, judgement }
     }
 

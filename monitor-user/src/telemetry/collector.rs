@@ -28,6 +28,7 @@ pub(super) struct PipelineCollector {
     flow_records: IntCounter,
     flows_tracked: IntGauge,
     verdicts_withdrawn: IntCounter,
+    verdicts_refused: IntCounter,
     unreported: IntCounter,
 }
 
@@ -100,7 +101,11 @@ impl PipelineCollector {
             flows_tracked: IntGauge::new("dfdwatch_flows_tracked", "Flow keys the daemon tracks now.")?,
             verdicts_withdrawn: IntCounter::new(
                 "dfdwatch_flow_verdicts_withdrawn_total",
-                "Kernel flow verdicts withdrawn (DFD reloads, identity changes, idle keys), so that their keys are judged again.",
+                "Withdrawals of kernel flow verdicts, so that their flows are judged again: each DFD reload and identity change withdraws all at once, each retired idle flow its own.",
+            )?,
+            verdicts_refused: IntCounter::new(
+                "dfdwatch_flow_verdicts_refused_total",
+                "Flow verdicts the kernel refused to keep (its map full): those flows' connections keep coming one by one, counted in their flow records.",
             )?,
             unreported: IntCounter::new(
                 "dfdwatch_unreported_connections_total",
@@ -129,6 +134,7 @@ impl Collector for PipelineCollector {
         d.extend(self.flow_records.desc());
         d.extend(self.flows_tracked.desc());
         d.extend(self.verdicts_withdrawn.desc());
+        d.extend(self.verdicts_refused.desc());
         d.extend(self.unreported.desc());
         d
     }
@@ -161,6 +167,7 @@ impl Collector for PipelineCollector {
         set(&self.flow_records, s.flow_records);
         self.flows_tracked.set(i64::try_from(s.flows_tracked).unwrap_or(i64::MAX));
         set(&self.verdicts_withdrawn, s.flow_verdicts_withdrawn);
+        set(&self.verdicts_refused, s.flow_verdicts_refused);
         set(&self.unreported, s.unreported);
         let mut out = Vec::new();
         out.extend(self.records.collect());
@@ -179,6 +186,7 @@ impl Collector for PipelineCollector {
         out.extend(self.flow_records.collect());
         out.extend(self.flows_tracked.collect());
         out.extend(self.verdicts_withdrawn.collect());
+        out.extend(self.verdicts_refused.collect());
         out.extend(self.unreported.collect());
         out
     }

@@ -107,6 +107,7 @@ pub struct Counters {
     flow_records: AtomicU64,
     flows_tracked: AtomicU64,
     flow_verdicts_withdrawn: AtomicU64,
+    flow_verdicts_refused: AtomicU64,
     unreported: AtomicU64,
     alertmanager_sent: AtomicU64,
     alertmanager_dropped: AtomicU64,
@@ -150,9 +151,12 @@ pub struct CountersSnapshot {
     pub flow_records: u64,
     /// Flow keys the daemon tracks now.
     pub flows_tracked: u64,
-    /// Kernel flow verdicts withdrawn (DFD reloads, identity changes), so their keys are judged
-    /// again.
+    /// Withdrawals of kernel flow verdicts: each DFD reload and identity change withdraws all at
+    /// once, each retired idle flow its own.
     pub flow_verdicts_withdrawn: u64,
+    /// Flow verdicts the kernel refused to keep (its map full): those flows' connections keep
+    /// coming one by one.
+    pub flow_verdicts_refused: u64,
     /// Connections of alerting flows counted but not recorded one by one (over the per-key rate
     /// limit, or the ring buffer was full).
     pub unreported: u64,
@@ -234,9 +238,14 @@ impl Counters {
         self.flows_tracked.store(n, Ordering::Relaxed);
     }
 
-    /// `n` kernel flow verdicts withdrawn.
+    /// `n` withdrawals of kernel flow verdicts.
     pub fn record_verdicts_withdrawn(&self, n: u64) {
         self.flow_verdicts_withdrawn.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// One flow verdict the kernel refused; returns the new total.
+    pub fn record_verdict_refused(&self) -> u64 {
+        self.flow_verdicts_refused.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// `n` connections of alerting flows counted but not recorded one by one.
@@ -303,6 +312,7 @@ impl Counters {
             flow_records: self.flow_records.load(Ordering::Relaxed),
             flows_tracked: self.flows_tracked.load(Ordering::Relaxed),
             flow_verdicts_withdrawn: self.flow_verdicts_withdrawn.load(Ordering::Relaxed),
+            flow_verdicts_refused: self.flow_verdicts_refused.load(Ordering::Relaxed),
             unreported: self.unreported.load(Ordering::Relaxed),
             alertmanager_sent: self.alertmanager_sent.load(Ordering::Relaxed),
             alertmanager_dropped: self.alertmanager_dropped.load(Ordering::Relaxed),
