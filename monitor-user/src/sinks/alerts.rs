@@ -292,8 +292,8 @@ impl AlertWriter {
             self.close_expired(Instant::now());
             self.flush();
         }
-        while let Some((key, w)) = self.open.pop_oldest_if(|_| true) {
-            self.close(&key, w);
+        while let Some((_, w)) = self.open.pop_oldest_if(|_| true) {
+            self.close(w);
         }
         self.flush();
     }
@@ -311,13 +311,13 @@ impl AlertWriter {
             return;
         }
         if self.open.is_full()
-            && let Some((key, w)) = self.open.pop_oldest_if(|_| true)
+            && let Some((_, w)) = self.open.pop_oldest_if(|_| true)
         {
             let n = self.counters.record_alert_window_evicted();
             if n.is_power_of_two() {
                 tracing::warn!(total = n, "too many open alert windows (a scan?): the oldest closed early");
             }
-            self.close(&key, w);
+            self.close(w);
         }
         let time = c.event.time.clone();
         self.write(&c, Occurrence::First, 1, (&time, &time), None);
@@ -326,12 +326,12 @@ impl AlertWriter {
 
     /// Closes windows older than the window length, writing a summary for each that saw repeats.
     pub fn close_expired(&mut self, now: Instant) {
-        while let Some((key, w)) = self.open.pop_expired(now, self.window) {
-            self.close(&key, w);
+        while let Some((_, w)) = self.open.pop_expired(now, self.window) {
+            self.close(w);
         }
     }
 
-    fn close(&mut self, _key: &str, w: Window<Open>) {
+    fn close(&mut self, w: Window<Open>) {
         if w.repeats == 0 {
             return;
         }

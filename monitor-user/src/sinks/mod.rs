@@ -13,8 +13,6 @@ pub mod record;
 pub mod rotate;
 pub mod windows;
 
-pub use crate::flows::Observation;
-
 /// Synthetic judged connections for the sinks' unit tests.
 #[cfg(test)]
 pub(crate) mod fixture {
