@@ -209,3 +209,38 @@ fn credentials_in_clear_and_personal_data_to_external() {
         Some("Authentication & Session Management")
     );
 }
+
+/// A DFD of many copies of one document (a 1 MB ConfigMap's worth) gives a report that grows with
+/// the copies, not with their square: copies are duplicate ids (S002), never compared again for
+/// overlaps (B002, S003), and each lint lists at most 1,000 findings and counts the rest.
+#[test]
+fn copies_of_a_document_give_a_bounded_report() {
+    let demo = include_str!("../../approved-dfd/demo/shop-demo.yaml");
+    let src = vec![demo; 330].join("---\n");
+    let started = std::time::Instant::now();
+    let (dfd, mut findings) = load_str("copies.yaml", &src);
+    findings.extend(lint(&dfd, today()));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+    let count = |rule: &str| findings.iter().filter(|f| f.rule == rule).count();
+    assert_eq!(count("B002") + count("S003"), 0, "copies are not compared with each other");
+    assert_eq!(count("S002"), 1001, "1,000 listed and one that counts the rest");
+    let rest = findings.iter().find(|f| f.rule == "S002" && f.message.contains("more duplicate ids")).unwrap();
+    assert!(rest.message.starts_with("6896 more"), "{}", rest.message);
+    let bytes: usize = findings.iter().map(|f| f.message.len()).sum();
+    assert!(bytes < 512 * 1024, "report of {bytes} bytes");
+}
+
+/// Many distinct nodes that all overlap: the pairs are compared, but at most 1,000 are listed.
+#[test]
+fn overlapping_pairs_are_listed_up_to_a_bound() {
+    let mut extra = format!("{HEAD}  nodes:\n");
+    for i in 0..100 {
+        extra.push_str(&format!(
+            "    - {{id: wide-{i}, name: Wide {i}, kind: process, zone: app, match: {{cidrs: [\"10.0.0.0/8\"]}}}}\n"
+        ));
+    }
+    let findings = run(&extra);
+    let b002: Vec<&Finding> = findings.iter().filter(|f| f.rule == "B002").collect();
+    assert_eq!(b002.len(), 1001, "1,000 pairs listed and one that counts the rest");
+    assert!(b002.iter().any(|f| f.message.starts_with("3950 more pairs of nodes")), "{b002:#?}");
+}

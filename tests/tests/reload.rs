@@ -186,3 +186,37 @@ fn withdrawn_approval_alerts_on_the_next_connection() -> Result<()> {
     ensure!(connections(&done.flows, to_8080) == 6, "every connection counted: {:#?}", done.flows);
     Ok(())
 }
+
+/// A megabyte of copies of the DFD (it fits a ConfigMap) is refused on reload within the chart's
+/// 256 MiB memory limit, quickly, and the running DFD keeps judging.
+#[test]
+fn a_megabyte_of_copies_is_refused_and_the_running_dfd_stays() -> Result<()> {
+    let _serial = lab::exclusive();
+    let s = setup("reload-copies")?;
+    let text = dfd(&s, "{port: 80, protocol: TCP}, {port: 8080, protocol: TCP}", "web");
+    write_dfd(&s, &text)?;
+    let daemon = start(&s, "reload-copies", "1")?;
+    ensure!(verdict_of_request(&s, &daemon, 8080)? == "approved", "approved before");
+    let copies = (1 << 20) / text.len() + 1;
+    write_dfd(&s, &vec![text.as_str(); copies].join("---\n"))?;
+    let started = std::time::Instant::now();
+    let log = daemon.wait_log("approved DFD refused", 1)?;
+    ensure!(started.elapsed() < Duration::from_secs(20), "refused after {:?}", started.elapsed());
+    ensure!(
+        log.contains("more duplicate ids are not listed"),
+        "the report is bounded:\n{}",
+        &log[..log.len().min(2000)]
+    );
+    let pid = daemon.pid().context("daemon pid")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmHWM")?;
+    ensure!(peak_kib < 256 * 1024, "peak memory {peak_kib} KiB while refusing {copies} copies");
+    ensure!(verdict_of_request(&s, &daemon, 8080)? == "approved", "the running DFD stays");
+    let done = daemon.stop()?;
+    ensure!(done.clean_exit, "{}", done.log);
+    Ok(())
+}

@@ -37,10 +37,14 @@ pub(super) fn check(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
         bound.push((n, branches));
     }
     external_overlaps_internal(dfd, ix, out);
+    // Pairs of nodes, each id once: copies of a node under a duplicate id are S002 already, and
+    // comparing them with everything again would make the report grow with the square of the copies.
+    bound.retain(|(n, _)| ix.nodes.get(n.id.as_str()).is_some_and(|first| std::ptr::eq(*first, *n)));
+    let mut listed = super::Capped::new("B002", "pairs of nodes with overlapping selectors");
     for (i, (a, ab)) in bound.iter().enumerate() {
         for (b, bb) in bound.iter().skip(i + 1) {
             if ab.iter().any(|x| bb.iter().any(|y| branches_overlap(x, y))) {
-                out.push(Finding::new(
+                listed.push(out, || Finding::new(
                     "B002",
                     b.selector.as_ref().and_then(|s| s.loc.as_ref()),
                     format!("nodes {} and {} have selectors that can match the same endpoint; make them disjoint (e.g. different labels, service accounts or CIDRs)", a.id, b.id),
@@ -48,6 +52,7 @@ pub(super) fn check(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
             }
         }
     }
+    listed.finish(out);
 }
 
 /// The CIDR constraints (include, except) of each branch of a selector.

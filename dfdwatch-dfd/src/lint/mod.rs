@@ -36,6 +36,45 @@ fn lint_on(dfd: &Dfd, today: Option<Date>) -> Vec<Finding> {
     out
 }
 
+/// Findings of a lint that can fire once per item or per pair of items, at most [`Capped::MAX`]
+/// listed: the rest are counted in one closing finding, so a report stays small whatever the DFD.
+pub(crate) struct Capped {
+    code: &'static str,
+    what: &'static str,
+    listed: usize,
+    more: usize,
+}
+
+impl Capped {
+    /// Findings listed per lint, at most.
+    pub const MAX: usize = 1000;
+
+    pub fn new(code: &'static str, what: &'static str) -> Self {
+        Self { code, what, listed: 0, more: 0 }
+    }
+
+    /// Adds the finding `make` builds, or counts it when enough are listed.
+    pub fn push(&mut self, out: &mut Vec<Finding>, make: impl FnOnce() -> Finding) {
+        if self.listed < Self::MAX {
+            out.push(make());
+            self.listed += 1;
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// The closing finding for those not listed, if any.
+    pub fn finish(self, out: &mut Vec<Finding>) {
+        if self.more > 0 {
+            out.push(Finding::new(
+                self.code,
+                None,
+                format!("{} more {} are not listed (the first {} are)", self.more, self.what, Self::MAX),
+            ));
+        }
+    }
+}
+
 /// Lookup tables from id to item (first declaration wins when ids are duplicated).
 pub(crate) struct Index<'d> {
     pub tiers: HashMap<&'d str, &'d Tier>,

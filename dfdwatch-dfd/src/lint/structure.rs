@@ -15,17 +15,24 @@ pub(super) fn check(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
     orphans(dfd, out);
 }
 
-fn dup<'a>(what: &str, items: impl Iterator<Item = (&'a str, &'a Loc)>, out: &mut Vec<Finding>) {
+fn dup<'a>(
+    what: &str,
+    items: impl Iterator<Item = (&'a str, &'a Loc)>,
+    listed: &mut super::Capped,
+    out: &mut Vec<Finding>,
+) {
     let mut seen: HashMap<&str, &Loc> = HashMap::new();
     for (id, loc) in items {
         if let Some(first) = seen.get(id) {
-            out.push(Finding::new(
-                "S002",
-                Some(loc),
-                format!(
-                    "duplicate {what} id `{id}` (first declared at {first}); ids are global across files, rename one"
-                ),
-            ));
+            listed.push(out, || {
+                Finding::new(
+                    "S002",
+                    Some(loc),
+                    format!(
+                        "duplicate {what} id `{id}` (first declared at {first}); ids are global across files, rename one"
+                    ),
+                )
+            });
         } else {
             seen.insert(id, loc);
         }
@@ -33,12 +40,14 @@ fn dup<'a>(what: &str, items: impl Iterator<Item = (&'a str, &'a Loc)>, out: &mu
 }
 
 fn duplicates(dfd: &Dfd, out: &mut Vec<Finding>) {
-    dup("tier", dfd.tiers.iter().map(|t| (t.id.as_str(), &t.loc)), out);
-    dup("data class", dfd.data_classes.iter().map(|t| (t.id.as_str(), &t.loc)), out);
-    dup("checkpoint", dfd.checkpoints.iter().map(|t| (t.id.as_str(), &t.loc)), out);
-    dup("zone", dfd.zones.iter().map(|t| (t.id.as_str(), &t.loc)), out);
-    dup("node", dfd.nodes.iter().map(|t| (t.id.as_str(), &t.loc)), out);
-    dup("flow", dfd.flows.iter().map(|t| (t.id.as_str(), &t.loc)), out);
+    let mut listed = super::Capped::new("S002", "duplicate ids");
+    dup("tier", dfd.tiers.iter().map(|t| (t.id.as_str(), &t.loc)), &mut listed, out);
+    dup("data class", dfd.data_classes.iter().map(|t| (t.id.as_str(), &t.loc)), &mut listed, out);
+    dup("checkpoint", dfd.checkpoints.iter().map(|t| (t.id.as_str(), &t.loc)), &mut listed, out);
+    dup("zone", dfd.zones.iter().map(|t| (t.id.as_str(), &t.loc)), &mut listed, out);
+    dup("node", dfd.nodes.iter().map(|t| (t.id.as_str(), &t.loc)), &mut listed, out);
+    dup("flow", dfd.flows.iter().map(|t| (t.id.as_str(), &t.loc)), &mut listed, out);
+    listed.finish(out);
 }
 
 fn missing<T>(r: &Ref, map: &HashMap<&str, T>, what: &str, field: &str, owner: &str, out: &mut Vec<Finding>) {
@@ -94,11 +103,15 @@ fn dangling(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
 }
 
 fn overlapping_flows(dfd: &Dfd, out: &mut Vec<Finding>) {
+    // Each flow id once: copies under a duplicate id are S002 already (see binding's B002).
+    let mut ids = HashSet::new();
+    let flows: Vec<&crate::model::Flow> = dfd.flows.iter().filter(|f| ids.insert(f.id.as_str())).collect();
     let mut by_pair: HashMap<(&str, &str), Vec<&crate::model::Flow>> = HashMap::new();
-    for f in &dfd.flows {
+    for f in &flows {
         by_pair.entry((f.from.id.as_str(), f.to.id.as_str())).or_default().push(f);
     }
-    for f in &dfd.flows {
+    let mut listed = super::Capped::new("S003", "pairs of overlapping flows");
+    for f in flows.iter().copied() {
         let Some(peers) = by_pair.get(&(f.from.id.as_str(), f.to.id.as_str())) else {
             continue;
         };
@@ -110,17 +123,20 @@ fn overlapping_flows(dfd: &Dfd, out: &mut Vec<Finding>) {
                     .map(|q| (p, q))
             });
             if let Some((p, q)) = clash {
-                out.push(Finding::new(
-                    "S003",
-                    Some(&p.loc),
-                    format!(
-                        "flow {} ({p}) overlaps flow {} ({q}) between {} and {}; merge them or make the port ranges disjoint",
-                        f.id, g.id, f.from.id, f.to.id
-                    ),
-                ));
+                listed.push(out, || {
+                    Finding::new(
+                        "S003",
+                        Some(&p.loc),
+                        format!(
+                            "flow {} ({p}) overlaps flow {} ({q}) between {} and {}; merge them or make the port ranges disjoint",
+                            f.id, g.id, f.from.id, f.to.id
+                        ),
+                    )
+                });
             }
         }
     }
+    listed.finish(out);
 }
 
 fn nesting(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
