@@ -2,7 +2,7 @@
 //! items of a list field are ORed, and `anyOf` ORs whole sub-selectors. This module holds the
 //! types and flattens a selector into conjunctive branches, the form that lints and the matcher use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ipnet::IpNet;
 
@@ -279,7 +279,38 @@ pub fn compile_glob(p: &str) -> Option<globset::GlobMatcher> {
         .map(|g| g.compile_matcher())
 }
 
+/// Compiled globs [`pattern_matches`] keeps per thread, at most, and their patterns' bytes. The
+/// lints compare selectors pairwise, so compiling on each comparison made `check` quadratic in
+/// compilations (a 65 KB DFD of 800 nodes took 6 s); with the cache each distinct glob is
+/// compiled once. The bounds keep a DFD full of globs from holding all their compiled forms.
+const GLOB_CACHE_ENTRIES: usize = 4096;
+/// See [`GLOB_CACHE_ENTRIES`].
+const GLOB_CACHE_BYTES: usize = 256 << 10;
+
+thread_local! {
+    static COMPILED: std::cell::RefCell<(HashMap<String, Option<globset::GlobMatcher>>, usize)> =
+        std::cell::RefCell::new((HashMap::new(), 0));
+}
+
 /// Whether `text` matches pattern `p` (exact comparison when `p` has no wildcard).
 pub fn pattern_matches(p: &str, text: &str) -> bool {
-    if is_glob(p) { compile_glob(p).is_some_and(|g| g.is_match(text)) } else { p == text }
+    if !is_glob(p) {
+        return p == text;
+    }
+    COMPILED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let (compiled, bytes) = &mut *cache;
+        if let Some(g) = compiled.get(p) {
+            return g.as_ref().is_some_and(|g| g.is_match(text));
+        }
+        let g = compile_glob(p);
+        let matched = g.as_ref().is_some_and(|g| g.is_match(text));
+        if *bytes + p.len() > GLOB_CACHE_BYTES || compiled.len() >= GLOB_CACHE_ENTRIES {
+            compiled.clear();
+            *bytes = 0;
+        }
+        *bytes += p.len();
+        compiled.insert(p.to_owned(), g);
+        matched
+    })
 }

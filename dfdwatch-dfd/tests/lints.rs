@@ -244,3 +244,27 @@ fn overlapping_pairs_are_listed_up_to_a_bound() {
     assert_eq!(b002.len(), 1001, "1,000 pairs listed and one that counts the rest");
     assert!(b002.iter().any(|f| f.message.starts_with("3950 more pairs of nodes")), "{b002:#?}");
 }
+
+/// Comparing 400 glob selectors with 400 literal ones compiles each glob once, not once per
+/// pair: it took 6 s for this 65 KB DFD in a release build, it now takes a tenth of a second.
+#[test]
+fn pairwise_glob_lints_compile_each_glob_once() {
+    let mut src = String::from(
+        "apiVersion: dfd.dfdwatch.dev/v1alpha1\nkind: ApprovedDataFlowDiagram\nmetadata: {name: globs}\nspec:\n  tiers:\n    - {id: T1, name: One, level: 1}\n  zones:\n    - {id: z, name: Z, tier: T1}\n  nodes:\n",
+    );
+    for i in 0..400 {
+        src.push_str(&format!(
+            "    - {{id: g{i}, name: G{i}, kind: process, zone: z, match: {{hosts: [\"web-{i}-*\"]}}}}\n"
+        ));
+        src.push_str(&format!(
+            "    - {{id: l{i}, name: L{i}, kind: process, zone: z, match: {{hosts: [\"db-{i}\"]}}}}\n"
+        ));
+    }
+    let started = std::time::Instant::now();
+    let (dfd, findings) = load_str("globs.yaml", &src);
+    assert!(findings.is_empty(), "{findings:#?}");
+    let findings = lint(&dfd, today());
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    assert!(findings.iter().all(|f| f.rule != "B002"), "web-N-* and db-N never meet");
+}
