@@ -1,6 +1,7 @@
 //! The `dfdwatch` binary's DFD subcommands, end to end: the shipped DFDs check clean, a broken
 //! file is reported as `file:line:col` with exit 1, a missing path is bad usage (64), bad `run`
-//! options are all reported at once with 64, and render produces a drawing Graphviz accepts.
+//! options are all reported at once with 64, a sink file that is a symbolic link is refused, and
+//! render produces a drawing Graphviz accepts.
 
 use std::process::{Command, Stdio};
 
@@ -57,6 +58,35 @@ fn check_shipped_broken_and_missing() -> Result<()> {
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.code() == Some(77), "unprivileged run exits 77: {out:?}");
     ensure!(err.contains("needs root, or the capabilities CAP_BPF and CAP_PERFMON"), "{err}");
+    Ok(())
+}
+
+/// A symbolic link planted where the daemon writes its events or alerts is refused, not followed:
+/// the daemon says so and stops before loading anything, and the link's target is untouched.
+#[test]
+fn sink_files_that_are_symbolic_links_are_refused() -> Result<()> {
+    let dir = sys::scratch_dir("cli-symlink")?;
+    let target = dir.join("target.txt");
+    std::fs::write(&target, "precious\n")?;
+    let link = dir.join("link.jsonl");
+    std::os::unix::fs::symlink(&target, &link)?;
+    let dfd = sys::workspace_root().join("approved-dfd/demo");
+    let link = link.display().to_string();
+    // A BTF path that does not exist: were the link followed, the run would still stop (at loading
+    // the probes, which comes after the sinks are opened) instead of running on.
+    let common = ["run", "--no-metrics", "--btf", "/nonexistent/vmlinux"];
+    for extra in [
+        vec!["--events-file", link.as_str()],
+        vec!["--dfd", dfd.to_str().unwrap_or_default(), "--alerts-file", link.as_str()],
+    ] {
+        let args: Vec<&str> = common.iter().copied().chain(extra).collect();
+        let out = dfdwatch(&args)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "{args:?} must fail: {err}");
+        ensure!(err.contains("is a symbolic link") && err.contains("link.jsonl"), "{args:?}: {err}");
+        ensure!(!err.contains("dfdwatch ready"), "refused before the probes are loaded: {err}");
+    }
+    ensure!(std::fs::read_to_string(&target)? == "precious\n", "the link's target is untouched");
     Ok(())
 }
 

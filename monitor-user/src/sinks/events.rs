@@ -4,9 +4,7 @@
 //! counted and logged; it never stops the other sinks (metrics are recorded before this queue).
 
 use std::{
-    fs::OpenOptions,
     io::{BufWriter, Write},
-    os::unix::fs::OpenOptionsExt,
     path::Path,
     sync::{Arc, mpsc::Receiver},
 };
@@ -54,9 +52,9 @@ impl EventWriter {
         Self::new(Box::new(BufWriter::new(std::io::stdout())), counters, metrics)
     }
 
-    /// A writer appending to `path` (created 0600 if missing).
+    /// A writer appending to `path` (created 0600 if missing; a symbolic link is refused).
     pub fn file(path: &Path, counters: Arc<Counters>, metrics: Arc<Metrics>) -> std::io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+        let file = super::rotate::open_for_append(path)?;
         Ok(Self::new(Box::new(BufWriter::new(file)), counters, metrics))
     }
 

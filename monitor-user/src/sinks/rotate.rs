@@ -36,8 +36,27 @@ pub struct RotatingFile {
     at_line_start: bool,
 }
 
+/// Opens `path` for appending, created 0600 if missing, refusing to follow a symbolic link: a
+/// link planted where the daemon writes would make it append to any file it names. The one way
+/// every sink opens its file.
+pub fn open_for_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::other("it is a symbolic link, and dfdwatch does not follow links for the files it writes: give the link's target")
+            } else {
+                e
+            }
+        })
+}
+
 fn open_append(path: &Path) -> std::io::Result<(BufWriter<File>, u64)> {
-    let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    let file = open_for_append(path)?;
     let size = file.metadata()?.len();
     Ok((BufWriter::new(file), size))
 }
