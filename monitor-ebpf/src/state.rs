@@ -13,12 +13,13 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_ns},
+    maps::ring_buf::RingBufEntry,
 };
 use aya_log_ebpf::warn;
 use monitor_common::{
     ConnEvent, EVENT_VERSION, EventKind, IPPROTO_TCP, KernelOffsets, ListenKey, ProcCtx, Stat,
     event::FLAG_PROCESS_KNOWN,
-    flow::{DIRECTION_IN, DIRECTION_OUT},
+    flow::{CountsKey, DIRECTION_IN, DIRECTION_OUT},
     tcp_state,
 };
 
@@ -119,12 +120,7 @@ fn finish_connect(o: &KernelOffsets, sk: *const u8, c: &sock::Common, kind: Even
     };
     let Route::Send { flow, key_mask, counts } = flows::route(&observed) else { return };
     let lost = if failed { Stat::LostConnectFailed } else { Stat::LostConnect };
-    let Some(mut entry) = DFDW_EVENTS.reserve::<ConnEvent>(0) else {
-        if !counts.is_some_and(|c| flows::lost(&c, failed)) {
-            count(lost);
-        }
-        return;
-    };
+    let Some(mut entry) = reserve(counts, failed, lost) else { return };
     entry.write(ConnEvent {
         version: EVENT_VERSION,
         kind: kind as u8,
@@ -195,12 +191,7 @@ fn emit_accept(o: &KernelOffsets, sk: *const u8, c: &sock::Common) {
         failed: false,
     };
     let Route::Send { flow, key_mask, counts } = flows::route(&observed) else { return };
-    let Some(mut entry) = DFDW_EVENTS.reserve::<ConnEvent>(0) else {
-        if !counts.is_some_and(|c| flows::lost(&c, false)) {
-            count(Stat::LostAccept);
-        }
-        return;
-    };
+    let Some(mut entry) = reserve(counts, false, Stat::LostAccept) else { return };
     entry.write(ConnEvent {
         version: EVENT_VERSION,
         kind: EventKind::Accept as u8,
@@ -224,6 +215,17 @@ fn emit_accept(o: &KernelOffsets, sk: *const u8, c: &sock::Common) {
         comm,
     });
     entry.submit(wakeup_flags());
+}
+
+/// Room for one event in the ring buffer; when there is none, the connection is counted under
+/// its flow (`counts`, a reported flow) or, failing that, as `lost`.
+#[inline(always)]
+fn reserve(counts: Option<CountsKey>, failed: bool, lost: Stat) -> Option<RingBufEntry<ConnEvent>> {
+    let entry = DFDW_EVENTS.reserve::<ConnEvent>(0);
+    if entry.is_none() && !counts.is_some_and(|c| flows::lost(&c, failed)) {
+        count(lost);
+    }
+    entry
 }
 
 /// Batched wakeups: wake the reader only when enough bytes wait or this CPU has not woken it

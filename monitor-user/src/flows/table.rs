@@ -216,11 +216,15 @@ impl FlowStage {
             entry.counted_elsewhere = true;
         }
         let o = Arc::new(o);
-        let epoch = self.epoch();
         if let Some(id) = self.table.id_of(&route.key) {
+            // The counting epoch (a lock on the kernel handle) only when the key is judged anew.
+            let Some(same) = self.table.get_mut(id).map(|e| judged_as(&e.first) == judged_as(&o)) else {
+                return true;
+            };
+            let epoch = if same { 0 } else { self.epoch() };
             let Some(entry) = self.table.get_mut(id) else { return true };
             entry.counted_elsewhere |= counted_elsewhere;
-            if judged_as(&entry.first) == judged_as(&o) {
+            if same {
                 entry.idle = 0;
                 let unretired = entry.retiring.take().is_some();
                 let record = entry.action == Action::Report;
