@@ -1,5 +1,6 @@
-//! The sinks and DFD admission with the real daemon and real connections: metrics keep counting
-//! while the events file sits on a full filesystem; a DFD whose approval expired yesterday is
+//! The sinks and DFD admission with the real daemon and real connections: a full disk leaves only
+//! whole lines in the events and alert files, the lines it refused are written once space is
+//! back, and the written counters count what reached the disk; a DFD whose approval expired yesterday is
 //! admitted with a warning and the expiry metrics (`dfdwatch check` still fails it, for CI).
 
 use std::path::{Path, PathBuf};
@@ -16,8 +17,8 @@ fn day(days: i64) -> String {
     Date::from_unix_days(Date::today_utc().unix_days() + days).to_string()
 }
 
-fn setup(tag: &str) -> Result<ClientServer> {
-    let s = ClientServer::with_nginx(tag, &[80])?;
+fn setup(tag: &str, ports: &[u16]) -> Result<ClientServer> {
+    let s = ClientServer::with_nginx(tag, ports)?;
     // One approval expired yesterday, one expires in five days.
     let approval =
         |ticket: &str, expires: String| format!("      approval: {{ticket: {ticket}, expires: \"{expires}\"}}\n");
@@ -30,8 +31,8 @@ fn setup(tag: &str) -> Result<ClientServer> {
     Ok(s)
 }
 
-fn request(s: &ClientServer) -> Result<()> {
-    let url = format!("http://{}:80/", s.server.ipv4);
+fn request(s: &ClientServer, port: u16) -> Result<()> {
+    let url = format!("http://{}:{port}/", s.server.ipv4);
     let (_, out) = s.lab.run(&s.client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &url])?;
     ensure!(out.status.success(), "curl: {out:?}");
     Ok(())
@@ -45,7 +46,8 @@ fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }
 
-/// A tmpfs of 1 MiB, filled to the last byte; unmounted when dropped, also on failure.
+/// A tmpfs of 1 MiB, filled to the last byte but one page; unmounted when dropped, also on
+/// failure.
 struct FullFs(PathBuf);
 
 impl FullFs {
@@ -53,14 +55,25 @@ impl FullFs {
         std::fs::create_dir_all(at)?;
         sys::run("mount", &["-t", "tmpfs", "-o", "size=1m", "tmpfs", &at.display().to_string()])?;
         let fs = Self(at.to_owned());
-        // The events file exists (the daemon opens it at start); then nothing is left.
-        std::fs::write(at.join("events.jsonl"), b"")?;
-        let filler = at.join("filler");
+        let filler = fs.filler();
         let out = std::process::Command::new("dd")
             .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"])
             .output()?;
         ensure!(String::from_utf8_lossy(&out.stderr).contains("No space left"), "dd did not fill the tmpfs: {out:?}");
+        // One page left: the first lines fit, and the one that crosses the page's end is cut
+        // by the full disk, as when a real disk fills up under a busy writer.
+        let f = std::fs::OpenOptions::new().write(true).open(&filler)?;
+        f.set_len(f.metadata()?.len().saturating_sub(4096))?;
         Ok(fs)
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.0.join("filler")
+    }
+
+    /// Space is back.
+    fn free(&self) -> Result<()> {
+        Ok(std::fs::remove_file(self.filler())?)
     }
 }
 
@@ -70,45 +83,81 @@ impl Drop for FullFs {
     }
 }
 
-#[test]
-fn metrics_keep_counting_while_the_events_file_is_on_a_full_filesystem() -> Result<()> {
-    let _serial = lab::exclusive();
-    let s = setup("sinks-full")?;
-    let full = FullFs::mount(&s.dir.join("full"))?;
-    let options =
-        DaemonOptions { extra_args: dfd_arg(&s), events_file: Some(full.0.join("events.jsonl")), ..Default::default() };
-    let daemon = Daemon::start("sinks-full", &options)?;
-    for _ in 0..5 {
-        request(&s)?;
-    }
-    // 5 connections, each seen as a connect and an accept on this node: counted once each.
+fn wait_for_metric(daemon: &Daemon, series: &str, done: impl Fn(f64) -> bool) -> Result<String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let text = loop {
+    loop {
         let text = daemon.metrics()?;
-        if metric(&text, "dfdwatch_flows_total{verdict=\"approved\"}") == Some(5.0)
-            || std::time::Instant::now() > deadline
-        {
-            break text;
+        if metric(&text, series).is_some_and(&done) || std::time::Instant::now() > deadline {
+            return Ok(text);
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every line of `path`, parsed; any line that is not whole JSON fails the test.
+fn json_lines(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(path)?;
+    ensure!(text.is_empty() || text.ends_with('\n'), "{} ends in a partial line", path.display());
+    text.lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("torn line in {}: {l:?}", path.display())))
+        .collect()
+}
+
+#[test]
+fn a_full_disk_leaves_whole_lines_and_counters_count_what_reached_it() -> Result<()> {
+    let _serial = lab::exclusive();
+    let s = setup("sinks-full", &[80, 8080])?;
+    let full = FullFs::mount(&s.dir.join("full"))?;
+    let (events, alerts) = (full.0.join("events.jsonl"), full.0.join("alerts.jsonl"));
+    let mut extra_args = dfd_arg(&s);
+    extra_args.extend(["--alerts-file".into(), alerts.display().to_string(), "--alert-window-secs".into(), "1".into()]);
+    let options = DaemonOptions { extra_args, events_file: Some(events.clone()), ..Default::default() };
+    let daemon = Daemon::start("sinks-full", &options)?;
+    // Approved requests on port 80, unapproved ones on 8080 (each recorded, and alerting).
+    let round = |n: usize| -> Result<()> {
+        for _ in 0..n {
+            request(&s, 80)?;
+            request(&s, 8080)?;
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        Ok(())
     };
-    ensure!(metric(&text, "dfdwatch_flows_total{verdict=\"approved\"}") == Some(5.0), "flows counted:\n{text}");
-    let errors = metric(&text, "dfdwatch_write_errors_total").unwrap_or(0.0);
-    ensure!(errors >= 1.0, "the full disk is counted as write errors:\n{text}");
+    round(10)?;
+    // Each connection is seen as a connect and an accept on this node: counted once each.
+    let text = wait_for_metric(&daemon, "dfdwatch_flows_total{verdict=\"approved\"}", |v| v >= 10.0)?;
+    ensure!(metric(&text, "dfdwatch_flows_total{verdict=\"approved\"}") == Some(10.0), "flows counted:\n{text}");
+    let text = wait_for_metric(&daemon, "dfdwatch_write_errors_total", |v| v >= 1.0)?;
+    ensure!(metric(&text, "dfdwatch_write_errors_total") >= Some(1.0), "the full disk is counted:\n{text}");
+    let before = (json_lines(&events)?.len(), json_lines(&alerts)?.len());
+
+    full.free()?;
+    round(3)?;
+    // The lines kept while the disk was full are written on the next retry (every second) and
+    // every alert window (1 s) has closed.
+    std::thread::sleep(Duration::from_millis(2500));
     let done = daemon.stop()?;
     ensure!(done.log.contains("No space left on device"), "the write error is logged:\n{}", done.log);
+    let (on_disk, alerts_on_disk) = (json_lines(&events)?, json_lines(&alerts)?);
+    ensure!(on_disk.len() > before.0 && alerts_on_disk.len() > before.1, "lines kept while full came later");
+    let pipeline = |name: &str| counter(&done.counters, "pipeline", name);
     ensure!(
-        counter(&done.counters, "pipeline", "events_written") >= 10,
-        "the events sink took every line (its buffer, not the disk): {}",
+        pipeline("events_written") == on_disk.len() as u64 && pipeline("alerts_written") == alerts_on_disk.len() as u64,
+        "the written counters count the {} event and {} alert lines on disk: {}",
+        on_disk.len(),
+        alerts_on_disk.len(),
         done.counters
     );
+    ensure!(pipeline("events_dropped") == 0 && pipeline("alerts_dropped") == 0, "nothing dropped: {}", done.counters);
+    // No line was lost: all 13 unapproved connections are on disk, one by one.
+    let unapproved = done.events.iter().filter(|e| e["kind"] == "connect" && e["dst"]["port"] == 8080).count();
+    ensure!(unapproved == 13, "{unapproved} of 13 unapproved connects recorded");
     Ok(())
 }
 
 #[test]
 fn an_approval_that_expired_yesterday_is_admitted_with_a_warning_and_metrics() -> Result<()> {
     let _serial = lab::exclusive();
-    let s = setup("sinks-expired")?;
+    let s = setup("sinks-expired", &[80])?;
     let options = DaemonOptions { extra_args: dfd_arg(&s), ..Default::default() };
     let daemon = Daemon::start("sinks-expired", &options)?;
     let text = daemon.metrics()?;
@@ -120,7 +169,7 @@ fn an_approval_that_expired_yesterday_is_admitted_with_a_warning_and_metrics() -
         "the expiry time per flow, for rules: {text}"
     );
     // The expired approval still approves: the daemon judges by the DFD, the rule raises the alarm.
-    request(&s)?;
+    request(&s, 80)?;
     let done = daemon.stop()?;
     ensure!(done.log.contains("approval of flow worker-to-web expired on"), "a warning at load:\n{}", done.log);
     ensure!(

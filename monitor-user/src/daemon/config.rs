@@ -65,7 +65,7 @@ pub struct RunArgs {
     pub alerts_keep: u32,
     /// When alert lines are forced to disk: after every batch, at most once a second, or never.
     #[arg(long, value_enum, default_value = "interval")]
-    pub alerts_fsync: crate::sinks::rotate::FsyncPolicy,
+    pub alerts_fsync: crate::sinks::line_file::FsyncPolicy,
     /// Also post every alert to this Alertmanager (base URL, http://; the daemon uses
     /// /api/v2/alerts). Needs --dfd.
     #[arg(long, value_name = "URL")]

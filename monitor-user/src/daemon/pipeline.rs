@@ -71,7 +71,12 @@ impl Sinks {
                 AlertWriter::open(&file, window, args.alert_max_windows, counters.clone())
                     .map_err(|source| RunError::EventsFile { path: path.clone(), source })?
             }
-            None => AlertWriter::new(Box::new(std::io::sink()), window, args.alert_max_windows, counters.clone()),
+            None => AlertWriter::new(
+                Box::new(crate::sinks::line_file::Stream(std::io::sink())),
+                window,
+                args.alert_max_windows,
+                counters.clone(),
+            ),
         };
         let mut task = None;
         if let Some(url) = &args.alertmanager_url {

@@ -12,7 +12,6 @@
 //! ([`super::alertmanager`]).
 
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -22,12 +21,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::alertmanager::AlertmanagerQueue;
+use super::line_file::{FsyncPolicy, LineFile, LineOutput, LineSink, PENDING_BYTES, Stream};
 use super::record::ConnectionRecord;
-use super::rotate::{FsyncPolicy, RotatingFile};
 use super::windows::{Window, Windows};
 use crate::policy::verdict::Verdict;
 use crate::policy::{DfdRef, Judged, Placement};
-use crate::telemetry::counters::Counters;
+use crate::telemetry::counters::{Counters, Sink};
 
 /// Schema id written in every alert.
 pub const SCHEMA: &str = "dfdwatch.alert.v1";
@@ -241,7 +240,7 @@ pub struct AlertFile {
 
 /// De-duplicates candidates by key over a window and writes alert lines.
 pub struct AlertWriter {
-    out: Box<dyn Write + Send>,
+    out: LineSink<()>,
     window: Duration,
     open: Windows<Open>,
     counters: Arc<Counters>,
@@ -250,8 +249,14 @@ pub struct AlertWriter {
 
 impl AlertWriter {
     /// A writer to `out`, holding at most `max_windows` open windows.
-    pub fn new(out: Box<dyn Write + Send>, window: Duration, max_windows: usize, counters: Arc<Counters>) -> Self {
-        Self { out, window, open: Windows::new(max_windows), counters, alertmanager: None }
+    pub fn new(out: Box<dyn LineOutput>, window: Duration, max_windows: usize, counters: Arc<Counters>) -> Self {
+        Self {
+            out: LineSink::new(out, PENDING_BYTES),
+            window,
+            open: Windows::new(max_windows),
+            counters,
+            alertmanager: None,
+        }
     }
 
     /// Alerts appended to the file (created 0600), or to stdout for `-`.
@@ -261,10 +266,10 @@ impl AlertWriter {
         max_windows: usize,
         counters: Arc<Counters>,
     ) -> std::io::Result<Self> {
-        let out: Box<dyn Write + Send> = if file.path == Path::new("-") {
-            Box::new(BufWriter::new(std::io::stdout()))
+        let out: Box<dyn LineOutput> = if file.path == Path::new("-") {
+            Box::new(Stream(std::io::stdout()))
         } else {
-            Box::new(RotatingFile::open(&file.path, file.max_bytes, file.keep, file.fsync)?)
+            Box::new(LineFile::open(&file.path, file.max_bytes, file.keep, file.fsync)?)
         };
         Ok(Self::new(out, window, max_windows, counters))
     }
@@ -282,7 +287,8 @@ impl AlertWriter {
 
     /// Runs until the sender side closes, then closes every window.
     pub fn run(mut self, rx: Receiver<AlertCandidate>) {
-        let tick = (self.window / 4).max(Duration::from_millis(50));
+        // At least once a second, so lines a full disk refused are tried again soon.
+        let tick = (self.window / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         loop {
             match rx.recv_timeout(tick) {
                 Ok(c) => self.offer(c, Instant::now()),
@@ -366,20 +372,23 @@ impl AlertWriter {
         if let Some(am) = &self.alertmanager {
             am.offer(&record, self.window);
         }
-        // One whole line per write: a failing disk never leaves half a line behind.
-        let result = serde_json::to_vec(&record).map_err(std::io::Error::from).and_then(|mut bytes| {
-            bytes.push(b'\n');
-            self.out.write_all(&bytes)
-        });
-        match result {
-            Ok(()) => self.counters.record_alert_written(),
-            Err(e) => self.counters.report_write_error("writing an alert", &e),
+        // Whole lines only reach the file; one counts as written once it is there.
+        let queued = match serde_json::to_vec(&record) {
+            Ok(bytes) => self.out.push(&bytes, ()),
+            Err(e) => return self.counters.report_write_error("serialising an alert", &e.into()),
+        };
+        if !queued {
+            let n = self.counters.record_sink_dropped(Sink::Alerts);
+            if n.is_power_of_two() {
+                tracing::warn!(total = n, "alert output refuses lines and its buffer is full: alert dropped");
+            }
         }
     }
 
     fn flush(&mut self) {
-        if let Err(e) = self.out.flush() {
-            self.counters.report_write_error("flushing alerts", &e);
+        let counters = &self.counters;
+        if let Err(e) = self.out.flush(|()| counters.record_alert_written()) {
+            self.counters.report_write_error("writing alerts", &e);
         }
     }
 }
@@ -388,6 +397,7 @@ impl AlertWriter {
 mod tests {
     use super::*;
     use crate::sinks::fixture;
+    use std::io::Write;
 
     #[derive(Clone, Default)]
     struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
@@ -401,13 +411,19 @@ mod tests {
         }
     }
 
-    fn lines(s: &Shared) -> Vec<serde_json::Value> {
+    fn lines(w: &mut AlertWriter, s: &Shared) -> Vec<serde_json::Value> {
+        w.flush();
         let text = String::from_utf8(s.0.lock().unwrap().clone()).unwrap();
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
     fn writer(buf: &Shared, max_windows: usize) -> AlertWriter {
-        AlertWriter::new(Box::new(buf.clone()), Duration::from_secs(10), max_windows, Arc::new(Counters::default()))
+        AlertWriter::new(
+            Box::new(Stream(buf.clone())),
+            Duration::from_secs(10),
+            max_windows,
+            Arc::new(Counters::default()),
+        )
     }
 
     #[test]
@@ -419,9 +435,9 @@ mod tests {
             w.offer(fixture::candidate(5432, n), t0);
         }
         w.close_expired(t0 + Duration::from_secs(5));
-        assert_eq!(lines(&buf).len(), 1, "one first line, nothing more inside the window");
+        assert_eq!(lines(&mut w, &buf).len(), 1, "one first line, nothing more inside the window");
         w.close_expired(t0 + Duration::from_secs(10));
-        let out = lines(&buf);
+        let out = lines(&mut w, &buf);
         assert_eq!(out.len(), 2);
         let summary = &out[1];
         assert_eq!(
@@ -435,7 +451,7 @@ mod tests {
         assert!(summary.get("scan").is_none(), "one target: no scan");
         // A new occurrence after the window opens a new one.
         w.offer(fixture::candidate(5432, 200), t0 + Duration::from_secs(11));
-        assert_eq!(lines(&buf).len(), 3);
+        assert_eq!(lines(&mut w, &buf).len(), 3);
     }
 
     #[test]
@@ -449,7 +465,7 @@ mod tests {
         }
         w.offer(fixture::candidate(22, 99), t0);
         w.close_expired(t0 + Duration::from_secs(10));
-        let out = lines(&buf);
+        let out = lines(&mut w, &buf);
         assert_eq!(out.len(), 2, "{out:#?}");
         assert_eq!((out[0]["occurrence"].as_str(), out[0]["event"]["dst"]["port"].as_u64()), (Some("first"), Some(21)));
         let scan = &out[1];
@@ -471,9 +487,10 @@ mod tests {
             w.offer(fixture::candidate_from(&from, 5432, 0), t0);
             w.offer(fixture::candidate_from(&from, 5432, 1), t0);
             assert!(w.open_windows() <= 100, "bound held at source {source}");
+            w.flush();
         }
         assert_eq!(w.counters.snapshot().alert_windows_evicted, 900);
-        let out = lines(&buf);
+        let out = lines(&mut w, &buf);
         let firsts = out.iter().filter(|l| l["occurrence"] == "first").count();
         let summaries = out.iter().filter(|l| l["occurrence"] == "repeats").count();
         assert_eq!((firsts, summaries), (1000, 900), "every evicted window wrote its summary, nothing lost");

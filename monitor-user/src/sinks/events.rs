@@ -1,18 +1,27 @@
-//! The events sink: writes each connection and flow record as one JSON line to stdout or an append-only
-//! file, on its own thread (blocking I/O stays off the async runtime). Lines are flushed whenever
-//! the queue runs empty, so a quiet stream is never held back in a buffer. A failed write is
-//! counted and logged; it never stops the other sinks (metrics are recorded before this queue).
+//! The events sink: writes each connection and flow record as one JSON line to stdout or an
+//! append-only file, on its own thread (blocking I/O stays off the async runtime). Lines are
+//! written whenever the queue runs empty, so a quiet stream is never held back in a buffer. Only
+//! whole lines reach the file ([`super::line_file`]); a line counts as written once it is there.
+//! A failed write is counted and logged, and the lines wait (bounded) to be tried again; it never
+//! stops the other sinks (metrics are recorded before this queue).
 
 use std::{
-    io::{BufWriter, Write},
     path::Path,
-    sync::{Arc, mpsc::Receiver},
+    sync::{
+        Arc,
+        mpsc::{Receiver, RecvTimeoutError},
+    },
+    time::Duration,
 };
 
 use super::flow_record::FlowRecord;
+use super::line_file::{FsyncPolicy, LineFile, LineOutput, LineSink, PENDING_BYTES, Stream};
 use super::record::ConnectionRecord;
-use crate::telemetry::counters::Counters;
+use crate::telemetry::counters::{Counters, Sink};
 use crate::telemetry::metrics::Metrics;
+
+/// How often lines the output refused are tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// A record for the events sink.
 #[derive(Debug, serde::Serialize)]
@@ -36,62 +45,77 @@ pub struct EventLine {
 
 /// Writes connection events as JSON Lines.
 pub struct EventWriter {
-    out: Box<dyn Write + Send>,
+    out: LineSink<Option<u64>>,
     counters: Arc<Counters>,
     metrics: Arc<Metrics>,
 }
 
 impl EventWriter {
     /// A writer to `out`.
-    pub fn new(out: Box<dyn Write + Send>, counters: Arc<Counters>, metrics: Arc<Metrics>) -> Self {
-        Self { out, counters, metrics }
+    pub fn new(out: Box<dyn LineOutput>, counters: Arc<Counters>, metrics: Arc<Metrics>) -> Self {
+        Self { out: LineSink::new(out, PENDING_BYTES), counters, metrics }
     }
 
     /// A writer to stdout.
     pub fn stdout(counters: Arc<Counters>, metrics: Arc<Metrics>) -> Self {
-        Self::new(Box::new(BufWriter::new(std::io::stdout())), counters, metrics)
+        Self::new(Box::new(Stream(std::io::stdout())), counters, metrics)
     }
 
     /// A writer appending to `path` (created 0600 if missing; a symbolic link is refused).
     pub fn file(path: &Path, counters: Arc<Counters>, metrics: Arc<Metrics>) -> std::io::Result<Self> {
-        let file = super::rotate::open_for_append(path)?;
-        Ok(Self::new(Box::new(BufWriter::new(file)), counters, metrics))
+        let file = LineFile::open(path, 0, 0, FsyncPolicy::Never)?;
+        Ok(Self::new(Box::new(file), counters, metrics))
     }
 
-    /// Writes events until the queue closes, then flushes. Runs on its own thread.
+    /// Writes events until the queue closes, then flushes. Runs on its own thread. While the
+    /// output refuses lines, they are retried every second.
     pub fn run(mut self, rx: Receiver<EventLine>) {
-        while let Ok(line) = rx.recv() {
-            self.write(&line);
+        loop {
+            let first = if self.out.pending_lines() == 0 {
+                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                rx.recv_timeout(RETRY_EVERY)
+            };
+            match first {
+                Ok(line) => self.push(&line),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
             while let Ok(line) = rx.try_recv() {
-                self.write(&line);
+                self.push(&line);
             }
             self.flush();
         }
         self.flush();
     }
 
-    fn write(&mut self, line: &EventLine) {
-        // The whole line is serialised first and handed over in one write, so a failing disk
-        // never leaves half a line in the buffer to be glued to the next one.
-        let result = serde_json::to_vec(&line.record).map_err(std::io::Error::from).and_then(|mut bytes| {
-            bytes.push(b'\n');
-            self.out.write_all(&bytes)
-        });
-        match result {
-            Ok(()) => {
-                self.counters.record_written();
-                if let Some(seen) = line.monotonic_ns {
-                    let now = crate::clock::monotonic_ns();
-                    self.metrics.observe_latency(now.saturating_sub(seen) as f64 / 1e9);
-                }
+    fn push(&mut self, line: &EventLine) {
+        let queued = match serde_json::to_vec(&line.record) {
+            Ok(bytes) => self.out.push(&bytes, line.monotonic_ns),
+            Err(e) => {
+                self.counters.report_write_error("serialising an event", &e.into());
+                return;
             }
-            Err(e) => self.counters.report_write_error("writing an event", &e),
+        };
+        if !queued {
+            let n = self.counters.record_sink_dropped(Sink::Events);
+            if n.is_power_of_two() {
+                tracing::warn!(total = n, "events output refuses lines and its buffer is full: line dropped");
+            }
         }
     }
 
     fn flush(&mut self) {
-        if let Err(e) = self.out.flush() {
-            self.counters.report_write_error("flushing events", &e);
+        let (counters, metrics) = (&self.counters, &self.metrics);
+        let result = self.out.flush(|seen| {
+            counters.record_written();
+            if let Some(seen) = seen {
+                let now = crate::clock::monotonic_ns();
+                metrics.observe_latency(now.saturating_sub(seen) as f64 / 1e9);
+            }
+        });
+        if let Err(e) = result {
+            self.counters.report_write_error("writing events", &e);
         }
     }
 }

@@ -9,8 +9,8 @@ pub mod alerts;
 pub mod events;
 pub mod fanout;
 pub mod flow_record;
+pub mod line_file;
 pub mod record;
-pub mod rotate;
 pub mod windows;
 
 /// Synthetic judged connections for the sinks' unit tests.
