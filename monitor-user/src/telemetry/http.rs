@@ -5,12 +5,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
 
 use crate::shutdown::ShutdownSignal;
 use crate::telemetry::metrics::Metrics;
@@ -60,12 +63,21 @@ struct AppState {
     health: Arc<Health>,
 }
 
+/// Connections served at once; more are closed at once and counted. Prometheus needs one.
+pub const MAX_CONNECTIONS: usize = 16;
+/// A client must send its request headers within this time of connecting or of its last answer.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer than this, busy or idle: an idle client cannot hold a slot.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
 /// Binds `addr`; returns the listener (its local address may differ for port 0).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
 }
 
-/// Serves until `stop` fires.
+/// Serves until `stop` fires, at most [`MAX_CONNECTIONS`] connections at once, each bounded in
+/// time: a client that connects and says nothing, or keeps a connection open, cannot use up the
+/// daemon's file descriptors (which the probes and DFD reloads need too).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
@@ -76,9 +88,43 @@ pub async fn serve(
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, health });
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.wait()).await {
-        tracing::error!(error = %e, "metrics server failed");
+        .with_state(AppState { metrics: metrics.clone(), health });
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let stop = stop.wait();
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            () = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE and the like: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let n = metrics.record_http_refused();
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    total = n,
+                    "metrics endpoint: {MAX_CONNECTIONS} connections open, a new one closed unserved"
+                );
+            }
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            // Errors here are the client's (a reset, a timeout): nothing to report.
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(slot);
+        });
     }
 }
 

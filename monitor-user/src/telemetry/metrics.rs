@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::collector::PipelineCollector;
 use super::counters::{Counters, ReloadResult};
@@ -34,6 +34,9 @@ pub const DFD_APPROVALS: &str = "dfdwatch_dfd_approvals";
 /// Unix time each dated approval ends (the end of its `expires` day, UTC), by DFD flow id.
 pub const DFD_APPROVAL_EXPIRY: &str = "dfdwatch_dfd_approval_expiry_timestamp_seconds";
 
+/// Connections to the metrics endpoint closed unserved because `MAX_CONNECTIONS` were open.
+pub const HTTP_REFUSED: &str = "dfdwatch_http_connections_refused_total";
+
 /// One flow that calls for an alert, for `dfdwatch_violations_total`.
 #[derive(Clone, Copy, Debug)]
 pub struct Violation<'a> {
@@ -60,6 +63,7 @@ pub struct Metrics {
     dfd_reloads: IntCounterVec,
     dfd_approvals: IntGaugeVec,
     dfd_approval_expiry: IntGaugeVec,
+    http_refused: IntCounter,
     /// The dated approvals of the DFD in use, re-counted against the clock every minute.
     approvals: std::sync::Mutex<Vec<ApprovalExpiry>>,
 }
@@ -110,6 +114,10 @@ impl Metrics {
             ),
             &["flow"],
         )?;
+        let http_refused = IntCounter::new(
+            HTTP_REFUSED,
+            "Connections to the metrics endpoint closed unserved because too many were open.",
+        )?;
         for state in ApprovalState::ALL {
             dfd_approvals.with_label_values(&[state.as_str()]);
         }
@@ -132,6 +140,7 @@ impl Metrics {
         registry.register(Box::new(dfd_reloads.clone()))?;
         registry.register(Box::new(dfd_approvals.clone()))?;
         registry.register(Box::new(dfd_approval_expiry.clone()))?;
+        registry.register(Box::new(http_refused.clone()))?;
         registry.register(Box::new(PipelineCollector::new(counters)?))?;
         Ok(Self {
             registry,
@@ -144,6 +153,7 @@ impl Metrics {
             dfd_reloads,
             dfd_approvals,
             dfd_approval_expiry,
+            http_refused,
             approvals: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -199,6 +209,12 @@ impl Metrics {
             let (src, dst) = (v.src_zone.unwrap_or(NO_ZONE), v.dst_zone.unwrap_or(NO_ZONE));
             self.violations.with_label_values(&[src, dst, v.severity.as_str()]).inc_by(connections);
         }
+    }
+
+    /// Counts one connection to the metrics endpoint closed unserved; returns the new total.
+    pub fn record_http_refused(&self) -> u64 {
+        self.http_refused.inc();
+        self.http_refused.get()
     }
 
     /// Adds growth of a kernel counter.
