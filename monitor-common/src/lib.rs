@@ -37,6 +37,10 @@ pub const FLOW_CONFIG_MAP: &str = "DFDW_FLOW_CONFIG";
 pub const OFFSETS_GLOBAL: &str = "DFDW_OFFSETS";
 /// Read-only global: the daemon's own tgid; its connections are not reported.
 pub const SELF_TGID_GLOBAL: &str = "DFDW_SELF_TGID";
+/// Read-only global: the loopback port of the daemon's heartbeat (0: none). A failed connect of
+/// the daemon's own to 127.0.0.1 on this port is reported although the daemon's connections are
+/// not: it proves end to end that the probes still see connections.
+pub const HEARTBEAT_PORT_GLOBAL: &str = "DFDW_HEARTBEAT_PORT";
 /// Read-only global: wake the reader once this many bytes wait in the ring buffer.
 pub const WAKEUP_BYTES_GLOBAL: &str = "DFDW_WAKEUP_BYTES";
 /// Read-only global: wake the reader if the last wakeup on this CPU is older than this (ns).

@@ -62,6 +62,9 @@ static DFDW_OFFSETS: KernelOffsets = KernelOffsets {
 static DFDW_SELF_TGID: u32 = 0;
 
 #[unsafe(no_mangle)]
+static DFDW_HEARTBEAT_PORT: u32 = 0;
+
+#[unsafe(no_mangle)]
 static DFDW_WAKEUP_BYTES: u64 = 256 * 1024;
 
 #[unsafe(no_mangle)]
@@ -80,6 +83,13 @@ pub fn offsets() -> KernelOffsets {
 pub fn self_tgid() -> u32 {
     // SAFETY: as in `offsets`.
     unsafe { core::ptr::read_volatile(&DFDW_SELF_TGID) }
+}
+
+/// The loopback port of the daemon's heartbeat, 0 when it has none.
+#[inline(always)]
+pub fn heartbeat_port() -> u32 {
+    // SAFETY: as in `offsets`.
+    unsafe { core::ptr::read_volatile(&DFDW_HEARTBEAT_PORT) }
 }
 
 /// Ring-buffer wakeup thresholds: (bytes waiting, ns since the last wakeup on this CPU).

@@ -3,7 +3,9 @@
 //! - CLOSE -> SYN_SENT runs in the connecting task: remember its context for the socket.
 //! - SYN_SENT -> ESTABLISHED / CLOSE (often in softirq): route a connect / failed connect with the
 //!   remembered context and the now complete 4-tuple through the flow table ([`crate::flows`]):
-//!   sent as an event, or only counted under its flow key.
+//!   sent as an event, or only counted under its flow key. The daemon's own connects are dropped
+//!   here, but for its heartbeat (a refused connect to its loopback heartbeat port), which always
+//!   goes to the ring.
 //! - CLOSE -> LISTEN runs in the listening task: remember it per (netns, port).
 //! - SYN_RECV -> ESTABLISHED runs in softirq, where the current task is usually the CLIENT:
 //!   attribute the accept to the recorded listener and the socket's own cgroup, never to the
@@ -17,7 +19,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use monitor_common::{
-    ConnEvent, EVENT_VERSION, EventKind, IPPROTO_TCP, KernelOffsets, ListenKey, ProcCtx, Stat,
+    AF_INET, ConnEvent, EVENT_VERSION, EventKind, IPPROTO_TCP, KernelOffsets, ListenKey, ProcCtx, Stat,
     event::FLAG_PROCESS_KNOWN,
     flow::{CountsKey, DIRECTION_IN, DIRECTION_OUT},
     tcp_state,
@@ -96,8 +98,11 @@ fn finish_connect(o: &KernelOffsets, sk: *const u8, c: &sock::Common, kind: Even
     let recorded =
         unsafe { DFDW_CONNECTING.get(&key) }.map(|pc| (pc.ignore, pc.tgid, pc.pid, pc.uid, pc.cgroup_id, pc.comm));
     let _ = DFDW_CONNECTING.remove(&key);
+    let failed = matches!(kind, EventKind::ConnectFailed);
+    // The daemon's own connections are not reported, but for its heartbeat.
+    let heartbeat = failed && is_heartbeat(c);
     let (flags, tgid, pid, uid, cgroup_id, comm) = match recorded {
-        Some((ignore, _, _, _, _, _)) if ignore != 0 => return,
+        Some((ignore, _, _, _, _, _)) if ignore != 0 && !heartbeat => return,
         Some((_, tgid, pid, uid, cgroup_id, comm)) => (FLAG_PROCESS_KNOWN, tgid, pid, uid, cgroup_id, comm),
         None => {
             count(Stat::ConnectNoContext);
@@ -105,7 +110,6 @@ fn finish_connect(o: &KernelOffsets, sk: *const u8, c: &sock::Common, kind: Even
         }
     };
     let Ok(a) = sock::addrs(o, sk, c) else { return };
-    let failed = matches!(kind, EventKind::ConnectFailed);
     let netns = sock::netns(o, sk);
     let observed = flows::Observed {
         direction: DIRECTION_OUT,
@@ -118,7 +122,9 @@ fn finish_connect(o: &KernelOffsets, sk: *const u8, c: &sock::Common, kind: Even
         server_port: a.remote_port,
         failed,
     };
-    let Route::Send { flow, key_mask, counts } = flows::route(&observed) else { return };
+    // The heartbeat bypasses the flow table: it must reach the daemon every time.
+    let route = if heartbeat { Route::Send { flow: 0, key_mask: 0, counts: None } } else { flows::route(&observed) };
+    let Route::Send { flow, key_mask, counts } = route else { return };
     let lost = if failed { Stat::LostConnectFailed } else { Stat::LostConnect };
     let Some(mut entry) = reserve(counts, failed, lost) else { return };
     entry.write(ConnEvent {
@@ -144,6 +150,13 @@ fn finish_connect(o: &KernelOffsets, sk: *const u8, c: &sock::Common, kind: Even
         comm,
     });
     entry.submit(wakeup_flags());
+}
+
+/// A connect to 127.0.0.1 on the daemon's heartbeat port.
+#[inline(always)]
+fn is_heartbeat(c: &sock::Common) -> bool {
+    let port = maps::heartbeat_port();
+    port != 0 && u32::from(c.remote_port) == port && c.family == AF_INET && c.remote4 == [127, 0, 0, 1]
 }
 
 fn remember_listener<C: EbpfContext>(ctx: &C, o: &KernelOffsets, sk: *const u8, port: u16) {

@@ -1,12 +1,238 @@
-//! The monitor under attack, with the real daemon: a flood of idle connections to the metrics
-//! endpoint cannot use up its file descriptors.
+//! The monitor under attack, with the real daemon: the probe's link closed from outside (with
+//! gdb, as an attacker with ptrace would) is found, counted as tampering and attached again; a
+//! daemon whose ring reader is frozen (ptrace) sees nothing, fails /readyz and says it is blind; the probes' stats map zeroed with
+//! bpftool is reported and its counts kept; a flood of idle connections to the metrics endpoint
+//! cannot use up its file descriptors.
 
 use std::io::Read;
 use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
+use tests::lab::ClientServer;
 use tests::{Daemon, DaemonOptions, lab};
+
+/// The daemon's fds whose link target contains `kind` (e.g. `bpf_link`).
+fn fds_of_kind(pid: u32, kind: &str) -> Result<Vec<u32>> {
+    let mut fds = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let entry = entry?;
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        if target.to_string_lossy().contains(kind) {
+            fds.push(entry.file_name().to_string_lossy().parse()?);
+        }
+    }
+    Ok(fds)
+}
+
+/// Closes `fds` inside process `pid` with gdb, as an attacker holding ptrace would.
+fn close_in(pid: u32, fds: &[u32]) -> Result<()> {
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-p", &pid.to_string(), "-batch", "-nx"]);
+    for fd in fds {
+        cmd.args(["-ex", &format!("call (int)close({fd})")]);
+    }
+    // gdb may exit 1 on this kernel after the call ("Couldn't write extended state status"),
+    // with the call done; the daemon may have attached again under the same fd number since.
+    // What the test asserts is the daemon's reaction.
+    cmd.output().context("run gdb")?;
+    Ok(())
+}
+
+fn wait_for_metric(daemon: &Daemon, series: &str, want: f64) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = daemon.metrics()?;
+        if metric(&text, series) == Some(want) {
+            return Ok(text);
+        }
+        if Instant::now() > deadline {
+            bail!("{series} is not {want} after 10 s:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until /readyz answers `code` (10 s at most).
+fn wait_for_readyz(daemon: &Daemon, code: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (got, body) = readyz(daemon)?;
+        if got == code {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("/readyz answers {got} {body}, not {code}, after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// CPUs a per-CPU map has a slot for (`/sys/devices/system/cpu/possible`, e.g. `0-1`).
+fn possible_cpus() -> Result<u64> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    let mut n = 0;
+    for range in text.trim().split(',') {
+        n += match range.split_once('-') {
+            Some((a, b)) => b.parse::<u64>()? - a.parse::<u64>()? + 1,
+            None => 1,
+        };
+    }
+    Ok(n)
+}
+
+fn readyz(daemon: &Daemon) -> Result<(String, String)> {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", &format!("{}/readyz", daemon.metrics_base()?)])
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    let (body, code) = text.rsplit_once('\n').context("curl output")?;
+    Ok((code.to_owned(), body.to_owned()))
+}
+
+#[test]
+fn a_probe_link_closed_from_outside_is_found_counted_and_attached_again() -> Result<()> {
+    let _serial = lab::exclusive();
+    let s = ClientServer::with_nginx("tamper-link", &[80])?;
+    for attach in ["raw-tracepoint", "tracepoint"] {
+        link_closed_from_outside(&s, attach).with_context(|| format!("attached at {attach}"))?;
+    }
+    Ok(())
+}
+
+fn link_closed_from_outside(s: &ClientServer, attach: &str) -> Result<()> {
+    let options = DaemonOptions {
+        attach: Some(attach.into()),
+        extra_args: vec!["--heartbeat-interval-ms".into(), "300".into()],
+        ..Default::default()
+    };
+    let daemon = Daemon::start("tamper-link", &options)?;
+    let pid = daemon.pid().context("daemon pid")?;
+    let links = fds_of_kind(pid, "bpf_link")?;
+    ensure!(links.len() == 1, "one bpf_link fd expected: {links:?}");
+    close_in(pid, &links)?;
+    let text = wait_for_metric(&daemon, "dfdwatch_tampering_detected_total{what=\"probe_detached\"}", 1.0)?;
+    ensure!(metric(&text, "dfdwatch_probe_reattached_total") == Some(1.0), "attached again:\n{text}");
+    let log = daemon.wait_log("the probe's link was closed from outside the daemon", 1)?;
+    ensure!(log.contains("probe attached again"), "{log}");
+    // Connections made now are seen again.
+    let url = format!("http://{}:80/", s.server.ipv4);
+    let (_, out) = s.lab.run(&s.client, "curl", &["-s", "-m", "5", "-o", "/dev/null", &url])?;
+    ensure!(out.status.success(), "curl: {out:?}");
+    let server = s.server.ipv4.to_string();
+    daemon.wait_for(Duration::from_secs(10), |events| {
+        events.iter().any(|e| e["kind"] == "connect" && e["dst"]["addr"] == server.as_str())
+    })?;
+    // gdb stopped the whole daemon for a moment, so it may have called itself blind meanwhile;
+    // once the heartbeat comes through again it is ready.
+    wait_for_readyz(&daemon, "200")?;
+    let done = daemon.stop()?;
+    ensure!(done.clean_exit, "the daemon exits cleanly, never closing the fd number it lost:\n{}", done.log);
+    Ok(())
+}
+
+/// A thread of `pid` by its name (`/proc/PID/task/*/comm`).
+fn thread_named(pid: u32, name: &str) -> Result<i32> {
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let entry = entry?;
+        if std::fs::read_to_string(entry.path().join("comm"))?.trim() == name {
+            return Ok(entry.file_name().to_string_lossy().parse()?);
+        }
+    }
+    bail!("no thread {name} in process {pid}")
+}
+
+/// Stops one thread of another process with ptrace (PTRACE_SEIZE, PTRACE_INTERRUPT: no signal,
+/// the other threads run on) until dropped.
+struct FrozenThread(i32);
+
+impl FrozenThread {
+    fn freeze(tid: i32) -> Result<Self> {
+        let null = std::ptr::null_mut::<libc::c_void>();
+        // SAFETY: ptrace requests on a thread id, with no memory passed.
+        if unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, null, null) } != 0 {
+            bail!("PTRACE_SEIZE {tid}: {}", std::io::Error::last_os_error());
+        }
+        let frozen = Self(tid);
+        // SAFETY: as above.
+        if unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, null, null) } != 0 {
+            bail!("PTRACE_INTERRUPT {tid}: {}", std::io::Error::last_os_error());
+        }
+        let mut status = 0;
+        // SAFETY: waits for the tracee's stop; `status` is a valid out-pointer.
+        if unsafe { libc::waitpid(tid, &raw mut status, libc::__WALL) } != tid {
+            bail!("waitpid {tid}: {}", std::io::Error::last_os_error());
+        }
+        Ok(frozen)
+    }
+}
+
+impl Drop for FrozenThread {
+    fn drop(&mut self) {
+        let null = std::ptr::null_mut::<libc::c_void>();
+        // SAFETY: detaching our own tracee lets it run on.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.0, null, null) };
+    }
+}
+
+#[test]
+fn a_daemon_whose_ring_is_not_read_says_it_is_blind() -> Result<()> {
+    let _serial = lab::exclusive();
+    let options =
+        DaemonOptions { extra_args: vec!["--heartbeat-interval-ms".into(), "300".into()], ..Default::default() };
+    let daemon = Daemon::start("tamper-blind", &options)?;
+    let pid = daemon.pid().context("daemon pid")?;
+    let (code, _) = readyz(&daemon)?;
+    ensure!(code == "200", "ready before: {code}");
+    // The probes stay attached, but nothing reads what they write: the daemon sees nothing.
+    let reader = thread_named(pid, "ring-reader")?;
+    let frozen = FrozenThread::freeze(reader)?;
+    wait_for_metric(&daemon, "dfdwatch_blind", 1.0)?;
+    let (code, body) = readyz(&daemon)?;
+    ensure!(code == "503" && body.contains("blind"), "/readyz while blind: {code} {body}");
+    drop(frozen);
+    // Reading again, the heartbeat comes through and the daemon is ready again.
+    wait_for_metric(&daemon, "dfdwatch_blind", 0.0)?;
+    wait_for_readyz(&daemon, "200")?;
+    let done = daemon.stop()?;
+    ensure!(done.log.contains("blind: no heartbeat came through the probes"), "{}", done.log);
+    ensure!(done.log.contains("no longer blind"), "{}", done.log);
+    Ok(())
+}
+
+#[test]
+fn a_kernel_counter_written_from_outside_is_reported_and_its_count_kept() -> Result<()> {
+    let _serial = lab::exclusive();
+    let options = DaemonOptions { extra_args: vec!["--stats-interval-ms".into(), "200".into()], ..Default::default() };
+    let daemon = Daemon::start("tamper-stats", &options)?;
+    // bpftool writes the map of every loaded dfdwatch; only this test's daemon runs now.
+    let set = |value: &str| -> Result<()> {
+        let mut args = vec!["map", "update", "name", "DFDW_STATS", "key", "0", "0", "0", "0", "value", value];
+        args.extend(["0"; 7]);
+        let out = Command::new("bpftool").args(&args).output()?;
+        ensure!(out.status.success(), "bpftool: {out:?}");
+        Ok(())
+    };
+    set("7")?;
+    // Every CPU's slot holds 7: the daemon sees the sum grow, then fall to 0.
+    let cpus = possible_cpus()? as f64;
+    wait_for_metric(&daemon, "dfdwatch_kernel_stats_total{stat=\"lost_connect\"}", 7.0 * cpus)?;
+    set("0")?;
+    let text = wait_for_metric(&daemon, "dfdwatch_tampering_detected_total{what=\"kernel_counter_reset\"}", 1.0)?;
+    ensure!(
+        metric(&text, "dfdwatch_kernel_stats_total{stat=\"lost_connect\"}") == Some(7.0 * cpus),
+        "the count is kept:\n{text}"
+    );
+    let done = daemon.stop()?;
+    ensure!(done.log.contains("a kernel counter went backwards"), "{}", done.log);
+    ensure!(
+        tests::daemon::counter(&done.counters, "kernel", "lost_connect") == 7 * cpus as u64,
+        "the final counters keep it: {}",
+        done.counters
+    );
+    Ok(())
+}
 
 fn open_fds(pid: u32) -> Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())

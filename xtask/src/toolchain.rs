@@ -29,6 +29,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "postgresql",
     "curl",
     "bpftool",
+    // tamper tests: close the daemon's probe link from outside, as an attacker with ptrace would
+    "gdb",
     // DFD rendering tests
     "graphviz",
     // metrics: promtool checks the exposition format and the alerting rules

@@ -33,6 +33,10 @@ pub struct RunArgs {
     /// connection by connection, counted in dfdwatch_flow_table_full_total.
     #[arg(long, default_value_t = monitor_common::FLOW_ENTRIES, value_name = "N")]
     pub flow_table_entries: u32,
+    /// How often the daemon proves that its probes still see connections (a refused loopback
+    /// connect of its own that must come through them); three missed in a row make it blind.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub heartbeat_interval_ms: u64,
     /// How often kernel loss counters are checked and increases logged.
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub stats_interval_ms: u64,
@@ -125,6 +129,7 @@ impl RunArgs {
         );
         check((1..=1000).contains(&self.flush_interval_ms), "--flush-interval-ms: use 1 to 1000".into());
         check(self.stats_interval_ms >= 100, "--stats-interval-ms: use at least 100".into());
+        check((100..=60_000).contains(&self.heartbeat_interval_ms), "--heartbeat-interval-ms: use 100 to 60000".into());
         check((100..=60_000).contains(&self.flow_interval_ms), "--flow-interval-ms: use 100 to 60000".into());
         check((1..=1_000_000).contains(&self.flow_report_limit), "--flow-report-limit: use 1 to 1000000".into());
         check((1..=1 << 20).contains(&self.flow_table_entries), "--flow-table-entries: use 1 to 1048576".into());
@@ -154,6 +159,8 @@ impl RunArgs {
             wakeup_ns: 1_000_000,
             listener_entries: self.max_listeners,
             flow_entries: self.flow_table_entries,
+            // Set once the daemon has reserved the port.
+            heartbeat_port: 0,
         })
     }
 }

@@ -24,6 +24,7 @@ use crate::{
         counters::Counters,
         http::{self, Health},
         kernel_stats::KernelStats,
+        liveness::{Liveness, Watchdog},
         metrics::Metrics,
     },
 };
@@ -58,6 +59,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot reserve a loopback port for the heartbeat: {0}")]
+    Heartbeat(#[source] std::io::Error),
     #[error("cannot watch the ring buffer: {0}")]
     Poll(#[source] std::io::Error),
     #[error("cannot start a pipeline thread: {0}")]
@@ -121,16 +124,25 @@ impl Signals {
     }
 }
 
-/// Waits for SIGINT or SIGTERM while reporting kernel loss counters and re-counting the approvals'
-/// expiry states; returns the signal's name.
+/// What the watchdog looks after.
+struct Watched<'a> {
+    probes: &'a mut Probes,
+    watchdog: Watchdog,
+    health: &'a Health,
+}
+
+/// Waits for SIGINT or SIGTERM while reporting kernel loss counters, re-counting the approvals'
+/// expiry states and running the watchdog; returns the signal's name.
 async fn wait_for_termination(
     mut signals: Signals,
     kernel_stats: &mut KernelStats,
     metrics: &Metrics,
     stats_every: Duration,
+    watched: &mut Watched<'_>,
 ) -> &'static str {
     let mut stats_tick = tokio::time::interval(stats_every);
     let mut approvals_tick = tokio::time::interval(APPROVAL_CHECK);
+    let mut heartbeat_tick = tokio::time::interval(watched.watchdog.interval());
     loop {
         let hangup = async {
             match signals.hangup.as_mut() {
@@ -144,13 +156,14 @@ async fn wait_for_termination(
             _ = hangup => tracing::info!("SIGHUP: no approved DFD to reload (the daemon runs without --dfd)"),
             _ = stats_tick.tick() => kernel_stats.report_increases(metrics),
             _ = approvals_tick.tick() => metrics.refresh_approval_states(),
+            _ = heartbeat_tick.tick() => watched.watchdog.tick(watched.probes, watched.health, metrics),
         }
     }
 }
 
 /// Runs the daemon until a termination signal.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
-    let probe_config = args.validate()?;
+    let mut probe_config = args.validate()?;
     let signals = Signals::install(!args.dfd.is_empty())?;
     // Written into every event and Alertmanager label: escaped like every outside string.
     let node = args.node_name.as_deref().map_or_else(host_name, |n| crate::escape::escape_bytes(n.as_bytes()));
@@ -182,11 +195,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         None => None,
     };
 
+    let liveness = Arc::new(Liveness::reserve().map_err(RunError::Heartbeat)?);
+    probe_config.heartbeat_port = liveness.port();
     let mut probes = Probes::load(&probe_config)?;
     let ring = probes.take_events()?;
     let mut kernel_stats = KernelStats::new(probes.take_stats()?, probes.prog_info()?);
     let flow_maps = probes.take_flow_maps()?;
-    let parts = Parts { ring, resolver, policy, sinks, node, flow_maps, identity_generation };
+    let watchdog = Watchdog::new(liveness.clone(), Duration::from_millis(args.heartbeat_interval_ms));
+    let parts = Parts { ring, resolver, policy, sinks, node, flow_maps, identity_generation, liveness };
     let pipeline = Pipeline::start(&args, parts, &counters, &metrics, &shutdown)?;
     let server = listener.map(|l| tokio::spawn(http::serve(l, metrics.clone(), health.clone(), shutdown.signal())));
     health.set_ready(true);
@@ -199,7 +215,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     );
 
     let stats_every = Duration::from_millis(args.stats_interval_ms);
-    let signal_name = wait_for_termination(signals, &mut kernel_stats, &metrics, stats_every).await;
+    let mut watched = Watched { probes: &mut probes, watchdog, health: &health };
+    let signal_name = wait_for_termination(signals, &mut kernel_stats, &metrics, stats_every, &mut watched).await;
     tracing::info!(signal = signal_name, "shutting down");
     health.set_ready(false);
     drop(probes);

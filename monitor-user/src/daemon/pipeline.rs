@@ -31,6 +31,7 @@ use crate::sinks::events::EventWriter;
 use crate::sinks::fanout::FanOut;
 use crate::source::reader::RingReader;
 use crate::telemetry::counters::Counters;
+use crate::telemetry::liveness::Liveness;
 use crate::telemetry::metrics::Metrics;
 
 /// Connections waiting in each queue between stages.
@@ -106,6 +107,8 @@ pub struct Parts {
     pub flow_maps: FlowMaps,
     /// The Kubernetes identity cache's change count, when the daemon watches a cluster.
     pub identity_generation: Option<Box<dyn Fn() -> u64 + Send>>,
+    /// The heartbeat, taken out of the stream by the reader.
+    pub liveness: Arc<Liveness>,
 }
 
 /// The running pipeline.
@@ -196,7 +199,7 @@ impl Pipeline {
         stages.push(spawn("fan-out", move || fanout.run(output_rx))?);
         stages.extend(writers);
         let flush = Duration::from_millis(args.flush_interval_ms);
-        let reader = spawn_reader(parts.ring, conn_tx, flush, counters.clone(), shutdown.signal())?;
+        let reader = spawn_reader(parts.ring, conn_tx, flush, counters.clone(), parts.liveness, shutdown.signal())?;
         Ok(Self { reader, stages, reloader, alertmanager: parts.sinks.alertmanager })
     }
 
@@ -240,6 +243,7 @@ fn spawn_reader(
     out: mpsc::Sender<crate::source::decode::Connection>,
     flush: Duration,
     counters: Arc<Counters>,
+    liveness: Arc<Liveness>,
     stop: ShutdownSignal,
 ) -> Result<JoinHandle<()>, RunError> {
     let (started_tx, started_rx) = sync_channel::<std::io::Result<()>>(1);
@@ -252,7 +256,7 @@ fn spawn_reader(
             }
         };
         runtime.block_on(async move {
-            match RingReader::new(ring, out, flush, counters) {
+            match RingReader::new(ring, out, flush, counters, liveness) {
                 Ok(reader) => {
                     let _ = started_tx.send(Ok(()));
                     reader.run(stop).await;

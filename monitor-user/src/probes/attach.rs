@@ -4,7 +4,7 @@
 
 use aya::{
     Ebpf,
-    programs::{RawTracePoint, TracePoint},
+    programs::{RawTracePoint, TracePoint, links::FdLink},
 };
 
 use super::{ProbeError, tracefs};
@@ -40,8 +40,17 @@ impl AttachPoint {
     }
 }
 
+/// The attach point in use, and the link the daemon holds when the kernel gives one it can
+/// check (a bpf_link: always for the raw tracepoint, for the tracepoint since Linux 5.15).
+pub struct Attached {
+    /// Where the probe is attached.
+    pub point: AttachPoint,
+    /// The link, to check that it is still attached.
+    pub link: Option<FdLink>,
+}
+
 /// Attaches at `wanted`, or at the first attach point that works.
-pub fn attach(ebpf: &mut Ebpf, wanted: Option<AttachPoint>) -> Result<AttachPoint, ProbeError> {
+pub fn attach(ebpf: &mut Ebpf, wanted: Option<AttachPoint>) -> Result<Attached, ProbeError> {
     let candidates: Vec<AttachPoint> = match wanted {
         Some(p) => vec![p],
         None => AttachPoint::PREFERENCE.to_vec(),
@@ -49,9 +58,9 @@ pub fn attach(ebpf: &mut Ebpf, wanted: Option<AttachPoint>) -> Result<AttachPoin
     let mut failures = Vec::new();
     for point in candidates {
         match try_attach(ebpf, point) {
-            Ok(()) => {
+            Ok(link) => {
                 tracing::info!(attach_point = point.name(), "probe attached");
-                return Ok(point);
+                return Ok(Attached { point, link });
             }
             Err(why) => {
                 tracing::info!(attach_point = point.name(), reason = %why, "attach point unavailable");
@@ -62,7 +71,8 @@ pub fn attach(ebpf: &mut Ebpf, wanted: Option<AttachPoint>) -> Result<AttachPoin
     Err(ProbeError::Attach(failures.join("; ")))
 }
 
-fn try_attach(ebpf: &mut Ebpf, point: AttachPoint) -> Result<(), String> {
+/// Attaches at `point` (loading its program first if needed).
+pub fn try_attach(ebpf: &mut Ebpf, point: AttachPoint) -> Result<Option<FdLink>, String> {
     match point {
         AttachPoint::Tracepoint => {
             let fs = tracefs::find().ok_or("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)")?;
@@ -77,8 +87,20 @@ fn try_attach(ebpf: &mut Ebpf, point: AttachPoint) -> Result<(), String> {
                 .ok_or("program dfdw_tp_state missing")?
                 .try_into()
                 .map_err(|e| format!("{e}"))?;
-            prog.load().map_err(|e| format!("load: {e}"))?;
-            prog.attach("sock", "inet_sock_set_state").map_err(|e| format!("attach: {e}"))?;
+            if prog.fd().is_err() {
+                prog.load().map_err(|e| format!("load: {e}"))?;
+            }
+            let id = prog.attach("sock", "inet_sock_set_state").map_err(|e| format!("attach: {e}"))?;
+            let link = prog.take_link(id).map_err(|e| format!("take link: {e}"))?;
+            match FdLink::try_from(link) {
+                Ok(link) => Ok(Some(link)),
+                // A kernel without perf-event bpf_links: the conversion detached it. Attach again
+                // and leave the link with its program; only the heartbeat can watch it.
+                Err(_) => {
+                    prog.attach("sock", "inet_sock_set_state").map_err(|e| format!("attach: {e}"))?;
+                    Ok(None)
+                }
+            }
         }
         AttachPoint::RawTracepoint => {
             let prog: &mut RawTracePoint = ebpf
@@ -86,9 +108,12 @@ fn try_attach(ebpf: &mut Ebpf, point: AttachPoint) -> Result<(), String> {
                 .ok_or("program dfdw_raw_tp_state missing")?
                 .try_into()
                 .map_err(|e| format!("{e}"))?;
-            prog.load().map_err(|e| format!("load: {e}"))?;
-            prog.attach("inet_sock_set_state").map_err(|e| format!("attach: {e}"))?;
+            if prog.fd().is_err() {
+                prog.load().map_err(|e| format!("load: {e}"))?;
+            }
+            let id = prog.attach("inet_sock_set_state").map_err(|e| format!("attach: {e}"))?;
+            let link = prog.take_link(id).map_err(|e| format!("take link: {e}"))?;
+            Ok(Some(FdLink::from(link)))
         }
     }
-    Ok(())
 }

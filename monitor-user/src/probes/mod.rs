@@ -12,10 +12,11 @@ pub mod tracefs;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::links::FdLink,
 };
 use monitor_common::{
-    EVENTS_MAP, FLOW_CONFIG_MAP, FLOW_COUNTS_MAP, FLOW_VERDICTS_MAP, LISTENERS_MAP, OFFSETS_GLOBAL, SELF_TGID_GLOBAL,
-    STATS_MAP, WAKEUP_BYTES_GLOBAL, WAKEUP_NS_GLOBAL,
+    EVENTS_MAP, FLOW_CONFIG_MAP, FLOW_COUNTS_MAP, FLOW_VERDICTS_MAP, HEARTBEAT_PORT_GLOBAL, LISTENERS_MAP,
+    OFFSETS_GLOBAL, SELF_TGID_GLOBAL, STATS_MAP, WAKEUP_BYTES_GLOBAL, WAKEUP_NS_GLOBAL,
     flow::{CountsKey, FlowConfig, FlowCounts, FlowKey, FlowVerdict},
 };
 
@@ -88,6 +89,8 @@ pub struct ProbeConfig {
     pub listener_entries: u32,
     /// Capacity of the flow-verdict map (the counters map holds twice as many: two epochs).
     pub flow_entries: u32,
+    /// The loopback port of the daemon's heartbeat (0: none), see [`crate::telemetry::liveness`].
+    pub heartbeat_port: u16,
 }
 
 /// The flow table's maps, as the daemon holds them.
@@ -105,6 +108,8 @@ pub struct Probes {
     ebpf: Ebpf,
     /// The attach point in use.
     pub attach_point: AttachPoint,
+    /// The probe's link, when the attach point gives one the daemon can check.
+    link: Option<FdLink>,
     /// Listener entries seeded from /proc at start-up.
     pub seeded_listeners: usize,
 }
@@ -120,6 +125,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &offsets, true)
             .override_global(SELF_TGID_GLOBAL, &self_tgid, true)
+            .override_global(HEARTBEAT_PORT_GLOBAL, &u32::from(config.heartbeat_port), true)
             .override_global(WAKEUP_BYTES_GLOBAL, &config.wakeup_bytes, true)
             .override_global(WAKEUP_NS_GLOBAL, &config.wakeup_ns, true)
             .map_max_entries(EVENTS_MAP, config.ring_bytes)
@@ -133,8 +139,28 @@ impl Probes {
             Err(e) => tracing::warn!(error = %e, "eBPF log forwarding unavailable"),
         }
         let seeded_listeners = listeners::seed(&mut ebpf, self_tgid);
-        let attach_point = attach::attach(&mut ebpf, config.attach)?;
-        Ok(Self { ebpf, attach_point, seeded_listeners })
+        let attached = attach::attach(&mut ebpf, config.attach)?;
+        Ok(Self { ebpf, attach_point: attached.point, link: attached.link, seeded_listeners })
+    }
+
+    /// Whether the probe's link is still attached: `None` when the attach point gives no link
+    /// to check. A link whose fd was closed from outside (or now names another file) is gone.
+    pub fn link_attached(&self) -> Option<bool> {
+        let link = self.link.as_ref()?;
+        let name = self.attach_point.program_name();
+        let program_id = self.ebpf.program(name).and_then(|p| p.info().ok()).map(|i| i.id());
+        Some(link.info().is_ok_and(|info| Some(info.program_id()) == program_id))
+    }
+
+    /// Attaches the probe again after its link was found gone. The old link's fd number is
+    /// not closed again (it is no longer the daemon's: closing it could close another file).
+    pub fn reattach(&mut self) -> Result<(), ProbeError> {
+        if let Some(old) = self.link.take() {
+            std::mem::forget(old);
+        }
+        self.link = attach::try_attach(&mut self.ebpf, self.attach_point).map_err(ProbeError::Attach)?;
+        tracing::warn!(attach_point = self.attach_point.name(), "probe attached again");
+        Ok(())
     }
 
     /// Takes the event ring buffer (once).

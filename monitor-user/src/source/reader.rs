@@ -1,6 +1,8 @@
 //! The ring-buffer reader stage: woken on readiness (tokio AsyncFd) when the probes force a
 //! wakeup, and by a short flush tick for records the probes left unannounced (batched wakeups).
 //! Each record is decoded here, once; undecodable records are counted and logged, never fatal.
+//! The daemon's own heartbeat is taken out of the stream here and marked seen
+//! ([`crate::telemetry::liveness`]).
 //! When the next stage is slow the reader waits instead of dropping: the kernel ring absorbs the
 //! backlog and counts its own losses.
 
@@ -12,6 +14,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 use super::decode::{self, Connection};
 use crate::shutdown::ShutdownSignal;
 use crate::telemetry::counters::Counters;
+use crate::telemetry::liveness::Liveness;
 
 /// Records decoded per batch before they are handed on.
 const BATCH: usize = 1024;
@@ -22,6 +25,7 @@ pub struct RingReader {
     out: mpsc::Sender<Connection>,
     flush_every: Duration,
     counters: Arc<Counters>,
+    liveness: Arc<Liveness>,
 }
 
 impl RingReader {
@@ -31,11 +35,12 @@ impl RingReader {
         out: mpsc::Sender<Connection>,
         flush_every: Duration,
         counters: Arc<Counters>,
+        liveness: Arc<Liveness>,
     ) -> std::io::Result<Self> {
         // SAFETY: the RingBuf owns its map fd for its whole life and always returns that fd.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(std::io::Error::from)?;
-        Ok(Self { ring, out, flush_every, counters })
+        Ok(Self { ring, out, flush_every, counters, liveness })
     }
 
     /// Runs until `stop` fires, then drains what is left and returns.
@@ -91,6 +96,10 @@ impl RingReader {
             let Some(item) = ring.next() else { break };
             self.counters.record_read();
             match decode::decode(&item) {
+                Ok(c) if self.liveness.is_heartbeat(&c) => {
+                    self.counters.record_heartbeat();
+                    self.liveness.seen();
+                }
                 Ok(c) => batch.push(c),
                 Err(e) => {
                     let n = self.counters.record_decode_error(e.failure());

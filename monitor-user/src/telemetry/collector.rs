@@ -30,6 +30,7 @@ pub(super) struct PipelineCollector {
     verdicts_withdrawn: IntCounter,
     verdicts_refused: IntCounter,
     unreported: IntCounter,
+    heartbeats: IntCounter,
 }
 
 impl PipelineCollector {
@@ -107,6 +108,10 @@ impl PipelineCollector {
                 "dfdwatch_flow_verdicts_refused_total",
                 "Flow verdicts the kernel refused to keep (its map full): those flows' connections keep coming one by one, counted in their flow records.",
             )?,
+            heartbeats: IntCounter::new(
+                "dfdwatch_heartbeats_total",
+                "Heartbeats (the daemon's own refused loopback connects) that came through the probes.",
+            )?,
             unreported: IntCounter::new(
                 "dfdwatch_unreported_connections_total",
                 "Connections of alerting flows counted but not recorded one by one (over the per-flow rate limit, or the ring buffer was full).",
@@ -136,6 +141,7 @@ impl Collector for PipelineCollector {
         d.extend(self.verdicts_withdrawn.desc());
         d.extend(self.verdicts_refused.desc());
         d.extend(self.unreported.desc());
+        d.extend(self.heartbeats.desc());
         d
     }
 
@@ -169,6 +175,7 @@ impl Collector for PipelineCollector {
         set(&self.verdicts_withdrawn, s.flow_verdicts_withdrawn);
         set(&self.verdicts_refused, s.flow_verdicts_refused);
         set(&self.unreported, s.unreported);
+        set(&self.heartbeats, s.heartbeats);
         let mut out = Vec::new();
         out.extend(self.records.collect());
         out.extend(self.written.collect());
@@ -188,6 +195,7 @@ impl Collector for PipelineCollector {
         out.extend(self.verdicts_withdrawn.collect());
         out.extend(self.verdicts_refused.collect());
         out.extend(self.unreported.collect());
+        out.extend(self.heartbeats.collect());
         out
     }
 }

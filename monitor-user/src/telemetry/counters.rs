@@ -63,6 +63,16 @@ label_set!(
 );
 
 label_set!(
+    /// Signs that someone works against the monitor.
+    Tampering {
+        /// The probe's link was closed from outside the daemon.
+        ProbeDetached => "probe_detached",
+        /// A counter in the probes' stats map went backwards (the map was written from outside).
+        KernelCounterReset => "kernel_counter_reset",
+    }
+);
+
+label_set!(
     /// The outcome of a DFD reload.
     ReloadResult {
         /// The new revision judges from now on.
@@ -109,6 +119,7 @@ pub struct Counters {
     flow_verdicts_withdrawn: AtomicU64,
     flow_verdicts_refused: AtomicU64,
     unreported: AtomicU64,
+    heartbeats: AtomicU64,
     alertmanager_sent: AtomicU64,
     alertmanager_dropped: AtomicU64,
     alertmanager_post_errors: AtomicU64,
@@ -160,6 +171,8 @@ pub struct CountersSnapshot {
     /// Connections of alerting flows counted but not recorded one by one (over the per-key rate
     /// limit, or the ring buffer was full).
     pub unreported: u64,
+    /// Heartbeats that came through the probes (ring records that are not connections).
+    pub heartbeats: u64,
     /// Alerts Alertmanager accepted.
     pub alertmanager_sent: u64,
     /// Alerts never delivered to Alertmanager (queue full, or retries exhausted).
@@ -248,6 +261,11 @@ impl Counters {
         self.flow_verdicts_refused.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// One heartbeat came through the probes.
+    pub fn record_heartbeat(&self) {
+        self.heartbeats.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// `n` connections of alerting flows counted but not recorded one by one.
     pub fn record_unreported(&self, n: u64) {
         self.unreported.fetch_add(n, Ordering::Relaxed);
@@ -314,6 +332,7 @@ impl Counters {
             flow_verdicts_withdrawn: self.flow_verdicts_withdrawn.load(Ordering::Relaxed),
             flow_verdicts_refused: self.flow_verdicts_refused.load(Ordering::Relaxed),
             unreported: self.unreported.load(Ordering::Relaxed),
+            heartbeats: self.heartbeats.load(Ordering::Relaxed),
             alertmanager_sent: self.alertmanager_sent.load(Ordering::Relaxed),
             alertmanager_dropped: self.alertmanager_dropped.load(Ordering::Relaxed),
             alertmanager_post_errors: self.alertmanager_post_errors.load(Ordering::Relaxed),

@@ -1,5 +1,5 @@
 //! The daemon's only listening socket: `/metrics` (Prometheus text format), `/healthz` (the
-//! process serves) and `/readyz` (probes attached and the pipeline running). Bound to
+//! process serves) and `/readyz` (probes attached, the pipeline running, and the heartbeat coming through the probes). Bound to
 //! `--metrics-addr`, loopback by default.
 
 use std::net::SocketAddr;
@@ -22,6 +22,7 @@ use crate::telemetry::metrics::Metrics;
 #[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
+    blind: AtomicBool,
     kube: std::sync::OnceLock<dfdwatch_kube::KubeIdentity>,
 }
 
@@ -49,6 +50,11 @@ impl Health {
                 h.last_error.unwrap_or_default()
             ),
         }
+    }
+
+    /// Marks the daemon blind (no heartbeat through the probes) or not.
+    pub fn set_blind(&self, blind: bool) {
+        self.blind.store(blind, Ordering::Relaxed);
     }
 
     /// Marks the daemon ready (or not).
@@ -136,7 +142,10 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     // Ready means events flow. A Kubernetes outage does not make the node unready: identities
     // come from the cache meanwhile, and the body says so.
     let kube = s.health.kube_status();
-    if s.health.ready.load(Ordering::Relaxed) {
+    if s.health.blind.load(Ordering::Relaxed) {
+        // Attached but seeing nothing is worse than not ready: say which.
+        (StatusCode::SERVICE_UNAVAILABLE, format!("blind: no heartbeat came through the probes\n{kube}"))
+    } else if s.health.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, format!("ready\n{kube}"))
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{kube}"))

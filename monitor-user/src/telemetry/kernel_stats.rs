@@ -1,6 +1,8 @@
 //! Reads the probes' per-CPU loss and anomaly counters, and the kernel's own count of probe runs
 //! it skipped (`skipped_recursion`, see [`crate::probes::prog_info`]); logs every increase of a
-//! loss counter with its count, and reports totals at shutdown.
+//! loss counter with its count, and reports totals at shutdown. Totals are kept in user space: a
+//! counter that goes backwards was written from outside (`bpftool map update` zeroing the losses)
+//! and is reported as tampering, and what it had counted is kept.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +10,7 @@ use aya::maps::{MapData, PerCpuArray};
 use monitor_common::Stat;
 
 use crate::probes::prog_info::ProgInfo;
+use crate::telemetry::counters::Tampering;
 
 /// Name of the kernel's count of state changes the probe never ran for. Most are transitions the
 /// probe would have ignored (closes, FIN states); some may be connects or accepts, so it is an
@@ -19,13 +22,15 @@ pub struct KernelStats {
     map: PerCpuArray<MapData, u64>,
     prog: ProgInfo,
     last: [u64; Stat::ALL.len()],
+    /// What each counter had counted before it was found reset.
+    before_reset: [u64; Stat::ALL.len()],
     last_recursion: u64,
 }
 
 impl KernelStats {
     /// Wraps the probes' stats map and the attached program.
     pub fn new(map: PerCpuArray<MapData, u64>, prog: ProgInfo) -> Self {
-        Self { map, prog, last: [0; Stat::ALL.len()], last_recursion: 0 }
+        Self { map, prog, last: [0; Stat::ALL.len()], before_reset: [0; Stat::ALL.len()], last_recursion: 0 }
     }
 
     fn recursion_misses(&self) -> u64 {
@@ -35,8 +40,19 @@ impl KernelStats {
         })
     }
 
-    /// Current totals by counter name.
+    /// Current totals by counter name, including what counters found reset had counted.
     pub fn totals(&self) -> BTreeMap<&'static str, u64> {
+        let mut totals = self.kernel_values();
+        for (i, s) in Stat::ALL.iter().enumerate() {
+            if let Some(v) = totals.get_mut(s.name()) {
+                *v += self.before_reset[i];
+            }
+        }
+        totals
+    }
+
+    /// The counters as the kernel holds them now.
+    fn kernel_values(&self) -> BTreeMap<&'static str, u64> {
         let mut totals: BTreeMap<&'static str, u64> = Stat::ALL
             .iter()
             .map(|&s| {
@@ -57,10 +73,22 @@ impl KernelStats {
     /// Logs the counters that grew since the last call (losses as warnings, the rest at debug)
     /// and adds the growth to the metrics.
     pub fn report_increases(&mut self, metrics: &crate::telemetry::metrics::Metrics) {
-        let totals = self.totals();
+        let totals = self.kernel_values();
         for (i, s) in Stat::ALL.iter().enumerate() {
             let now = totals.get(s.name()).copied().unwrap_or(0);
-            let delta = now.saturating_sub(self.last[i]);
+            if now < self.last[i] {
+                // Only the daemon reads these counters and nothing in the kernel lowers them.
+                metrics.record_tampering(Tampering::KernelCounterReset);
+                tracing::error!(
+                    counter = s.name(),
+                    was = self.last[i],
+                    now,
+                    "a kernel counter went backwards: the probes' stats map was written from outside (tampering); its count is kept"
+                );
+                self.before_reset[i] += self.last[i];
+                self.last[i] = 0;
+            }
+            let delta = now - self.last[i];
             if delta == 0 {
                 continue;
             }

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::collector::PipelineCollector;
-use super::counters::{Counters, ReloadResult};
+use super::counters::{Counters, ReloadResult, Tampering};
 use crate::policy::reload::ReloadObserver;
 use crate::policy::verdict::{Severity, VerdictKind};
 use crate::policy::{ApprovalExpiry, ApprovalState, Policy};
@@ -37,6 +37,13 @@ pub const DFD_APPROVAL_EXPIRY: &str = "dfdwatch_dfd_approval_expiry_timestamp_se
 /// Connections to the metrics endpoint closed unserved because `MAX_CONNECTIONS` were open.
 pub const HTTP_REFUSED: &str = "dfdwatch_http_connections_refused_total";
 
+/// 1 while no heartbeat has come through the probes for three intervals (the daemon is blind).
+pub const BLIND: &str = "dfdwatch_blind";
+/// Signs of tampering with the monitor, by what was found.
+pub const TAMPERING: &str = "dfdwatch_tampering_detected_total";
+/// Times the probe was attached again after its link was found gone.
+pub const REATTACHED: &str = "dfdwatch_probe_reattached_total";
+
 /// One flow that calls for an alert, for `dfdwatch_violations_total`.
 #[derive(Clone, Copy, Debug)]
 pub struct Violation<'a> {
@@ -64,6 +71,9 @@ pub struct Metrics {
     dfd_approvals: IntGaugeVec,
     dfd_approval_expiry: IntGaugeVec,
     http_refused: IntCounter,
+    blind: IntGauge,
+    tampering: IntCounterVec,
+    reattached: IntCounter,
     /// The dated approvals of the DFD in use, re-counted against the clock every minute.
     approvals: std::sync::Mutex<Vec<ApprovalExpiry>>,
 }
@@ -118,6 +128,16 @@ impl Metrics {
             HTTP_REFUSED,
             "Connections to the metrics endpoint closed unserved because too many were open.",
         )?;
+        let blind = IntGauge::new(BLIND, "1 while no heartbeat has come through the probes for three intervals.")?;
+        let tampering = IntCounterVec::new(
+            Opts::new(TAMPERING, "Signs of tampering with the monitor, by what was found."),
+            &["what"],
+        )?;
+        for what in Tampering::ALL {
+            tampering.with_label_values(&[what.as_str()]);
+        }
+        let reattached =
+            IntCounter::new(REATTACHED, "Times the probe was attached again after its link was found gone.")?;
         for state in ApprovalState::ALL {
             dfd_approvals.with_label_values(&[state.as_str()]);
         }
@@ -141,6 +161,9 @@ impl Metrics {
         registry.register(Box::new(dfd_approvals.clone()))?;
         registry.register(Box::new(dfd_approval_expiry.clone()))?;
         registry.register(Box::new(http_refused.clone()))?;
+        registry.register(Box::new(blind.clone()))?;
+        registry.register(Box::new(tampering.clone()))?;
+        registry.register(Box::new(reattached.clone()))?;
         registry.register(Box::new(PipelineCollector::new(counters)?))?;
         Ok(Self {
             registry,
@@ -154,6 +177,9 @@ impl Metrics {
             dfd_approvals,
             dfd_approval_expiry,
             http_refused,
+            blind,
+            tampering,
+            reattached,
             approvals: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -215,6 +241,21 @@ impl Metrics {
     pub fn record_http_refused(&self) -> u64 {
         self.http_refused.inc();
         self.http_refused.get()
+    }
+
+    /// Says whether the daemon is blind.
+    pub fn set_blind(&self, blind: bool) {
+        self.blind.set(i64::from(blind));
+    }
+
+    /// Counts one sign of tampering.
+    pub fn record_tampering(&self, what: Tampering) {
+        self.tampering.with_label_values(&[what.as_str()]).inc();
+    }
+
+    /// Counts one re-attach of the probe.
+    pub fn record_reattached(&self) {
+        self.reattached.inc();
     }
 
     /// Adds growth of a kernel counter.
