@@ -14,6 +14,7 @@ pub mod heap;
 pub mod identity;
 pub mod policy;
 pub mod probes;
+pub mod procnet;
 pub mod shutdown;
 pub mod sinks;
 pub mod source;

@@ -19,6 +19,9 @@ pub struct DaemonOptions {
     pub extra_args: Vec<String>,
     /// Where the events go, instead of a file in the daemon's scratch directory.
     pub events_file: Option<PathBuf>,
+    /// `--state-dir`, instead of one in the daemon's scratch directory (a restart test gives
+    /// two daemons the same).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A running daemon.
@@ -37,6 +40,8 @@ pub struct Finished {
     pub events: Vec<Value>,
     /// Every flow record (`dfdwatch.flow.v1`), parsed.
     pub flows: Vec<Value>,
+    /// Every gap record (`dfdwatch.gap.v1`), parsed.
+    pub gaps: Vec<Value>,
     /// The `final counters` object (`kernel` and `pipeline`).
     pub counters: Value,
     /// The daemon's whole log (stderr).
@@ -83,6 +88,8 @@ impl Daemon {
             .arg("test-node")
             .arg("--metrics-addr")
             .arg("127.0.0.1:0")
+            .arg("--state-dir")
+            .arg(options.state_dir.clone().unwrap_or_else(|| dir.join("state")))
             .env("RUST_LOG", "info")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
@@ -150,12 +157,12 @@ impl Daemon {
 
     /// The connection records written so far.
     pub fn events(&self) -> Result<Vec<Value>> {
-        Ok(read_events(&self.events_path)?.0)
+        Ok(read_events(&self.events_path)?.connections)
     }
 
     /// The flow records written so far.
     pub fn flows(&self) -> Result<Vec<Value>> {
-        Ok(read_events(&self.events_path)?.1)
+        Ok(read_events(&self.events_path)?.flows)
     }
 
     /// Polls the connection records until `done` holds for them or `timeout` passes; returns the
@@ -208,8 +215,8 @@ impl Daemon {
             .find_map(|l| l.split_once("final counters: ").map(|(_, json)| json.to_owned()))
             .context("no `final counters` line in the daemon log")?;
         let counters = serde_json::from_str(&counters).context("parse final counters")?;
-        let (events, flows) = read_events(&self.events_path)?;
-        Ok(Finished { events, flows, counters, log, clean_exit: status.success() })
+        let Records { connections: events, flows, gaps } = read_events(&self.events_path)?;
+        Ok(Finished { events, flows, gaps, counters, log, clean_exit: status.success() })
     }
 }
 
@@ -222,11 +229,19 @@ impl Drop for Daemon {
     }
 }
 
-/// The events file's connection records and flow records; any other line is an error.
-fn read_events(path: &PathBuf) -> Result<(Vec<Value>, Vec<Value>)> {
+/// The events file's records, by schema.
+#[derive(Default)]
+struct Records {
+    connections: Vec<Value>,
+    flows: Vec<Value>,
+    gaps: Vec<Value>,
+}
+
+/// The events file's connection, flow and gap records; any other line is an error.
+fn read_events(path: &PathBuf) -> Result<Records> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Records::default()),
         Err(e) => return Err(e).context("read events"),
     };
     // The last line may be half written while the daemon runs: parse complete lines only.
@@ -234,16 +249,17 @@ fn read_events(path: &PathBuf) -> Result<(Vec<Value>, Vec<Value>)> {
         Some(end) => &text[..end],
         None => "",
     };
-    let (mut connections, mut flows) = (Vec::new(), Vec::new());
+    let mut records = Records::default();
     for line in complete.lines() {
         let v: Value = serde_json::from_str(line).with_context(|| format!("bad event line: {line}"))?;
         match v["schema"].as_str() {
-            Some("dfdwatch.connection.v1") => connections.push(v),
-            Some("dfdwatch.flow.v1") => flows.push(v),
+            Some("dfdwatch.connection.v1") => records.connections.push(v),
+            Some("dfdwatch.flow.v1") => records.flows.push(v),
+            Some("dfdwatch.gap.v1") => records.gaps.push(v),
             _ => bail!("event line of no known schema: {line}"),
         }
     }
-    Ok((connections, flows))
+    Ok(records)
 }
 
 /// The connections the flow records matching `which` add up to.

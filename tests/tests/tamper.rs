@@ -198,6 +198,11 @@ fn a_daemon_whose_ring_is_not_read_says_it_is_blind() -> Result<()> {
     let done = daemon.stop()?;
     ensure!(done.log.contains("blind: no heartbeat came through the probes"), "{}", done.log);
     ensure!(done.log.contains("no longer blind"), "{}", done.log);
+    ensure!(
+        done.gaps.len() == 1 && done.gaps[0]["reason"] == "blind" && done.gaps[0]["seconds"].as_f64() > Some(0.9),
+        "the blind spell is marked by a gap record: {:?}",
+        done.gaps
+    );
     Ok(())
 }
 

@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// connect of its own that must come through them); three missed in a row make it blind.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub heartbeat_interval_ms: u64,
+    /// Where the daemon keeps the last time it knew it was watching, so that after a restart it
+    /// can write a gap record saying from when to when nothing was seen (created 0700).
+    #[arg(long, default_value = "/var/lib/dfdwatch", value_name = "DIR")]
+    pub state_dir: PathBuf,
     /// How often kernel loss counters are checked and increases logged.
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub stats_interval_ms: u64,

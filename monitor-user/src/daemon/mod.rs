@@ -24,7 +24,7 @@ use crate::{
         counters::Counters,
         http::{self, Health},
         kernel_stats::KernelStats,
-        liveness::{Liveness, Watchdog},
+        liveness::{AliveFile, Liveness, Watchdog},
         metrics::Metrics,
     },
 };
@@ -197,13 +197,26 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let liveness = Arc::new(Liveness::reserve().map_err(RunError::Heartbeat)?);
     probe_config.heartbeat_port = liveness.port();
+    let alive = match AliveFile::open(&args.state_dir) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            let dir = crate::escape::escape_bytes(args.state_dir.as_os_str().as_encoded_bytes());
+            tracing::warn!(%dir, error = %e, "cannot use the state directory: restarts will show no gap record");
+            None
+        }
+    };
     let mut probes = Probes::load(&probe_config)?;
+    let watching_since = std::time::SystemTime::now();
     let ring = probes.take_events()?;
     let mut kernel_stats = KernelStats::new(probes.take_stats()?, probes.prog_info()?);
     let flow_maps = probes.take_flow_maps()?;
-    let watchdog = Watchdog::new(liveness.clone(), Duration::from_millis(args.heartbeat_interval_ms));
-    let parts = Parts { ring, resolver, policy, sinks, node, flow_maps, identity_generation, liveness };
+    let mut watchdog = Watchdog::new(liveness.clone(), Duration::from_millis(args.heartbeat_interval_ms), alive);
+    // Once the probes are attached, what they cannot have seen: connections already established.
+    let found_at_start = crate::source::snapshot::established(std::process::id());
+    let found = found_at_start.len();
+    let parts = Parts { ring, resolver, policy, sinks, node, flow_maps, identity_generation, liveness, found_at_start };
     let pipeline = Pipeline::start(&args, parts, &counters, &metrics, &shutdown)?;
+    watchdog.start(pipeline.outside(), watching_since, found);
     let server = listener.map(|l| tokio::spawn(http::serve(l, metrics.clone(), health.clone(), shutdown.signal())));
     health.set_ready(true);
     tracing::info!(
@@ -218,6 +231,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut watched = Watched { probes: &mut probes, watchdog, health: &health };
     let signal_name = wait_for_termination(signals, &mut kernel_stats, &metrics, stats_every, &mut watched).await;
     tracing::info!(signal = signal_name, "shutting down");
+    watched.watchdog.stopping();
     health.set_ready(false);
     drop(probes);
     tracing::info!("probes detached");

@@ -109,6 +109,8 @@ pub struct Parts {
     pub identity_generation: Option<Box<dyn Fn() -> u64 + Send>>,
     /// The heartbeat, taken out of the stream by the reader.
     pub liveness: Arc<Liveness>,
+    /// Connections established before the probes were attached, sent before the ring's.
+    pub found_at_start: Vec<crate::source::decode::Connection>,
 }
 
 /// The running pipeline.
@@ -117,6 +119,8 @@ pub struct Pipeline {
     stages: Vec<(&'static str, JoinHandle<()>)>,
     reloader: Option<tokio::task::JoinHandle<()>>,
     alertmanager: Option<tokio::task::JoinHandle<()>>,
+    /// The fan-out's input, for records from outside the stages (gap records).
+    outside: mpsc::WeakSender<FlowOutput>,
 }
 
 fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<(&'static str, JoinHandle<()>), RunError> {
@@ -136,6 +140,7 @@ impl Pipeline {
         let (conn_tx, conn_rx) = mpsc::channel(EVENT_QUEUE);
         let (flow_tx, flow_rx) = mpsc::channel::<FlowInput>(EVENT_QUEUE);
         let (output_tx, output_rx) = mpsc::channel::<FlowOutput>(EVENT_QUEUE);
+        let outside = output_tx.downgrade();
         let (events_tx, events_rx) = sync_channel(RECORD_QUEUE);
         let maps = parts.flow_maps;
         let kernel = Arc::new(
@@ -199,8 +204,21 @@ impl Pipeline {
         stages.push(spawn("fan-out", move || fanout.run(output_rx))?);
         stages.extend(writers);
         let flush = Duration::from_millis(args.flush_interval_ms);
-        let reader = spawn_reader(parts.ring, conn_tx, flush, counters.clone(), parts.liveness, shutdown.signal())?;
-        Ok(Self { reader, stages, reloader, alertmanager: parts.sinks.alertmanager })
+        let reader = spawn_reader(
+            parts.ring,
+            conn_tx,
+            flush,
+            counters.clone(),
+            parts.liveness,
+            parts.found_at_start,
+            shutdown.signal(),
+        )?;
+        Ok(Self { reader, stages, reloader, alertmanager: parts.sinks.alertmanager, outside })
+    }
+
+    /// A handle for records from outside the stages; it does not keep the pipeline running.
+    pub fn outside(&self) -> mpsc::WeakSender<FlowOutput> {
+        self.outside.clone()
     }
 
     /// Waits for every stage to drain and end (after the shutdown fired and the probes were
@@ -244,6 +262,7 @@ fn spawn_reader(
     flush: Duration,
     counters: Arc<Counters>,
     liveness: Arc<Liveness>,
+    found_at_start: Vec<crate::source::decode::Connection>,
     stop: ShutdownSignal,
 ) -> Result<JoinHandle<()>, RunError> {
     let (started_tx, started_rx) = sync_channel::<std::io::Result<()>>(1);
@@ -259,7 +278,7 @@ fn spawn_reader(
             match RingReader::new(ring, out, flush, counters, liveness) {
                 Ok(reader) => {
                     let _ = started_tx.send(Ok(()));
-                    reader.run(stop).await;
+                    reader.run(found_at_start, stop).await;
                 }
                 Err(e) => {
                     let _ = started_tx.send(Err(e));

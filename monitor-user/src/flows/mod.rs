@@ -149,11 +149,16 @@ pub enum Role {
     Reported,
     /// The flow table had no room for its key: recorded, and counted in the metrics, on its own.
     Untracked,
+    /// Established before the daemon started (found in /proc, not seen by the probes): recorded,
+    /// and counted in the metrics, on its own; it has no kernel flow key.
+    FoundAtStart,
 }
 
 /// What the flow stage hands to the sinks.
 #[derive(Clone, Debug)]
 pub enum FlowOutput {
+    /// A time the daemon did not watch (from the watchdog, not from the stages before).
+    Gap(Box<crate::telemetry::liveness::Gap>),
     /// A connection to record one by one.
     Connection {
         /// The connection.

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use super::kernel::{Action, JudgedUnder, KernelFlows, RecordError};
 use super::{FlowInput, FlowOutput, FlowSummary, Interval, Observation, Role, Tally};
+use crate::source::decode::Origin;
 use crate::telemetry::counters::Counters;
 
 /// Intervals without a connection after which a key is retired.
@@ -194,6 +195,9 @@ impl FlowStage {
     /// One connection the kernel sent.
     fn observe(&mut self, o: Observation) -> bool {
         let conn = &o.flow().conn;
+        if conn.origin == Origin::FoundAtStart {
+            return self.send(FlowOutput::Connection { observation: Arc::new(o), role: Role::FoundAtStart });
+        }
         let route = conn.route;
         let mut one = Interval {
             conns: 1,
@@ -476,7 +480,7 @@ mod tests {
                 FlowOutput::Flow(s) => {
                     Some((s.id, s.interval.conns, s.first.judgement().map_or("", |j| j.verdict.kind.as_str())))
                 }
-                FlowOutput::Connection { .. } => None,
+                FlowOutput::Connection { .. } | FlowOutput::Gap(_) => None,
             })
             .collect();
         assert_eq!(

@@ -15,6 +15,7 @@ use std::{
 };
 
 use super::flow_record::FlowRecord;
+use super::gap_record::GapRecord;
 use super::line_file::{FsyncPolicy, LineFile, LineOutput, LineSink, PENDING_BYTES, Stream};
 use super::record::ConnectionRecord;
 use crate::telemetry::counters::{Counters, Sink};
@@ -31,6 +32,8 @@ pub enum EventRecord {
     Connection(Arc<ConnectionRecord>),
     /// A flow's interval.
     Flow(Box<FlowRecord>),
+    /// A time the daemon did not watch.
+    Gap(Box<GapRecord>),
 }
 
 /// One line for the events sink: the record, and for a connection when the kernel saw it (for

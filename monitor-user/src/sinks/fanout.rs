@@ -20,11 +20,13 @@ use tokio::sync::mpsc;
 use super::alerts::{self, AlertCandidate};
 use super::events::{EventLine, EventRecord};
 use super::flow_record::FlowRecord;
+use super::gap_record::GapRecord;
 use super::record::ConnectionRecord;
 use crate::clock::WallClock;
 use crate::flows::{FlowOutput, FlowSummary, Observation, Role};
 use crate::policy::Judgement;
 use crate::telemetry::counters::{Counters, Sink};
+use crate::telemetry::liveness::Gap;
 use crate::telemetry::metrics::{Metrics, Violation};
 
 /// The fan-out stage.
@@ -65,12 +67,13 @@ impl FanOut {
         match output {
             FlowOutput::Connection { observation, role } => self.connection(&observation, role),
             FlowOutput::Flow(summary) => self.flow(&summary),
+            FlowOutput::Gap(gap) => self.gap(&gap),
         }
     }
 
     fn connection(&mut self, observation: &Observation, role: Role) {
         // Metrics count a tracked flow's connections in its interval; an untracked one only here.
-        if role == Role::Untracked
+        if matches!(role, Role::Untracked | Role::FoundAtStart)
             && let Some(j) = observation.judgement()
             && !j.other_end_seen
         {
@@ -82,6 +85,7 @@ impl FanOut {
             Role::First => "first",
             Role::Reported => "reported",
             Role::Untracked => "untracked",
+            Role::FoundAtStart => "found_at_start",
         };
         let record = Arc::new(record);
         if let Observation::Judged(j) = observation
@@ -103,6 +107,13 @@ impl FanOut {
         let record = FlowRecord::new(summary, &self.clock, &self.node);
         self.counters.record_flow_record();
         let line = EventLine { record: EventRecord::Flow(Box::new(record)), monotonic_ns: None };
+        self.events.send(line, &self.counters);
+    }
+
+    fn gap(&mut self, gap: &Gap) {
+        let record = GapRecord::new(gap, &self.node);
+        self.metrics.add_unwatched(gap.reason, record.seconds);
+        let line = EventLine { record: EventRecord::Gap(Box::new(record)), monotonic_ns: None };
         self.events.send(line, &self.counters);
     }
 

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod events;
 pub mod fanout;
 pub mod flow_record;
+pub mod gap_record;
 pub mod line_file;
 pub mod record;
 pub mod windows;
@@ -42,6 +43,7 @@ pub(crate) mod fixture {
             cgroup_id: 1,
             netns: 1,
             route: Default::default(),
+            origin: Default::default(),
         };
         let flow = Identified {
             conn,

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use monitor_common::EventKind;
 use serde::Serialize;
 
+use crate::source::decode::Origin;
 use crate::{
     clock::WallClock,
     escape::escape_bytes,
@@ -166,6 +167,7 @@ impl ConnectionRecord {
         };
         let attribution = match (&c.process, c.kind) {
             (None, _) => "socket",
+            (Some(_), _) if c.origin == Origin::FoundAtStart => "holder",
             (Some(_), EventKind::Accept) => "listener",
             (Some(_), _) => "task",
         };

@@ -71,6 +71,18 @@ pub struct Connection {
     pub netns: u32,
     /// How the probe routed it through the kernel flow table.
     pub route: Route,
+    /// Where the daemon learnt of it.
+    pub origin: Origin,
+}
+
+/// Where the daemon learnt of a connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// The probes saw it happen.
+    #[default]
+    Probe,
+    /// It was already established when the daemon started ([`super::snapshot`]).
+    FoundAtStart,
 }
 
 /// How the probe routed a connection through the kernel flow table: the very key it looked up
@@ -136,6 +148,7 @@ pub fn decode(bytes: &[u8]) -> Result<Connection, DecodeError> {
         cgroup_id: ev.cgroup_id,
         netns: ev.netns,
         route,
+        origin: Origin::Probe,
     })
 }
 

@@ -43,8 +43,13 @@ impl RingReader {
         Ok(Self { ring, out, flush_every, counters, liveness })
     }
 
-    /// Runs until `stop` fires, then drains what is left and returns.
-    pub async fn run(mut self, stop: ShutdownSignal) {
+    /// Sends `found_at_start` on, then runs until `stop` fires, drains what is left and returns.
+    pub async fn run(mut self, found_at_start: Vec<Connection>, stop: ShutdownSignal) {
+        for c in found_at_start {
+            if self.out.send(c).await.is_err() {
+                return;
+            }
+        }
         let stop = stop.wait();
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(self.flush_every);

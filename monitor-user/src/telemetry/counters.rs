@@ -73,6 +73,16 @@ label_set!(
 );
 
 label_set!(
+    /// Why the daemon did not watch for a while.
+    GapReason {
+        /// It was not running (stopped, crashed, restarted).
+        Restart => "restart",
+        /// It ran but its probes reported nothing (see [`super::liveness`]).
+        Blind => "blind",
+    }
+);
+
+label_set!(
     /// The outcome of a DFD reload.
     ReloadResult {
         /// The new revision judges from now on.

@@ -8,21 +8,29 @@
 //! and checks the probe's link: a link closed from outside is counted as tampering and attached
 //! again.
 //!
+//! Every time the daemon does not watch is marked: a blind spell ends with a gap record
+//! (`dfdwatch.gap.v1`, reason `blind`), and the time the daemon last knew it was watching is kept
+//! in `--state-dir` (the [`AliveFile`]), so that after a restart a gap record says from when to
+//! when nothing was seen (reason `restart`).
+//!
 //! Nothing listens on the port, so nothing is exposed; another process that connects there is
 //! refused like the daemon, and its connect is taken as a heartbeat too (it came through the
 //! probes all the same), not judged.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use monitor_common::EventKind;
+use tokio::sync::mpsc::WeakSender;
 
-use super::counters::Tampering;
+use super::counters::{GapReason, Tampering};
 use super::http::Health;
 use super::metrics::Metrics;
+use crate::flows::FlowOutput;
 use crate::probes::Probes;
 use crate::source::decode::Connection;
 
@@ -104,17 +112,115 @@ impl Liveness {
     }
 }
 
+/// A time the daemon did not watch.
+#[derive(Clone, Debug)]
+pub struct Gap {
+    /// Why.
+    pub reason: GapReason,
+    /// When it last knew it was watching.
+    pub from: SystemTime,
+    /// When it watched again.
+    pub to: SystemTime,
+    /// For a restart: connections found established at start-up (judged as they were found).
+    pub found_at_start: Option<usize>,
+}
+
+/// The file in `--state-dir` that holds the last time the daemon knew it was watching (Unix
+/// nanoseconds), written every heartbeat and at shutdown, read at start-up.
+pub struct AliveFile {
+    path: PathBuf,
+    failures: u64,
+}
+
+impl AliveFile {
+    /// The file in `dir` (created 0700 if missing).
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        Ok(Self { path: dir.join("alive"), failures: 0 })
+    }
+
+    /// The time the previous run last knew it was watching; `None` on a first start. The file
+    /// is input like any other: a value that does not parse, or lies in the future, is ignored.
+    pub fn previous(&self) -> Option<SystemTime> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the alive file: no gap record for this start");
+                return None;
+            }
+        };
+        let at = text.trim().parse::<u64>().ok().map(|ns| UNIX_EPOCH + Duration::from_nanos(ns));
+        match at {
+            Some(at) if at <= SystemTime::now() => Some(at),
+            _ => {
+                tracing::warn!(content = %crate::escape::escape_bytes(text.trim().as_bytes()), "the alive file holds no past time: ignored");
+                None
+            }
+        }
+    }
+
+    /// Records that the daemon watches at `at` (written aside, then renamed over the file).
+    pub fn touch(&mut self, at: SystemTime) {
+        let ns = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".new");
+        let result = std::fs::write(&tmp, format!("{ns}\n")).and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = result {
+            self.failures += 1;
+            if self.failures.is_power_of_two() {
+                tracing::warn!(error = %e, failures = self.failures, "cannot write the alive file: a restart will show no gap record");
+            }
+        }
+    }
+}
+
 /// Beats, watches the heartbeat and the probe's link, and says when the daemon is blind.
 pub struct Watchdog {
     liveness: Arc<Liveness>,
     interval: Duration,
-    blind: bool,
+    /// Since when the daemon is blind (the last heartbeat's time).
+    blind_since: Option<SystemTime>,
+    alive: Option<AliveFile>,
+    gaps: Option<WeakSender<FlowOutput>>,
 }
 
 impl Watchdog {
-    /// A watchdog beating every `interval`.
-    pub fn new(liveness: Arc<Liveness>, interval: Duration) -> Self {
-        Self { liveness, interval, blind: false }
+    /// A watchdog beating every `interval`, keeping the time it last watched in `alive`.
+    pub fn new(liveness: Arc<Liveness>, interval: Duration, alive: Option<AliveFile>) -> Self {
+        Self { liveness, interval, blind_since: None, alive, gaps: None }
+    }
+
+    /// Hands gap records to the pipeline's fan-out (a weak handle: it never keeps the pipeline
+    /// from ending). Reports the gap since the previous run, if there was one.
+    pub fn start(&mut self, gaps: WeakSender<FlowOutput>, watching_since: SystemTime, found_at_start: usize) {
+        self.gaps = Some(gaps);
+        let Some(previous) = self.alive.as_ref().and_then(AliveFile::previous) else { return };
+        self.send(Gap {
+            reason: GapReason::Restart,
+            from: previous,
+            to: watching_since,
+            found_at_start: Some(found_at_start),
+        });
+    }
+
+    /// Records the last moment watched, at shutdown (the probes are about to be detached).
+    pub fn stopping(&mut self) {
+        if self.blind_since.is_none()
+            && let Some(alive) = &mut self.alive
+        {
+            alive.touch(SystemTime::now());
+        }
+    }
+
+    fn send(&self, gap: Gap) {
+        let seconds = gap.to.duration_since(gap.from).unwrap_or_default().as_secs_f64();
+        tracing::warn!(reason = gap.reason.as_str(), seconds, "a time nothing was watched: gap record written");
+        let Some(tx) = self.gaps.as_ref().and_then(WeakSender::upgrade) else { return };
+        if tx.try_send(FlowOutput::Gap(Box::new(gap))).is_err() {
+            tracing::error!("the pipeline is full or gone: a gap record could not be written");
+        }
     }
 
     /// How often [`Self::tick`] runs.
@@ -136,19 +242,29 @@ impl Watchdog {
             }
         }
         let silent = self.liveness.silent_for();
+        let now = SystemTime::now();
         let blind = silent > self.interval * MISSED_BEFORE_BLIND;
-        if blind != self.blind {
-            self.blind = blind;
-            health.set_blind(blind);
-            metrics.set_blind(blind);
-            if blind {
+        match (blind, self.blind_since) {
+            (true, None) => {
+                self.blind_since = Some(now.checked_sub(silent).unwrap_or(now));
+                health.set_blind(true);
+                metrics.set_blind(true);
                 tracing::error!(
                     silent_s = silent.as_secs(),
                     "blind: no heartbeat came through the probes (detached, or the ring is not read); /readyz fails"
                 );
-            } else {
-                tracing::warn!("the heartbeat comes through the probes again: no longer blind");
             }
+            (false, Some(since)) => {
+                self.blind_since = None;
+                health.set_blind(false);
+                metrics.set_blind(false);
+                tracing::warn!("the heartbeat comes through the probes again: no longer blind");
+                self.send(Gap { reason: GapReason::Blind, from: since, to: now, found_at_start: None });
+            }
+            _ => {}
+        }
+        if !blind && let Some(alive) = &mut self.alive {
+            alive.touch(now);
         }
         self.liveness.beat();
     }

@@ -5,10 +5,12 @@
 
 use std::sync::Arc;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use super::collector::PipelineCollector;
-use super::counters::{Counters, ReloadResult, Tampering};
+use super::counters::{Counters, GapReason, ReloadResult, Tampering};
 use crate::policy::reload::ReloadObserver;
 use crate::policy::verdict::{Severity, VerdictKind};
 use crate::policy::{ApprovalExpiry, ApprovalState, Policy};
@@ -41,6 +43,8 @@ pub const HTTP_REFUSED: &str = "dfdwatch_http_connections_refused_total";
 pub const BLIND: &str = "dfdwatch_blind";
 /// Signs of tampering with the monitor, by what was found.
 pub const TAMPERING: &str = "dfdwatch_tampering_detected_total";
+/// Seconds the daemon did not watch, by reason (`restart`, `blind`).
+pub const UNWATCHED: &str = "dfdwatch_unwatched_seconds_total";
 /// Times the probe was attached again after its link was found gone.
 pub const REATTACHED: &str = "dfdwatch_probe_reattached_total";
 
@@ -74,6 +78,7 @@ pub struct Metrics {
     blind: IntGauge,
     tampering: IntCounterVec,
     reattached: IntCounter,
+    unwatched: CounterVec,
     /// The dated approvals of the DFD in use, re-counted against the clock every minute.
     approvals: std::sync::Mutex<Vec<ApprovalExpiry>>,
 }
@@ -138,6 +143,13 @@ impl Metrics {
         }
         let reattached =
             IntCounter::new(REATTACHED, "Times the probe was attached again after its link was found gone.")?;
+        let unwatched = CounterVec::new(
+            Opts::new(UNWATCHED, "Seconds the daemon did not watch, by reason: restart (not running), blind."),
+            &["reason"],
+        )?;
+        for reason in GapReason::ALL {
+            unwatched.with_label_values(&[reason.as_str()]);
+        }
         for state in ApprovalState::ALL {
             dfd_approvals.with_label_values(&[state.as_str()]);
         }
@@ -164,6 +176,7 @@ impl Metrics {
         registry.register(Box::new(blind.clone()))?;
         registry.register(Box::new(tampering.clone()))?;
         registry.register(Box::new(reattached.clone()))?;
+        registry.register(Box::new(unwatched.clone()))?;
         registry.register(Box::new(PipelineCollector::new(counters)?))?;
         Ok(Self {
             registry,
@@ -180,6 +193,7 @@ impl Metrics {
             blind,
             tampering,
             reattached,
+            unwatched,
             approvals: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -251,6 +265,11 @@ impl Metrics {
     /// Counts one sign of tampering.
     pub fn record_tampering(&self, what: Tampering) {
         self.tampering.with_label_values(&[what.as_str()]).inc();
+    }
+
+    /// Adds a time the daemon did not watch.
+    pub fn add_unwatched(&self, reason: GapReason, seconds: f64) {
+        self.unwatched.with_label_values(&[reason.as_str()]).inc_by(seconds.max(0.0));
     }
 
     /// Counts one re-attach of the probe.
