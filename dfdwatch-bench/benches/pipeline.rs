@@ -43,7 +43,7 @@ fn pipeline(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH as u64));
     for nodes in [10usize, 1_000, 10_000] {
         let path = synth::write_dfd(&dir, nodes).unwrap();
-        let policy = Arc::new(Policy::load(&[path]).unwrap());
+        let policy = Arc::new(Policy::load(&[path], None).unwrap());
         let counters = Arc::new(Counters::default());
         let mut resolver = Resolver::new(None, Arc::new(StaticNames::default()), counters.clone());
         let recs = records(nodes, usize::MAX);

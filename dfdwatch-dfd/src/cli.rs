@@ -51,6 +51,100 @@ pub struct RenderArgs {
     pub output: Option<PathBuf>,
 }
 
+/// Arguments of `dfdwatch sign`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SignArgs {
+    /// The DFD directory: its `.yaml`/`.yml` files are listed in `dfd.sha256`, which is signed.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The approver's minisign secret key (`minisign -G` makes one).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// A file holding the key's password; without it, the environment variable
+    /// DFDWATCH_KEY_PASSWORD, else no password (a key made with `minisign -G -W`).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Signed with the signature and logged by the daemon: who approves, which ticket.
+    #[arg(long, value_name = "TEXT")]
+    pub comment: String,
+    /// Names the signature file `dfd.sha256.NAME.minisig` (default: the key id).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+/// Arguments of `dfdwatch verify`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The DFD directory, with `dfd.sha256` and its signatures.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// A trusted minisign public key (repeat for each approver).
+    #[arg(long = "trust-key", value_name = "FILE", required = true)]
+    pub trust_keys: Vec<PathBuf>,
+    /// Distinct trusted keys that must have signed.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub required: usize,
+}
+
+/// Signs the DFD directory (`dfdwatch sign`); returns the exit status.
+pub fn sign(args: &SignArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let password = match &args.password_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(p) => p.trim_end_matches(['\n', '\r']).to_owned(),
+            Err(e) => {
+                let _ = writeln!(err, "dfdwatch: {}: {e}", crate::escape::escape_path(path));
+                return EXIT_USAGE;
+            }
+        },
+        None => std::env::var("DFDWATCH_KEY_PASSWORD").unwrap_or_default(),
+    };
+    let signed = crate::sign::secret_key(&args.key, &password)
+        .and_then(|key| crate::sign::sign(&args.dir, &key, args.name.as_deref(), &args.comment));
+    match signed {
+        Ok(path) => {
+            let _ = writeln!(out, "signed: {}", crate::sign::MANIFEST);
+            let _ = writeln!(out, "signature: {}", crate::escape::escape_path(&path));
+            EXIT_OK
+        }
+        Err(e) => {
+            let _ = writeln!(err, "dfdwatch: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// Verifies the DFD directory's signatures (`dfdwatch verify`); returns the exit status: 0
+/// verified, 1 not verified, 64 bad usage (a key that does not read).
+pub fn verify(args: &VerifyArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let trust = match crate::sign::Trust::from_files(&args.trust_keys, args.required) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(err, "dfdwatch: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let bundle = match crate::sign::read_bundle(std::slice::from_ref(&args.dir)) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = writeln!(err, "dfdwatch: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    match crate::sign::verify(&bundle, &trust) {
+        Ok(approvers) => {
+            for a in approvers {
+                let esc = |s: &str| crate::escape::escape_bytes(s.as_bytes());
+                let _ = writeln!(out, "signed by {} (key {}): {}", esc(&a.key), a.key_id, esc(&a.comment));
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            let _ = writeln!(err, "dfdwatch: not verified: {e}");
+            EXIT_FINDINGS
+        }
+    }
+}
+
 fn load(paths: &[PathBuf], err: &mut dyn Write) -> Result<Loaded, u8> {
     load_paths(paths).map_err(|e| {
         let _ = writeln!(err, "dfdwatch: {e}");

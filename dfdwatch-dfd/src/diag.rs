@@ -35,7 +35,8 @@ impl Loc {
 
 impl fmt::Display for Loc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file.display(), self.line, self.col)
+        let file = crate::escape::escape_path(&self.file);
+        write!(f, "{file}:{}:{}", self.line, self.col)
     }
 }
 

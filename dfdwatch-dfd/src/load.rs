@@ -13,20 +13,20 @@ pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// A path given on the command line does not exist.
-    #[error("{path}: no such file or directory")]
+    #[error("{}: no such file or directory", crate::escape::escape_path(path))]
     NotFound {
         /// The path as given.
         path: PathBuf,
     },
     /// A path is neither a regular file nor a directory (a FIFO would hang the reader, a device
     /// could be read without end).
-    #[error("{path}: not a regular file or directory")]
+    #[error("{}: not a regular file or directory", crate::escape::escape_path(path))]
     NotRegular {
         /// The path as given.
         path: PathBuf,
     },
     /// A directory contains no `.yaml`/`.yml` file.
-    #[error("{path}: directory holds no .yaml or .yml file")]
+    #[error("{}: directory holds no .yaml or .yml file", crate::escape::escape_path(path))]
     EmptyDirectory {
         /// The directory.
         path: PathBuf,
@@ -35,7 +35,7 @@ pub enum LoadError {
     #[error("no DFD file or directory given")]
     NoPaths,
     /// A file or directory could not be read.
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", crate::escape::escape_path(path))]
     Io {
         /// The file or directory.
         path: PathBuf,

@@ -8,7 +8,7 @@
 pub mod cgroupfs;
 pub mod clock;
 pub mod daemon;
-pub mod escape;
+pub use dfdwatch_dfd::escape;
 pub mod flows;
 pub mod heap;
 pub mod identity;

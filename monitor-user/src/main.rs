@@ -34,6 +34,12 @@ enum Command {
     Check(dfdwatch_dfd::cli::CheckArgs),
     /// Draw approved DFD files as Graphviz DOT or Mermaid.
     Render(dfdwatch_dfd::cli::RenderArgs),
+    /// Sign a DFD directory as an approver: writes its manifest `dfd.sha256` and a minisign
+    /// signature of it (docs/signing.md).
+    Sign(dfdwatch_dfd::cli::SignArgs),
+    /// Verify a DFD directory's signatures against trusted keys, as the daemon does with
+    /// --dfd-trust-key. Exit 0 verified, 1 not, 64 bad usage.
+    Verify(dfdwatch_dfd::cli::VerifyArgs),
 }
 
 fn init_logging(level: &str) -> Result<(), String> {
@@ -66,6 +72,12 @@ fn main() -> ExitCode {
         }
         Command::Render(args) => {
             ExitCode::from(dfdwatch_dfd::cli::render(&args, &mut std::io::stdout(), &mut std::io::stderr()))
+        }
+        Command::Sign(args) => {
+            ExitCode::from(dfdwatch_dfd::cli::sign(&args, &mut std::io::stdout(), &mut std::io::stderr()))
+        }
+        Command::Verify(args) => {
+            ExitCode::from(dfdwatch_dfd::cli::verify(&args, &mut std::io::stdout(), &mut std::io::stderr()))
         }
         Command::Run(args) => {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -1,7 +1,7 @@
 //! The `dfdwatch` binary's DFD subcommands, end to end: the shipped DFDs check clean, a broken
 //! file is reported as `file:line:col` with exit 1, a missing path is bad usage (64), bad `run`
-//! options are all reported at once with 64, a sink file that is a symbolic link is refused, and
-//! render produces a drawing Graphviz accepts.
+//! options are all reported at once with 64, a sink file that is a symbolic link is refused, a
+//! file name cannot forge report lines, and render produces a drawing Graphviz accepts.
 
 use std::process::{Command, Stdio};
 
@@ -87,6 +87,24 @@ fn sink_files_that_are_symbolic_links_are_refused() -> Result<()> {
         ensure!(!err.contains("dfdwatch ready"), "refused before the probes are loaded: {err}");
     }
     ensure!(std::fs::read_to_string(&target)? == "precious\n", "the link's target is untouched");
+    Ok(())
+}
+
+/// A file name cannot forge report lines: a newline or an escape sequence in it is printed
+/// escaped, so each finding stays one line that starts with its own file's name.
+#[test]
+fn file_names_in_reports_are_escaped() -> Result<()> {
+    let dir = sys::scratch_dir("cli-escape")?;
+    let name = "x.yaml\nforged.yaml:1:1: info: all is well\x1b[2J.yaml";
+    std::fs::write(dir.join(name), "apiVersion: [unclosed\n")?;
+    let out = dfdwatch(&["check", dir.to_str().unwrap_or_default()])?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.code() == Some(1), "a broken file fails: {report}");
+    ensure!(!report.contains('\x1b'), "no raw escape byte reaches the terminal: {report:?}");
+    for line in report.lines().filter(|l| !l.trim().is_empty() && l.contains(": error:")) {
+        ensure!(line.contains("x.yaml\\x0aforged.yaml"), "the newline is escaped, on one line: {line:?}");
+    }
+    ensure!(!report.lines().any(|l| l.starts_with("forged.yaml")), "no forged line: {report:?}");
     Ok(())
 }
 

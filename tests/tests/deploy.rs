@@ -38,6 +38,8 @@ fn scenarios(dir: &Path) -> Result<Vec<(&'static str, Rendered)>> {
         "events.destination=/var/log/dfdwatch/events.jsonl",
         "alerts.destination=/var/log/dfdwatch/alerts.jsonl",
         "alerts.alertmanagerUrl=http://alertmanager.monitoring:9093",
+        // Signed DFDs: an approver's minisign public key.
+        "dfd.trustedKeys[0]=RWSNQwhLF70aCK/qeXgsO1VZUbfXAguVMyrrNM/AZCeK1Lh6tmSaREFo",
     ] {
         full.extend(["--set".to_owned(), set.to_owned()]);
     }

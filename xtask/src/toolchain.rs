@@ -31,6 +31,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     // tamper tests: close the daemon's probe link from outside, as an attacker with ptrace would
     "gdb",
+    // signed DFDs: the approvers' tool, whose keys and signatures dfdwatch reads and writes
+    "minisign",
     // DFD rendering tests
     "graphviz",
     // metrics: promtool checks the exposition format and the alerting rules

@@ -61,6 +61,14 @@ pub struct RunArgs {
     /// approval is not an error here: it is a warning and a metric, see docs/verdicts.md).
     #[arg(long = "dfd", value_name = "PATH")]
     pub dfd: Vec<PathBuf>,
+    /// Require the DFD to be signed: a minisign public key whose signatures count (repeat for
+    /// each approver). The DFD must then be one directory holding `dfd.sha256` and its
+    /// signatures (`dfdwatch sign`); anything else is refused, at start and on reload.
+    #[arg(long = "dfd-trust-key", value_name = "FILE")]
+    pub dfd_trust_keys: Vec<PathBuf>,
+    /// Distinct trusted keys that must have signed the DFD.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub dfd_required_signatures: usize,
     /// Append alert events (JSON Lines, schema dfdwatch.alert.v1) to this file, or `-` for stdout.
     /// Needs --dfd.
     #[arg(long, value_name = "PATH")]
@@ -142,6 +150,14 @@ impl RunArgs {
             "--alerts-file and --alertmanager-url need --dfd: alerts are verdicts against the approved DFD".into(),
         );
         check((1..=3600).contains(&self.dfd_watch_interval_secs), "--dfd-watch-interval-secs: use 1 to 3600".into());
+        check(
+            self.dfd_trust_keys.is_empty() || (self.dfd.len() == 1 && self.dfd[0].is_dir()),
+            "--dfd-trust-key needs --dfd to name one directory: a signature covers a DFD directory as a whole".into(),
+        );
+        check(
+            (1..=self.dfd_trust_keys.len().max(1)).contains(&self.dfd_required_signatures),
+            "--dfd-required-signatures: use 1 to the number of --dfd-trust-key given".into(),
+        );
         check(self.alerts_keep <= 1000, "--alerts-keep: use 0 to 1000".into());
         check((1..=86_400).contains(&self.alert_window_secs), "--alert-window-secs: use 1 to 86400".into());
         check((1..=1 << 20).contains(&self.alert_max_windows), "--alert-max-windows: use 1 to 1048576".into());

@@ -14,6 +14,8 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 pub use config::{ConfigErrors, RunArgs};
 use pipeline::{Parts, Pipeline, Sinks};
 
+use dfdwatch_dfd::sign::Trust;
+
 use crate::{
     cgroupfs,
     identity::{Resolver, StaticNames, cgroup::CgroupPaths},
@@ -86,11 +88,24 @@ fn load_names(args: &RunArgs) -> Result<StaticNames, RunError> {
     Ok(names)
 }
 
-fn load_policy(args: &RunArgs) -> Result<Option<Policy>, RunError> {
+/// The keys whose signatures the DFD needs (`--dfd-trust-key`), if any.
+fn load_trust(args: &RunArgs) -> Result<Option<Arc<Trust>>, RunError> {
+    if args.dfd_trust_keys.is_empty() {
+        return Ok(None);
+    }
+    let trust = Trust::from_files(&args.dfd_trust_keys, args.dfd_required_signatures)
+        .map_err(|e| RunError::Policy(e.into()))?;
+    for k in trust.keys() {
+        tracing::info!(key = %crate::escape::escape_bytes(k.name.as_bytes()), key_id = %k.id, "DFD signatures required: trusted key");
+    }
+    Ok(Some(Arc::new(trust)))
+}
+
+fn load_policy(args: &RunArgs, trust: Option<&Trust>) -> Result<Option<Policy>, RunError> {
     if args.dfd.is_empty() {
         return Ok(None);
     }
-    let policy = Policy::load(&args.dfd)?;
+    let policy = Policy::load(&args.dfd, trust)?;
     let dfd = &policy.compiled.dfd;
     tracing::info!(nodes = dfd.nodes.len(), zones = dfd.zones.len(), flows = dfd.flows.len(), sha256 = %policy.revision.sha256, "approved DFD loaded");
     Ok(Some(policy))
@@ -173,7 +188,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let health = Arc::new(Health::default());
 
     let names = load_names(&args)?;
-    let policy = load_policy(&args)?;
+    let trust = load_trust(&args)?;
+    let policy = load_policy(&args, trust.as_deref())?;
     if let Some(policy) = &policy {
         metrics.set_dfd(policy);
     }
@@ -214,7 +230,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // Once the probes are attached, what they cannot have seen: connections already established.
     let found_at_start = crate::source::snapshot::established(std::process::id());
     let found = found_at_start.len();
-    let parts = Parts { ring, resolver, policy, sinks, node, flow_maps, identity_generation, liveness, found_at_start };
+    let parts =
+        Parts { ring, resolver, policy, trust, sinks, node, flow_maps, identity_generation, liveness, found_at_start };
     let pipeline = Pipeline::start(&args, parts, &counters, &metrics, &shutdown)?;
     watchdog.start(pipeline.outside(), watching_since, found);
     let server = listener.map(|l| tokio::spawn(http::serve(l, metrics.clone(), health.clone(), shutdown.signal())));

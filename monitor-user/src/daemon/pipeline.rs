@@ -99,6 +99,8 @@ pub struct Parts {
     pub resolver: Resolver,
     /// The approved DFD, if one is loaded.
     pub policy: Option<Policy>,
+    /// The keys a reloaded DFD must be signed with, if signatures are required.
+    pub trust: Option<Arc<dfdwatch_dfd::sign::Trust>>,
     /// The opened sinks.
     pub sinks: Sinks,
     /// Node name written in events.
@@ -169,7 +171,7 @@ impl Pipeline {
                 let interval = Duration::from_secs(args.dfd_watch_interval_secs);
                 // The kernel's verdicts are withdrawn before the metrics report the reload.
                 let observers: Vec<Arc<dyn ReloadObserver>> = vec![kernel.clone(), metrics.clone()];
-                let r = Reloader::new(args.dfd.clone(), interval, policy_tx, Arc::new(observers))
+                let r = Reloader::new(args.dfd.clone(), parts.trust, interval, policy_tx, Arc::new(observers))
                     .map_err(RunError::Signal)?;
                 reloader = Some(tokio::spawn(r.run(shutdown.signal())));
             }

@@ -13,6 +13,7 @@ use dfdwatch_dfd::date::Date;
 use dfdwatch_dfd::diag::{Finding, has_errors, sort_findings};
 use dfdwatch_dfd::load::Source;
 use dfdwatch_dfd::report::Format;
+use dfdwatch_dfd::sign::{Bundle, Trust, read_bundle};
 
 use crate::escape::escape_bytes;
 
@@ -25,6 +26,8 @@ pub enum PolicyError {
     Findings(String),
     #[error("the approved DFD does not compile: {0}")]
     Compile(String),
+    #[error("the approved DFD is refused: its signatures do not verify: {0}")]
+    Signature(#[from] dfdwatch_dfd::sign::SignError),
 }
 
 /// Which DFD revision judged a flow: written in alerts and in `dfdwatch_dfd_info`.
@@ -108,6 +111,9 @@ pub struct Policy {
     pub approvals: Vec<ApprovalExpiry>,
     /// Unix time it was loaded.
     pub loaded_unix: i64,
+    /// Hash of everything read to admit it, signatures included ([`Bundle::hash`]): the
+    /// reloader's change detection starts from it.
+    pub read_hash: String,
 }
 
 impl std::fmt::Debug for Policy {
@@ -128,14 +134,29 @@ pub fn unix_now() -> i64 {
 }
 
 impl Policy {
-    /// Reads the DFD files under `paths` once and admits them.
-    pub fn load(paths: &[PathBuf]) -> Result<Self, PolicyError> {
-        Self::from_sources(&dfdwatch_dfd::load::read_sources(paths)?)
+    /// Reads the DFD under `paths` once and admits it.
+    pub fn load(paths: &[PathBuf], trust: Option<&Trust>) -> Result<Self, PolicyError> {
+        Self::admit(&read_bundle(paths)?, trust)
+    }
+
+    /// Admits the DFD read into `bundle`: with `trust`, only if enough trusted keys signed it
+    /// as a whole ([`dfdwatch_dfd::sign`]); then it is parsed, linted and compiled from the very
+    /// bytes read.
+    pub fn admit(bundle: &Bundle, trust: Option<&Trust>) -> Result<Self, PolicyError> {
+        if let Some(trust) = trust {
+            for a in dfdwatch_dfd::sign::verify(bundle, trust)? {
+                let (key, comment) = (escape_bytes(a.key.as_bytes()), escape_bytes(a.comment.as_bytes()));
+                tracing::info!(%key, key_id = %a.key_id, %comment, "approved DFD signed by a trusted key");
+            }
+        }
+        let mut policy = Self::from_sources(&bundle.sources)?;
+        policy.read_hash = bundle.hash();
+        Ok(policy)
     }
 
     /// Admits and compiles the DFD held in `sources` (as read by
     /// [`dfdwatch_dfd::load::read_sources`]); the revision's hash is over these very bytes.
-    pub fn from_sources(sources: &[Source]) -> Result<Self, PolicyError> {
+    fn from_sources(sources: &[Source]) -> Result<Self, PolicyError> {
         let sha256 = sources_hash(sources);
         let loaded = dfdwatch_dfd::load::parse_sources(sources);
         let mut findings: Vec<Finding> = loaded.findings;
@@ -158,7 +179,8 @@ impl Policy {
         crate::heap::release_freed_memory();
         let ids = super::placement::DfdIds::new(&compiled);
         let revision = Arc::new(DfdRef { name, sha256 });
-        let policy = Self { compiled, revision, zones, ids, approvals, loaded_unix: unix_now() };
+        let policy =
+            Self { compiled, revision, zones, ids, approvals, loaded_unix: unix_now(), read_hash: String::new() };
         policy.warn_expiries(policy.loaded_unix);
         Ok(policy)
     }

@@ -11,12 +11,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dfdwatch_dfd::load::{Source, read_sources};
+use dfdwatch_dfd::sign::{Bundle, Trust, read_bundle};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use super::Policy;
-use super::admission::sources_hash;
 use crate::shutdown::ShutdownSignal;
 
 /// Who hears of each reload's outcome (the daemon's metrics), so that this module need not know
@@ -54,6 +53,7 @@ enum Trigger {
 /// Watches the DFD files and SIGHUP, and publishes each accepted revision.
 pub struct Reloader {
     paths: Vec<PathBuf>,
+    trust: Option<Arc<Trust>>,
     interval: Duration,
     policy: watch::Sender<Arc<Policy>>,
     observer: Arc<dyn ReloadObserver>,
@@ -65,12 +65,13 @@ impl Reloader {
     /// start-up.
     pub fn new(
         paths: Vec<PathBuf>,
+        trust: Option<Arc<Trust>>,
         interval: Duration,
         policy: watch::Sender<Arc<Policy>>,
         observer: Arc<dyn ReloadObserver>,
     ) -> std::io::Result<Self> {
         let hangup = signal(SignalKind::hangup())?;
-        Ok(Self { paths, interval, policy, observer, hangup })
+        Ok(Self { paths, trust, interval, policy, observer, hangup })
     }
 
     /// Runs until `stop` fires.
@@ -79,25 +80,34 @@ impl Reloader {
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_seen = self.policy.borrow().revision.sha256.clone();
+        // Change detection is over everything read (a new signature is a change too); the
+        // revision's own hash is over the DFD files only.
+        let mut running = self.policy.borrow().read_hash.clone();
+        let mut last_seen = running.clone();
         let mut refused: Option<String> = None;
         loop {
             tokio::select! {
                 () = &mut stop => break,
                 _ = self.hangup.recv() => {
                     tracing::info!("SIGHUP: reloading the approved DFD");
-                    if let Some(sources) = self.read().await {
-                        refused = self.reload(Trigger::Sighup, sources).await;
+                    if let Some(bundle) = self.read().await {
+                        let hash = bundle.hash();
+                        refused = self.reload(Trigger::Sighup, bundle).await;
+                        if refused.is_none() {
+                            running = hash;
+                        }
                     }
                 }
                 _ = tick.tick() => {
-                    let Some(sources) = self.read().await else { continue };
-                    let hash = sources_hash(&sources);
+                    let Some(bundle) = self.read().await else { continue };
+                    let hash = bundle.hash();
                     let stable = hash == last_seen;
                     last_seen = hash.clone();
-                    let running = self.policy.borrow().revision.sha256.clone();
                     if stable && hash != running && refused.as_deref() != Some(hash.as_str()) {
-                        refused = self.reload(Trigger::FileChange, sources).await;
+                        refused = self.reload(Trigger::FileChange, bundle).await;
+                        if refused.is_none() {
+                            running = hash;
+                        }
                     }
                 }
             }
@@ -105,9 +115,9 @@ impl Reloader {
     }
 
     /// Reads the DFD files once, off the runtime; `None` (logged) when they cannot be read.
-    async fn read(&self) -> Option<Vec<Source>> {
+    async fn read(&self) -> Option<Bundle> {
         let paths = self.paths.clone();
-        match tokio::task::spawn_blocking(move || read_sources(&paths)).await {
+        match tokio::task::spawn_blocking(move || read_bundle(&paths)).await {
             Ok(Ok(sources)) => Some(sources),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read the approved DFD's files; the running DFD stays");
@@ -122,9 +132,10 @@ impl Reloader {
 
     /// Admits `sources` and, if they pass, publishes them. Returns the content hash of a refused
     /// DFD (so the same content is not retried and logged every poll), or `None`.
-    async fn reload(&mut self, trigger: Trigger, sources: Vec<Source>) -> Option<String> {
-        let hash = sources_hash(&sources);
-        let result = match tokio::task::spawn_blocking(move || Policy::from_sources(&sources)).await {
+    async fn reload(&mut self, trigger: Trigger, bundle: Bundle) -> Option<String> {
+        let hash = bundle.hash();
+        let trust = self.trust.clone();
+        let result = match tokio::task::spawn_blocking(move || Policy::admit(&bundle, trust.as_deref())).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "the DFD reload task failed; the running DFD stays");

@@ -1,6 +1,7 @@
-//! Escaping of strings that come from the kernel or /proc (comm, paths): any byte outside
-//! printable ASCII, and the backslash, becomes `\xNN`, so logs and JSON show exactly what the
-//! kernel held and a process cannot forge log lines or terminal escapes with its name.
+//! Escaping of strings that come from outside (comm and paths from the kernel or /proc, file
+//! names in reports): any byte outside printable ASCII, and the backslash, becomes `\xNN`, so
+//! logs, reports and JSON show exactly what was there, and no name can forge a log or report
+//! line or a terminal escape.
 
 use std::fmt::Write as _;
 
@@ -15,6 +16,11 @@ pub fn escape_bytes(raw: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Escapes a path for logs and reports.
+pub fn escape_path(path: &std::path::Path) -> String {
+    escape_bytes(path.as_os_str().as_encoded_bytes())
 }
 
 #[cfg(test)]
