@@ -50,30 +50,23 @@ fn verify(dir: &Path, keys: &[&Path], required: usize) -> Result<std::process::O
     run_to_exit(&args)
 }
 
-const DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
-kind: ApprovedDataFlowDiagram
-metadata:
-  name: signed
-spec:
-  tiers:
-    - {id: T2, name: Internal, level: 2}
-  dataClasses:
-    - {id: public, level: 0}
-  zones:
-    - {id: internal, name: Internal, tier: T2, match: {cidrs: ["10.0.0.0/8"]}}
-  nodes:
-    - {id: a, name: A, kind: process, zone: internal, match: {cidrs: ["10.0.0.1/32"]}}
-    - {id: b, name: B, kind: process, zone: internal, match: {cidrs: ["10.0.0.2/32"]}}
-  flows:
-    - {id: a-to-b, from: a, to: b, ports: [{port: 80, protocol: TCP}], data: [public], authenticated: true, encrypted: true}
-"#;
-
 #[test]
 fn dfdwatch_and_minisign_read_each_others_signatures_and_one_byte_is_refused() -> Result<()> {
     let scratch = sys::scratch_dir("signing-cli")?;
+    // The shipped demo DFD, copied.
     let dfd = scratch.join("dfd");
     std::fs::create_dir_all(&dfd)?;
-    std::fs::write(dfd.join("shop.yaml"), DFD)?;
+    let demo = sys::workspace_root().join("approved-dfd/demo");
+    let mut first = None;
+    for entry in std::fs::read_dir(&demo)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let name = path.file_name().context("file name")?.to_owned();
+            std::fs::copy(&path, dfd.join(&name))?;
+            first = first.max(Some(name));
+        }
+    }
+    let changed = first.context("no demo DFD file")?;
     let (alice_pub, alice_key) = keypair(&scratch, "alice")?;
     let (bob_pub, bob_key) = keypair(&scratch, "bob")?;
 
@@ -110,13 +103,14 @@ fn dfdwatch_and_minisign_read_each_others_signatures_and_one_byte_is_refused() -
     ensure!(verify(&dfd, &[&alice_pub, &stranger], 2)?.status.code() == Some(1), "one of two required");
 
     // One byte changed after signing.
-    let mut bytes = std::fs::read(dfd.join("shop.yaml"))?;
-    let at = bytes.iter().position(|&b| b == b'8').context("a digit")?;
-    bytes[at] = b'9';
-    std::fs::write(dfd.join("shop.yaml"), &bytes)?;
+    let mut bytes = std::fs::read(dfd.join(&changed))?;
+    let at = bytes.iter().position(u8::is_ascii_digit).context("a digit")?;
+    bytes[at] = if bytes[at] == b'9' { b'8' } else { b'9' };
+    std::fs::write(dfd.join(&changed), &bytes)?;
     let out = verify(&dfd, &[&alice_pub], 1)?;
+    let want = format!("{} differs from the signed content", changed.to_string_lossy());
     ensure!(out.status.code() == Some(1), "a changed byte is refused: {out:?}");
-    ensure!(String::from_utf8_lossy(&out.stderr).contains("shop.yaml differs from the signed content"), "{out:?}");
+    ensure!(String::from_utf8_lossy(&out.stderr).contains(&want), "{out:?}");
     Ok(())
 }
 
