@@ -232,6 +232,8 @@ pub struct Node {
     pub owner: Option<String>,
     /// Free text.
     pub description: Option<String>,
+    /// Why this node may match every address (`acknowledgeCatchAll`), silencing B006.
+    pub acknowledge_catch_all: Option<String>,
     /// Where it is declared.
     pub loc: Loc,
 }
@@ -375,6 +377,8 @@ pub struct Flow {
     pub approval: Option<Approval>,
     /// Free text.
     pub description: Option<String>,
+    /// Why this flow may approve every port (`acknowledgeCatchAll`), silencing B006.
+    pub acknowledge_catch_all: Option<String>,
     /// Where it is declared.
     pub loc: Loc,
 }

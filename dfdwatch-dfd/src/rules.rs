@@ -60,6 +60,12 @@ pub const RULES: &[Rule] = &[
         "local-only-binding",
         "A node is bound only by local-end fields (executables, images, cgroups, units) and cannot be recognised as a remote peer.",
     ),
+    rule(
+        "B006",
+        E,
+        "catch-all",
+        "A node outside an external zone matches every address, or a flow approves every port, without `acknowledgeCatchAll`.",
+    ),
     rule("X001", E, "upward-without-authn", "A crossing from a lower to a higher tier has no authn checkpoint."),
     rule("X002", E, "tier-skipping", "A crossing skips a tier (e.g. T1 to T3)."),
     rule("X003", E, "sensitive-unencrypted", "Personal data on a flow whose encryption.required is none."),
@@ -135,7 +141,7 @@ pub fn capitals(id: &str) -> Option<Capitals> {
         "X006" => Capitals::Poisoning,
         "X007" | "H001" => Capitals::Authorization,
         "X008" => Capitals::Tampering,
-        "X002" | "X005" | "B002" | "B003" | "B004" => Capitals::Segmentation,
+        "X002" | "X005" | "B002" | "B003" | "B004" | "B006" => Capitals::Segmentation,
         "B001" | "B005" => Capitals::LackOfLogging,
         _ => return None,
     })

@@ -268,3 +268,29 @@ fn pairwise_glob_lints_compile_each_glob_once() {
     assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
     assert!(findings.iter().all(|f| f.rule != "B002"), "web-N-* and db-N never meet");
 }
+
+#[test]
+fn catch_all_nodes_and_flows_are_errors_unless_acknowledged() {
+    let extra = |ack: &str| {
+        format!(
+            "{HEAD}  zones:
+    - {{id: anywhere, name: Anywhere, tier: T1, match: {{cidrs: [\"0.0.0.0/0\", \"::/0\"]}}}}
+  nodes:
+    - {{id: anything, kind: process, zone: anywhere, match: {{cidrs: [\"0.0.0.0/0\"]}}{ack}}}
+  flows:
+    - {{id: anything-to-api, from: anything, to: api, ports: [{{port: 1, endPort: 65535}}], encryption: {{required: tls}}, checkpoints: [jwt-authn]{ack}}}
+"
+        )
+    };
+    let f = run(&extra(""));
+    let b006: Vec<&Finding> = f.iter().filter(|f| f.rule == "B006").collect();
+    assert_eq!(b006.len(), 2, "{f:#?}");
+    assert!(b006.iter().all(|f| f.severity == Severity::Error));
+    assert!(b006[0].message.contains("node anything matches every address (0.0.0.0/0)"), "{b006:#?}");
+    assert!(b006[1].message.contains("flow anything-to-api approves every port"), "{b006:#?}");
+    let f = run(&extra(", acknowledgeCatchAll: \"the VPN concentrator, SEC-77\""));
+    assert!(!f.iter().any(|f| f.rule == "B006"), "acknowledged in the file: {f:#?}");
+    // The shipped DFD's external node matches every address (the internet): no finding.
+    let (dfd, _) = load_str("t.yaml", &format!("{PLATFORM}\n---\n{SHOP}"));
+    assert!(!lint(&dfd, today()).iter().any(|f| f.rule == "B006"));
+}

@@ -153,6 +153,7 @@ fn node(cx: &mut Cx<'_>, y: &Yaml) -> Option<Node> {
     let max_data = o.get("maxData").and_then(|v| reference(cx, v, "maxData"));
     let owner = opt_string(cx, &mut o, "owner");
     let description = opt_string(cx, &mut o, "description");
+    let acknowledge_catch_all = opt_string(cx, &mut o, "acknowledgeCatchAll");
     o.finish(cx);
     let nid = nid?;
     Some(Node {
@@ -164,6 +165,7 @@ fn node(cx: &mut Cx<'_>, y: &Yaml) -> Option<Node> {
         max_data,
         owner,
         description,
+        acknowledge_catch_all,
         loc: y.loc.clone(),
     })
 }
@@ -261,6 +263,7 @@ fn flow(cx: &mut Cx<'_>, y: &Yaml) -> Option<Flow> {
     let checkpoints = o.get("checkpoints").map(|v| references(cx, v, "checkpoints")).unwrap_or_default();
     let approval = o.get("approval").and_then(|v| approval(cx, v));
     let description = opt_string(cx, &mut o, "description");
+    let acknowledge_catch_all = opt_string(cx, &mut o, "acknowledgeCatchAll");
     o.finish(cx);
     Some(Flow {
         id: fid?,
@@ -273,6 +276,7 @@ fn flow(cx: &mut Cx<'_>, y: &Yaml) -> Option<Flow> {
         checkpoints,
         approval,
         description,
+        acknowledge_catch_all,
         loc: y.loc.clone(),
     })
 }

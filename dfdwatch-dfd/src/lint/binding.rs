@@ -1,5 +1,7 @@
 //! Binding lints: nodes without a selector (B001), node selectors that overlap (B002), a node
-//! selector outside its zone's (B003), and nodes bound only by local-end identities (B005).
+//! selector outside its zone's (B003), nodes bound only by local-end identities (B005), and
+//! catch-all approvals (B006): a node outside an external zone that matches every address, or a
+//! flow on every port, which would approve everything unless a person said why in the file.
 
 use super::Index;
 use super::overlap::{branch_within, branches_overlap};
@@ -37,6 +39,7 @@ pub(super) fn check(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
         bound.push((n, branches));
     }
     external_overlaps_internal(dfd, ix, out);
+    catch_all(dfd, ix, out);
     // Pairs of nodes, each id once: copies of a node under a duplicate id are S002 already, and
     // comparing them with everything again would make the report grow with the square of the copies.
     bound.retain(|(n, _)| ix.nodes.get(n.id.as_str()).is_some_and(|first| std::ptr::eq(*first, *n)));
@@ -50,6 +53,37 @@ pub(super) fn check(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
                     format!("nodes {} and {} have selectors that can match the same endpoint; make them disjoint (e.g. different labels, service accounts or CIDRs)", a.id, b.id),
                 ));
             }
+        }
+    }
+    listed.finish(out);
+}
+
+/// B006: approvals that match everything, unless acknowledged with `acknowledgeCatchAll`.
+fn catch_all(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
+    let mut listed = super::Capped::new("B006", "catch-all nodes and flows");
+    for n in dfd.nodes.iter().filter(|n| n.acknowledge_catch_all.is_none()) {
+        if ix.zones.get(n.zone.id.as_str()).is_some_and(|z| z.external) {
+            continue;
+        }
+        let everything = cidr_sets(n.selector.as_ref())
+            .into_iter()
+            .flat_map(|(include, _)| include)
+            .find(|net| net.prefix_len() == 0);
+        if let Some(net) = everything {
+            listed.push(out, || Finding::new(
+                "B006",
+                n.selector.as_ref().and_then(|s| s.loc.as_ref()).or(Some(&n.loc)),
+                format!("node {} matches every address ({net}) but is not in an external zone, so any peer becomes this node; narrow its CIDRs, or say why in `acknowledgeCatchAll: \"...\"`", n.id),
+            ));
+        }
+    }
+    for f in dfd.flows.iter().filter(|f| f.acknowledge_catch_all.is_none()) {
+        if let Some(p) = f.ports.iter().find(|p| p.port <= 1 && p.end_port == u16::MAX) {
+            listed.push(out, || Finding::new(
+                "B006",
+                Some(&p.loc),
+                format!("flow {} approves every port (1-65535); list the acceptor's ports, or say why in `acknowledgeCatchAll: \"...\"`", f.id),
+            ));
         }
     }
     listed.finish(out);
