@@ -8,6 +8,7 @@ pub mod compile;
 pub mod date;
 pub mod decode;
 pub mod diag;
+pub mod diff;
 pub mod escape;
 pub mod lint;
 pub mod load;

@@ -42,6 +42,8 @@ pub struct Finished {
     pub flows: Vec<Value>,
     /// Every gap record (`dfdwatch.gap.v1`), parsed.
     pub gaps: Vec<Value>,
+    /// Every DFD change record (`dfdwatch.dfd_change.v1`), parsed.
+    pub dfd_changes: Vec<Value>,
     /// The `final counters` object (`kernel` and `pipeline`).
     pub counters: Value,
     /// The daemon's whole log (stderr).
@@ -215,8 +217,8 @@ impl Daemon {
             .find_map(|l| l.split_once("final counters: ").map(|(_, json)| json.to_owned()))
             .context("no `final counters` line in the daemon log")?;
         let counters = serde_json::from_str(&counters).context("parse final counters")?;
-        let Records { connections: events, flows, gaps } = read_events(&self.events_path)?;
-        Ok(Finished { events, flows, gaps, counters, log, clean_exit: status.success() })
+        let Records { connections: events, flows, gaps, dfd_changes } = read_events(&self.events_path)?;
+        Ok(Finished { events, flows, gaps, dfd_changes, counters, log, clean_exit: status.success() })
     }
 }
 
@@ -235,6 +237,7 @@ struct Records {
     connections: Vec<Value>,
     flows: Vec<Value>,
     gaps: Vec<Value>,
+    dfd_changes: Vec<Value>,
 }
 
 /// The events file's connection, flow and gap records; any other line is an error.
@@ -256,6 +259,7 @@ fn read_events(path: &PathBuf) -> Result<Records> {
             Some("dfdwatch.connection.v1") => records.connections.push(v),
             Some("dfdwatch.flow.v1") => records.flows.push(v),
             Some("dfdwatch.gap.v1") => records.gaps.push(v),
+            Some("dfdwatch.dfd_change.v1") => records.dfd_changes.push(v),
             _ => bail!("event line of no known schema: {line}"),
         }
     }

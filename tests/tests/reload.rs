@@ -220,3 +220,60 @@ fn a_megabyte_of_copies_is_refused_and_the_running_dfd_stays() -> Result<()> {
     ensure!(done.clean_exit, "{}", done.log);
     Ok(())
 }
+
+/// Every applied change is reported with what it widened: a change record in the events and the
+/// alert file, and the metric the shipped rule DfdwatchDfdWidened fires on. Switching alerts off
+/// (`unapprovedFlow: log`) is a high-severity change.
+#[test]
+fn an_applied_change_is_reported_with_what_it_widened() -> Result<()> {
+    let _serial = lab::exclusive();
+    let s = setup("reload-change")?;
+    write_dfd(&s, &dfd(&s, "{port: 80, protocol: TCP}", "web"))?;
+    let alerts = s.dir.join("alerts.jsonl");
+    let options = DaemonOptions {
+        extra_args: vec![
+            "--dfd".into(),
+            s.dir.join("dfd.yaml").display().to_string(),
+            "--dfd-watch-interval-secs".into(),
+            "1".into(),
+            "--alerts-file".into(),
+            alerts.display().to_string(),
+        ],
+        ..Default::default()
+    };
+    let daemon = Daemon::start("reload-change", &options)?;
+    let widened = dfd(&s, "{port: 80, protocol: TCP}, {port: 8080, protocol: TCP}", "web");
+    write_dfd(&s, &widened)?;
+    daemon.wait_log("approved DFD reloaded", 1)?;
+    write_dfd(&s, &format!("{widened}  defaults: {{unapprovedFlow: log}}\n"))?;
+    daemon.wait_log("approved DFD reloaded", 2)?;
+    let text = daemon.metrics()?;
+    ensure!(metric(&text, "dfdwatch_dfd_changes_total{severity=\"high\"}") == Some(1.0), "{text}");
+    ensure!(metric(&text, "dfdwatch_dfd_changes_total{severity=\"medium\"}") == Some(1.0), "{text}");
+    let done = daemon.stop()?;
+    let kinds: Vec<(String, String)> = done
+        .dfd_changes
+        .iter()
+        .map(|r| {
+            (r["highest"].as_str().unwrap_or("").to_owned(), r["changes"][0]["kind"].as_str().unwrap_or("").to_owned())
+        })
+        .collect();
+    ensure!(
+        kinds
+            == [
+                ("medium".to_owned(), "ports_widened".to_owned()),
+                ("high".to_owned(), "alerts_switched_off".to_owned())
+            ],
+        "{:#?}",
+        done.dfd_changes
+    );
+    let second = &done.dfd_changes[1];
+    ensure!(second["old"]["sha256"] == done.dfd_changes[0]["new"]["sha256"], "revisions chain: {second}");
+    let in_alert_file = std::fs::read_to_string(&alerts)?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["schema"] == "dfdwatch.dfd_change.v1")
+        .count();
+    ensure!(in_alert_file == 2, "both changes are in the alert file too");
+    Ok(())
+}

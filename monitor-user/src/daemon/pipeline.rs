@@ -20,6 +20,7 @@ use crate::flows::table::FlowStage;
 use crate::flows::{FlowInput, FlowOutput};
 use crate::identity::{IdentityStage, Resolver};
 use crate::policy::Policy;
+use crate::policy::changes::ChangeReporter;
 use crate::policy::reload::ReloadObserver;
 use crate::policy::reload::Reloader;
 use crate::policy::stage::VerdictStage;
@@ -160,6 +161,7 @@ impl Pipeline {
         let mut reloader = None;
         match parts.policy {
             Some(policy) => {
+                let changes = Arc::new(ChangeReporter::new(&policy, outside.clone()));
                 let (identified_tx, identified_rx) = mpsc::channel(EVENT_QUEUE);
                 stages.push(spawn("identity", {
                     let stage = IdentityStage::new(parts.resolver, conn_rx, identified_tx);
@@ -170,7 +172,7 @@ impl Pipeline {
                 stages.push(spawn("verdict", move || stage.run())?);
                 let interval = Duration::from_secs(args.dfd_watch_interval_secs);
                 // The kernel's verdicts are withdrawn before the metrics report the reload.
-                let observers: Vec<Arc<dyn ReloadObserver>> = vec![kernel.clone(), metrics.clone()];
+                let observers: Vec<Arc<dyn ReloadObserver>> = vec![kernel.clone(), metrics.clone(), changes];
                 let r = Reloader::new(args.dfd.clone(), parts.trust, interval, policy_tx, Arc::new(observers))
                     .map_err(RunError::Signal)?;
                 reloader = Some(tokio::spawn(r.run(shutdown.signal())));

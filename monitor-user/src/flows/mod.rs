@@ -159,6 +159,8 @@ pub enum Role {
 pub enum FlowOutput {
     /// A time the daemon did not watch (from the watchdog, not from the stages before).
     Gap(Box<crate::telemetry::liveness::Gap>),
+    /// An applied change of the approved DFD (from the reloader).
+    DfdChange(Box<crate::policy::changes::DfdChange>),
     /// A connection to record one by one.
     Connection {
         /// The connection.

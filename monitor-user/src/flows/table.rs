@@ -480,7 +480,7 @@ mod tests {
                 FlowOutput::Flow(s) => {
                     Some((s.id, s.interval.conns, s.first.judgement().map_or("", |j| j.verdict.kind.as_str())))
                 }
-                FlowOutput::Connection { .. } | FlowOutput::Gap(_) => None,
+                FlowOutput::Connection { .. } | FlowOutput::Gap(_) | FlowOutput::DfdChange(_) => None,
             })
             .collect();
         assert_eq!(

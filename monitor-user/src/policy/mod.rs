@@ -4,6 +4,7 @@
 //! which the reloader swaps atomically.
 
 pub mod admission;
+pub mod changes;
 pub mod judged;
 pub mod placement;
 pub mod reload;

@@ -34,6 +34,15 @@ pub const SCHEMA: &str = "dfdwatch.alert.v1";
 /// Distinct targets a scan summary lists; further ones are only counted.
 const MAX_TARGETS: usize = 1024;
 
+/// What the alert writer takes from the fan-out.
+#[derive(Debug)]
+pub enum AlertInput {
+    /// A flow sighting, de-duplicated over its window.
+    Candidate(AlertCandidate),
+    /// An applied DFD change: written at once, never de-duplicated.
+    DfdChange(std::sync::Arc<super::dfd_change_record::DfdChangeRecord>),
+}
+
 /// One flow sighting that calls for an alert, from the fan-out.
 #[derive(Clone, Debug)]
 pub struct AlertCandidate {
@@ -286,12 +295,13 @@ impl AlertWriter {
     }
 
     /// Runs until the sender side closes, then closes every window.
-    pub fn run(mut self, rx: Receiver<AlertCandidate>) {
+    pub fn run(mut self, rx: Receiver<AlertInput>) {
         // At least once a second, so lines a full disk refused are tried again soon.
         let tick = (self.window / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         loop {
             match rx.recv_timeout(tick) {
-                Ok(c) => self.offer(c, Instant::now()),
+                Ok(AlertInput::Candidate(c)) => self.offer(c, Instant::now()),
+                Ok(AlertInput::DfdChange(record)) => self.write_line(&*record),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -372,8 +382,13 @@ impl AlertWriter {
         if let Some(am) = &self.alertmanager {
             am.offer(&record, self.window);
         }
-        // Whole lines only reach the file; one counts as written once it is there.
-        let queued = match serde_json::to_vec(&record) {
+        self.write_line(&record);
+    }
+
+    /// Queues one alert line. Whole lines only reach the file; one counts as written once it is
+    /// there.
+    fn write_line(&mut self, record: &impl Serialize) {
+        let queued = match serde_json::to_vec(record) {
             Ok(bytes) => self.out.push(&bytes, ()),
             Err(e) => return self.counters.report_write_error("serialising an alert", &e.into()),
         };

@@ -34,6 +34,8 @@ pub enum EventRecord {
     Flow(Box<FlowRecord>),
     /// A time the daemon did not watch.
     Gap(Box<GapRecord>),
+    /// An applied change of the approved DFD (shared with the alert writer).
+    DfdChange(Arc<super::dfd_change_record::DfdChangeRecord>),
 }
 
 /// One line for the events sink: the record, and for a connection when the kernel saw it (for

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::alerts::{self, AlertCandidate};
+use super::alerts;
+use super::alerts::AlertInput;
+use super::dfd_change_record::DfdChangeRecord;
 use super::events::{EventLine, EventRecord};
 use super::flow_record::FlowRecord;
 use super::gap_record::GapRecord;
@@ -25,6 +27,7 @@ use super::record::ConnectionRecord;
 use crate::clock::WallClock;
 use crate::flows::{FlowOutput, FlowSummary, Observation, Role};
 use crate::policy::Judgement;
+use crate::policy::changes::DfdChange;
 use crate::telemetry::counters::{Counters, Sink};
 use crate::telemetry::liveness::Gap;
 use crate::telemetry::metrics::{Metrics, Violation};
@@ -36,7 +39,7 @@ pub struct FanOut {
     metrics: Arc<Metrics>,
     counters: Arc<Counters>,
     events: SinkQueue<EventLine>,
-    alerts: Option<SinkQueue<AlertCandidate>>,
+    alerts: Option<SinkQueue<AlertInput>>,
 }
 
 impl FanOut {
@@ -48,7 +51,7 @@ impl FanOut {
         metrics: Arc<Metrics>,
         counters: Arc<Counters>,
         events: SyncSender<EventLine>,
-        alerts: Option<SyncSender<AlertCandidate>>,
+        alerts: Option<SyncSender<AlertInput>>,
     ) -> Self {
         let events = SinkQueue::new(events, Sink::Events);
         let alerts = alerts.map(|tx| SinkQueue::new(tx, Sink::Alerts));
@@ -68,6 +71,7 @@ impl FanOut {
             FlowOutput::Connection { observation, role } => self.connection(&observation, role),
             FlowOutput::Flow(summary) => self.flow(&summary),
             FlowOutput::Gap(gap) => self.gap(&gap),
+            FlowOutput::DfdChange(change) => self.dfd_change(&change),
         }
     }
 
@@ -92,7 +96,7 @@ impl FanOut {
             && j.judgement.raises_alert()
             && let Some(alerts) = &mut self.alerts
         {
-            alerts.send(alerts::candidate(j, record.clone()), &self.counters);
+            alerts.send(AlertInput::Candidate(alerts::candidate(j, record.clone())), &self.counters);
         }
         let line = EventLine { record: EventRecord::Connection(record), monotonic_ns: Some(flow.conn.monotonic_ns) };
         self.events.send(line, &self.counters);
@@ -114,6 +118,18 @@ impl FanOut {
         let record = GapRecord::new(gap, &self.node);
         self.metrics.add_unwatched(gap.reason, record.seconds);
         let line = EventLine { record: EventRecord::Gap(Box::new(record)), monotonic_ns: None };
+        self.events.send(line, &self.counters);
+    }
+
+    fn dfd_change(&mut self, change: &DfdChange) {
+        for c in &change.changes {
+            self.metrics.record_dfd_change(c.severity);
+        }
+        let record = Arc::new(DfdChangeRecord::new(change, &self.node));
+        if let Some(alerts) = &mut self.alerts {
+            alerts.send(AlertInput::DfdChange(record.clone()), &self.counters);
+        }
+        let line = EventLine { record: EventRecord::DfdChange(record), monotonic_ns: None };
         self.events.send(line, &self.counters);
     }
 

@@ -6,6 +6,7 @@
 
 pub mod alertmanager;
 pub mod alerts;
+pub mod dfd_change_record;
 pub mod events;
 pub mod fanout;
 pub mod flow_record;

@@ -45,6 +45,8 @@ pub const BLIND: &str = "dfdwatch_blind";
 pub const TAMPERING: &str = "dfdwatch_tampering_detected_total";
 /// Seconds the daemon did not watch, by reason (`restart`, `blind`).
 pub const UNWATCHED: &str = "dfdwatch_unwatched_seconds_total";
+/// Changes of applied DFD reloads, by severity (`low`, `medium`, `high`).
+pub const DFD_CHANGES: &str = "dfdwatch_dfd_changes_total";
 /// Times the probe was attached again after its link was found gone.
 pub const REATTACHED: &str = "dfdwatch_probe_reattached_total";
 
@@ -79,6 +81,7 @@ pub struct Metrics {
     tampering: IntCounterVec,
     reattached: IntCounter,
     unwatched: CounterVec,
+    dfd_changes: IntCounterVec,
     /// The dated approvals of the DFD in use, re-counted against the clock every minute.
     approvals: std::sync::Mutex<Vec<ApprovalExpiry>>,
 }
@@ -147,6 +150,13 @@ impl Metrics {
             Opts::new(UNWATCHED, "Seconds the daemon did not watch, by reason: restart (not running), blind."),
             &["reason"],
         )?;
+        let dfd_changes = IntCounterVec::new(
+            Opts::new(DFD_CHANGES, "Changes of applied DFD reloads, by how much they widen: low, medium, high."),
+            &["severity"],
+        )?;
+        for severity in dfdwatch_dfd::diff::Severity::ALL {
+            dfd_changes.with_label_values(&[severity.as_str()]);
+        }
         for reason in GapReason::ALL {
             unwatched.with_label_values(&[reason.as_str()]);
         }
@@ -177,6 +187,7 @@ impl Metrics {
         registry.register(Box::new(tampering.clone()))?;
         registry.register(Box::new(reattached.clone()))?;
         registry.register(Box::new(unwatched.clone()))?;
+        registry.register(Box::new(dfd_changes.clone()))?;
         registry.register(Box::new(PipelineCollector::new(counters)?))?;
         Ok(Self {
             registry,
@@ -194,6 +205,7 @@ impl Metrics {
             tampering,
             reattached,
             unwatched,
+            dfd_changes,
             approvals: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -270,6 +282,11 @@ impl Metrics {
     /// Adds a time the daemon did not watch.
     pub fn add_unwatched(&self, reason: GapReason, seconds: f64) {
         self.unwatched.with_label_values(&[reason.as_str()]).inc_by(seconds.max(0.0));
+    }
+
+    /// Counts one change of an applied DFD reload.
+    pub fn record_dfd_change(&self, severity: dfdwatch_dfd::diff::Severity) {
+        self.dfd_changes.with_label_values(&[severity.as_str()]).inc();
     }
 
     /// Counts one re-attach of the probe.
