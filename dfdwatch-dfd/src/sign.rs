@@ -189,29 +189,38 @@ pub enum SignError {
 impl Trust {
     /// Reads minisign public key files (the `.pub` file `minisign -G` writes, or its second line).
     pub fn from_files(paths: &[PathBuf], required: usize) -> Result<Self, SignError> {
-        if paths.is_empty() {
-            return Err(SignError::Usage("no trusted key given".into()));
-        }
-        if required == 0 || required > paths.len() {
-            return Err(SignError::Usage(format!(
-                "{required} signatures required, {} trusted key(s) given: use 1 to {}",
-                paths.len(),
-                paths.len()
-            )));
-        }
-        let mut keys = Vec::new();
+        let mut texts = Vec::new();
         for path in paths {
             let bad = |why: String| SignError::Key { path: path.clone(), why };
             let bytes = read_small(path).map_err(|e| bad(e.to_string()))?;
-            let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?;
+            texts.push((file_name(path), String::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?));
+        }
+        let texts: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        Self::from_key_lines(&texts, required)
+    }
+
+    /// Keys from their text, by name: a `.pub` file's content, or just its key line.
+    pub fn from_key_lines(keys: &[(&str, &str)], required: usize) -> Result<Self, SignError> {
+        if keys.is_empty() {
+            return Err(SignError::Usage("no trusted key given".into()));
+        }
+        let mut trusted = Vec::new();
+        for (name, text) in keys {
+            let bad = |why: String| SignError::Key { path: PathBuf::from(name), why };
             let encoded = text.lines().map(str::trim).rfind(|l| !l.is_empty() && !l.starts_with("untrusted comment:"));
             let key = encoded
                 .ok_or_else(|| bad("empty".into()))
                 .and_then(|e| PublicKey::from_base64(e).map_err(|e| bad(e.to_string())))?;
-            let id = key_id(key.keynum());
-            keys.push(TrustedKey { name: file_name(path), id, key });
+            trusted.push(TrustedKey { name: (*name).to_owned(), id: key_id(key.keynum()), key });
         }
-        Ok(Self { keys, required })
+        if required == 0 || required > trusted.len() {
+            return Err(SignError::Usage(format!(
+                "{required} signatures required, {} trusted key(s) given: use 1 to {}",
+                trusted.len(),
+                trusted.len()
+            )));
+        }
+        Ok(Self { keys: trusted, required })
     }
 
     /// The trusted keys.

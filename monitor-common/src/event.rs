@@ -78,6 +78,62 @@ pub struct ConnEvent {
     pub comm: [u8; 16],
 }
 
+/// Why a ring-buffer record is not a [`ConnEvent`] this daemon reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordError {
+    /// Wrong length.
+    Length {
+        /// Bytes received.
+        actual: usize,
+        /// `size_of::<ConnEvent>()`.
+        expected: usize,
+    },
+    /// Another [`EVENT_VERSION`].
+    Version(u8),
+    /// An unknown [`EventKind`] tag.
+    Kind(u8),
+    /// Neither IPv4 nor IPv6.
+    IpVersion(u8),
+}
+
+impl core::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RecordError::Length { actual, expected } => write!(f, "record is {actual} bytes, expected {expected}"),
+            RecordError::Version(v) => write!(f, "record version {v}, this daemon reads version {EVENT_VERSION}"),
+            RecordError::Kind(k) => write!(f, "unknown event kind tag {k}"),
+            RecordError::IpVersion(v) => write!(f, "unknown IP version {v}"),
+        }
+    }
+}
+
+impl core::error::Error for RecordError {}
+
+impl ConnEvent {
+    /// Reads a record from the ring buffer, defensively: its length, version, kind tag and IP
+    /// version are checked before any other field is trusted. Any bytes give a value or an
+    /// error, never undefined behaviour (fuzzed: `cargo xtask fuzz`).
+    pub fn from_record(bytes: &[u8]) -> Result<ConnEvent, RecordError> {
+        let expected = core::mem::size_of::<ConnEvent>();
+        if bytes.len() != expected {
+            return Err(RecordError::Length { actual: bytes.len(), expected });
+        }
+        // SAFETY: the length is checked; ConnEvent is repr(C) plain data, valid for any bit
+        // pattern; read_unaligned copes with the ring buffer's 8-byte alignment or any other.
+        let ev: ConnEvent = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<ConnEvent>()) };
+        if ev.version != EVENT_VERSION {
+            return Err(RecordError::Version(ev.version));
+        }
+        if EventKind::from_tag(ev.kind).is_none() {
+            return Err(RecordError::Kind(ev.kind));
+        }
+        if ev.ip_version != 4 && ev.ip_version != 6 {
+            return Err(RecordError::IpVersion(ev.ip_version));
+        }
+        Ok(ev)
+    }
+}
+
 /// The process context remembered for a socket: the connecting task at SYN_SENT, or the listening
 /// task at LISTEN.
 #[repr(C)]

@@ -1,11 +1,12 @@
 //! `cargo xtask`: the project's tasks. `setup` installs what a fresh Debian machine lacks;
-//! `build`, `test`, `demo` and `bench` run it first, so a newcomer only ever types `cargo xtask demo` and
+//! `build`, `test`, `demo`, `fuzz` and `bench` run it first, so a newcomer only ever types `cargo xtask demo` and
 //! `cargo xtask test`.
 
 mod bench;
 mod cmd;
 mod demo;
 mod deploy_tools;
+mod fuzz;
 mod setup;
 mod test;
 mod toolchain;
@@ -30,6 +31,15 @@ enum Task {
     Test,
     /// Set up, build, then run dfdwatch over two scripted pods and print their events.
     Demo,
+    /// Set up, then fuzz the DFD loader and lints, DFD signatures and the ring-buffer record
+    /// decoder (all targets, or those named: dfd_load, dfd_signed, event_record).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// Targets to run.
+        targets: Vec<String>,
+    },
     /// Set up, build in release, and run the benchmarks (all, or those named: pipeline, latency,
     /// memory, stall, overhead); see BENCHMARKS.md.
     Bench { which: Vec<String> },
@@ -46,5 +56,9 @@ fn main() -> anyhow::Result<()> {
         Task::Test => test::run(),
         Task::Demo => demo::run(),
         Task::Bench { which } => bench::run(&which),
+        Task::Fuzz { seconds, targets } => {
+            setup::run()?;
+            fuzz::run(&targets, seconds)
+        }
     }
 }

@@ -18,6 +18,7 @@ pub fn run() -> Result<()> {
     toolchain(EBPF_NIGHTLY, &["rust-src", "clippy"])?;
     debian_packages()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     tracefs()?;
     mermaid_checker()?;
     crate::deploy_tools::install()?;
@@ -106,6 +107,20 @@ fn bpf_linker() -> Result<()> {
             .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
     )
     .context("build bpf-linker against Debian's LLVM 22")
+}
+
+/// cargo-fuzz, for `cargo xtask fuzz` and the short fuzzing run of `cargo xtask test`.
+fn cargo_fuzz() -> Result<()> {
+    let version = output(Command::new("cargo").args(["fuzz", "--version"])).unwrap_or_default();
+    if version.split_whitespace().nth(1) == Some(crate::toolchain::CARGO_FUZZ_VERSION) {
+        return Ok(());
+    }
+    cmd::run(
+        Command::new("cargo")
+            .args([&format!("+{}", crate::toolchain::STABLE), "install", "cargo-fuzz", "--locked", "--force"])
+            .args(["--version", crate::toolchain::CARGO_FUZZ_VERSION]),
+    )
+    .context("install cargo-fuzz")
 }
 
 fn tracefs() -> Result<()> {

@@ -48,5 +48,9 @@ pub fn run() -> Result<()> {
             .env_remove("RUST_BACKTRACE"),
     )?;
     eprintln!("xtask: tests took {:.1} s", started.elapsed().as_secs_f64());
+    // A short fuzzing run of every target; `cargo xtask fuzz` runs them longer.
+    let started = Instant::now();
+    crate::fuzz::run(&[], crate::fuzz::TEST_SECONDS)?;
+    eprintln!("xtask: fuzzing took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

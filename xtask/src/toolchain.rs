@@ -9,6 +9,8 @@ pub const STABLE: &str = "1.98.0";
 pub const EBPF_NIGHTLY: &str = "nightly-2026-07-01";
 /// bpf-linker, built against Debian's LLVM 22.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
+/// cargo-fuzz, for the libFuzzer targets in fuzz/.
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Where Debian's LLVM 22 lives.
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 

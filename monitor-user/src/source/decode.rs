@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use monitor_common::{
-    ConnEvent, EVENT_VERSION, EventKind,
+    ConnEvent, EventKind,
     event::FLAG_PROCESS_KNOWN,
     flow::{DIRECTION_IN, DIRECTION_OUT, FlowKey, KEY_PROCESS},
 };
@@ -13,27 +13,15 @@ use monitor_common::{
 use crate::telemetry::counters::DecodeFailure;
 
 /// Why a record could not be decoded.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("record is {actual} bytes, expected {expected}")]
-    Length { actual: usize, expected: usize },
-    #[error("record version {0}, this daemon reads version {EVENT_VERSION}")]
-    Version(u8),
-    #[error("unknown event kind tag {0}")]
-    Kind(u8),
-    #[error("unknown IP version {0}")]
-    IpVersion(u8),
-}
+pub use monitor_common::event::RecordError as DecodeError;
 
-impl DecodeError {
-    /// A closed-set label for counters.
-    pub fn failure(&self) -> DecodeFailure {
-        match self {
-            DecodeError::Length { .. } => DecodeFailure::Length,
-            DecodeError::Version(_) => DecodeFailure::Version,
-            DecodeError::Kind(_) => DecodeFailure::Kind,
-            DecodeError::IpVersion(_) => DecodeFailure::IpVersion,
-        }
+/// A closed-set label for counters.
+pub fn failure(e: &DecodeError) -> DecodeFailure {
+    match e {
+        DecodeError::Length { .. } => DecodeFailure::Length,
+        DecodeError::Version(_) => DecodeFailure::Version,
+        DecodeError::Kind(_) => DecodeFailure::Kind,
+        DecodeError::IpVersion(_) => DecodeFailure::IpVersion,
     }
 }
 
@@ -118,20 +106,8 @@ fn ip(version: u8, raw: [u8; 16]) -> IpAddr {
 
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<Connection, DecodeError> {
-    let expected = std::mem::size_of::<ConnEvent>();
-    if bytes.len() != expected {
-        return Err(DecodeError::Length { actual: bytes.len(), expected });
-    }
-    // SAFETY: length checked; ConnEvent is repr(C) plain data valid for any bit pattern;
-    // read_unaligned copes with the ring buffer's 8-byte alignment or any other.
-    let ev: ConnEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnEvent>()) };
-    if ev.version != EVENT_VERSION {
-        return Err(DecodeError::Version(ev.version));
-    }
+    let ev = ConnEvent::from_record(bytes)?;
     let kind = EventKind::from_tag(ev.kind).ok_or(DecodeError::Kind(ev.kind))?;
-    if ev.ip_version != 4 && ev.ip_version != 6 {
-        return Err(DecodeError::IpVersion(ev.ip_version));
-    }
     let route = Route { key: flow_key(&ev, kind), bits: ev.flow, key_mask: ev.key_mask };
     let process = (ev.flags & FLAG_PROCESS_KNOWN != 0).then(|| {
         let end = ev.comm.iter().position(|&c| c == 0).unwrap_or(ev.comm.len());
@@ -172,6 +148,7 @@ fn flow_key(ev: &ConnEvent, kind: EventKind) -> FlowKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use monitor_common::EVENT_VERSION;
 
     fn raw(ev: &ConnEvent) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain repr(C) value with no padding.

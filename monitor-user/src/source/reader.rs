@@ -107,7 +107,7 @@ impl RingReader {
                 }
                 Ok(c) => batch.push(c),
                 Err(e) => {
-                    let n = self.counters.record_decode_error(e.failure());
+                    let n = self.counters.record_decode_error(decode::failure(&e));
                     if n.is_power_of_two() {
                         tracing::warn!(error = %e, total = n, "undecodable ring-buffer record dropped");
                     }
