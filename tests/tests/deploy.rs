@@ -230,6 +230,18 @@ fn daemonset_is_least_privilege_and_wired_for_kubernetes_and_hot_reload() -> Res
             );
         }
         ensure!(pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", "{name}: seccomp");
+        // Only the monitoring namespace reaches the metrics port; nothing else reaches the pods.
+        let np = r.object("NetworkPolicy", None)?;
+        let ingress = np["spec"]["ingress"].as_array().context("ingress rules")?;
+        ensure!(
+            np["spec"]["policyTypes"] == serde_json::json!(["Ingress"])
+                && ingress.len() == 1
+                && ingress[0]["from"]
+                    == serde_json::json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}])
+                && ingress[0]["ports"] == serde_json::json!([{"port": "metrics", "protocol": "TCP"}])
+                && np["spec"]["podSelector"]["matchLabels"] == ds["spec"]["selector"]["matchLabels"],
+            "{name}: {np}"
+        );
         ensure!(
             c["resources"]["requests"]["memory"].is_string() && c["resources"]["limits"]["memory"].is_string(),
             "{name}: memory request and limit"
