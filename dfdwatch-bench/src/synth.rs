@@ -95,6 +95,7 @@ pub fn record(from: usize, to: usize, port: u16, tgid: u32, seq: u64) -> Vec<u8>
         src_addr: src,
         dst_addr: dst,
         comm,
+        exec_ns: 0,
     };
     // SAFETY: ConnEvent is a plain repr(C) value without padding (its size is checked at compile
     // time in monitor-common); reading its bytes is sound.

@@ -1,7 +1,7 @@
 //! The connection event record (kernel -> daemon) and the per-socket context the probes keep.
 
 /// Version of the [`ConnEvent`] layout; the daemon refuses records of another version.
-pub const EVENT_VERSION: u8 = 2;
+pub const EVENT_VERSION: u8 = 3;
 
 /// What a [`ConnEvent`] reports.
 #[repr(u8)]
@@ -76,6 +76,9 @@ pub struct ConnEvent {
     pub dst_addr: [u8; 16],
     /// Command name of the local end (`task->comm`), NUL padded.
     pub comm: [u8; 16],
+    /// When the local process last exec'd before this connection ([`ExecKey::exec_ns`]), 0 when
+    /// unknown: the key of the program image that made the connection.
+    pub exec_ns: u64,
 }
 
 /// Why a ring-buffer record is not a [`ConnEvent`] this daemon reads.
@@ -154,6 +157,46 @@ pub struct ProcCtx {
     pub sk: u64,
     /// Command name.
     pub comm: [u8; 16],
+    /// When the task's process last exec'd ([`ExecKey::exec_ns`]), 0 when unknown.
+    pub exec_ns: u64,
+}
+
+/// Longest executable path kept per exec (bytes, with the terminating NUL).
+pub const EXEC_PATH_LEN: usize = 256;
+
+/// Key of the exec map: one program image a process ran.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExecKey {
+    /// Process id.
+    pub tgid: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` at the exec ([`EXEC_SEEDED`] for a process found at start-up).
+    pub exec_ns: u64,
+}
+
+/// `exec_ns` of an image the daemon seeded from /proc at start-up (the exec itself was missed).
+pub const EXEC_SEEDED: u64 = 1;
+
+/// The program image of one exec: the path given to execve, as the `sched_process_exec`
+/// tracepoint reports it (not resolved: `/bin/sh` stays `/bin/sh`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecImage {
+    /// Bytes of `path` before its NUL.
+    pub len: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+    /// The path, NUL terminated.
+    pub path: [u8; EXEC_PATH_LEN],
+}
+
+impl ExecImage {
+    /// The path's bytes (empty when `len` is out of range).
+    pub fn path(&self) -> &[u8] {
+        self.path.get(..self.len as usize).unwrap_or(&[])
+    }
 }
 
 /// Key of the listener map: a listening port in one network namespace.
@@ -168,9 +211,11 @@ pub struct ListenKey {
     pub _pad: u16,
 }
 
-const _: () = assert!(core::mem::size_of::<ConnEvent>() == 96);
-const _: () = assert!(core::mem::size_of::<ProcCtx>() == 48);
+const _: () = assert!(core::mem::size_of::<ConnEvent>() == 104);
+const _: () = assert!(core::mem::size_of::<ProcCtx>() == 56);
 const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);
+const _: () = assert!(core::mem::size_of::<ExecKey>() == 16);
+const _: () = assert!(core::mem::size_of::<ExecImage>() == 8 + EXEC_PATH_LEN);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -180,4 +225,8 @@ mod pod {
     unsafe impl aya::Pod for super::ProcCtx {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ListenKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExecKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExecImage {}
 }

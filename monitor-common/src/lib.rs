@@ -22,6 +22,11 @@ pub const CONNECTING_MAP: &str = "DFDW_CONNECTING";
 pub const LISTENERS_MAP: &str = "DFDW_LISTENERS";
 /// Per-CPU array of `u64` counters indexed by [`Stat`].
 pub const STATS_MAP: &str = "DFDW_STATS";
+/// LRU hash: [`event::ExecKey`] -> [`event::ExecImage`], one entry per exec (and per process
+/// seeded at start-up): the path of each program image, kept after the process exits.
+pub const EXECS_MAP: &str = "DFDW_EXECS";
+/// LRU hash: tgid -> `exec_ns` of the image the process runs now.
+pub const TASK_EXEC_MAP: &str = "DFDW_TASK_EXEC";
 /// Per-CPU array holding the last ring-buffer wakeup time (ns) of each CPU.
 pub const WAKEUP_MAP: &str = "DFDW_WAKEUP";
 
@@ -50,6 +55,10 @@ pub const WAKEUP_NS_GLOBAL: &str = "DFDW_WAKEUP_NS";
 pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
 /// Entries in the connecting-socket map (sockets between SYN_SENT and its outcome).
 pub const CONNECTING_ENTRIES: u32 = 65_536;
+/// Program images remembered ([`EXECS_MAP`]): 16,384 execs of 264 bytes, about 4 MiB.
+pub const EXEC_ENTRIES: u32 = 16_384;
+/// Processes whose current image is remembered ([`TASK_EXEC_MAP`]).
+pub const TASK_EXEC_ENTRIES: u32 = 65_536;
 /// Entries in the flow-verdict map: flow keys judged at once (the daemon's flow table holds as
 /// many; a key beyond them is reported connection by connection, counted).
 pub const FLOW_ENTRIES: u32 = 65_536;

@@ -6,6 +6,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features, reason = "atomic_xadd: the BPF target has no atomic types with fetch_add")]
 
+mod exec;
 mod flows;
 mod maps;
 mod sock;
@@ -37,6 +38,21 @@ pub fn dfdw_raw_tp_state(ctx: RawTracePointContext) -> i32 {
     let old: u64 = ctx.arg(1);
     let new: u64 = ctx.arg(2);
     state::on_state_change(&ctx, sk as *const u8, old as i32, new as i32);
+    0
+}
+
+/// Exec tracking: tracepoint `sched/sched_process_exec` (needs tracefs; optional). Record
+/// layout after the 8-byte common header: `__data_loc char[] filename` at 8.
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn dfdw_tp_exec(ctx: TracePointContext) -> u32 {
+    exec::on_exec(&ctx);
+    0
+}
+
+/// Exec tracking: tracepoint `sched/sched_process_fork`: `pid_t child_pid` at 20.
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn dfdw_tp_fork(ctx: TracePointContext) -> u32 {
+    exec::on_fork(&ctx);
     0
 }
 

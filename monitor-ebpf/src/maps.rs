@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    CONNECTING_ENTRIES, DEFAULT_RING_BYTES, FLOW_COUNTS_ENTRIES, FLOW_ENTRIES, KernelOffsets, LISTENER_ENTRIES,
-    ListenKey, ProcCtx, Stat,
+    CONNECTING_ENTRIES, DEFAULT_RING_BYTES, EXEC_ENTRIES, FLOW_COUNTS_ENTRIES, FLOW_ENTRIES, KernelOffsets,
+    LISTENER_ENTRIES, ListenKey, ProcCtx, Stat, TASK_EXEC_ENTRIES,
+    event::{ExecImage, ExecKey},
     flow::{CountsKey, FlowConfig, FlowCounts, FlowKey, FlowVerdict},
     stats::STAT_COUNT,
 };
@@ -36,6 +37,16 @@ pub static DFDW_FLOW_CONFIG: Array<FlowConfig> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static DFDW_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static DFDW_EXECS: LruHashMap<ExecKey, ExecImage> = LruHashMap::with_max_entries(EXEC_ENTRIES, 0);
+
+#[map]
+pub static DFDW_TASK_EXEC: LruHashMap<u32, u64> = LruHashMap::with_max_entries(TASK_EXEC_ENTRIES, 0);
+
+/// Scratch space for one [`ExecImage`] (too large for the BPF stack).
+#[map]
+pub static DFDW_EXEC_SCRATCH: PerCpuArray<ExecImage> = PerCpuArray::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
 static DFDW_OFFSETS: KernelOffsets = KernelOffsets {

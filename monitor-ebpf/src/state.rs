@@ -79,6 +79,7 @@ fn current_ctx<C: EbpfContext>(ctx: &C, ignore: bool, sk: *const u8) -> ProcCtx 
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         sk: sk as u64,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        exec_ns: crate::exec::current_exec(ctx.tgid()),
     }
 }
 
@@ -95,18 +96,20 @@ fn finish_connect(o: &KernelOffsets, sk: *const u8, c: &sock::Common, kind: Even
     // Copy the fields out at once: an `Option<ProcCtx>` kept across helper calls leaves an
     // undefined payload that the verifier rejects ("R9 !read_ok").
     // SAFETY: the fields are copied before the entry is removed.
-    let recorded =
-        unsafe { DFDW_CONNECTING.get(&key) }.map(|pc| (pc.ignore, pc.tgid, pc.pid, pc.uid, pc.cgroup_id, pc.comm));
+    let recorded = unsafe { DFDW_CONNECTING.get(&key) }
+        .map(|pc| (pc.ignore, pc.tgid, pc.pid, pc.uid, pc.cgroup_id, pc.comm, pc.exec_ns));
     let _ = DFDW_CONNECTING.remove(&key);
     let failed = matches!(kind, EventKind::ConnectFailed);
     // The daemon's own connections are not reported, but for its heartbeat.
     let heartbeat = failed && is_heartbeat(c);
-    let (flags, tgid, pid, uid, cgroup_id, comm) = match recorded {
-        Some((ignore, _, _, _, _, _)) if ignore != 0 && !heartbeat => return,
-        Some((_, tgid, pid, uid, cgroup_id, comm)) => (FLAG_PROCESS_KNOWN, tgid, pid, uid, cgroup_id, comm),
+    let (flags, tgid, pid, uid, cgroup_id, comm, exec_ns) = match recorded {
+        Some((ignore, _, _, _, _, _, _)) if ignore != 0 && !heartbeat => return,
+        Some((_, tgid, pid, uid, cgroup_id, comm, exec_ns)) => {
+            (FLAG_PROCESS_KNOWN, tgid, pid, uid, cgroup_id, comm, exec_ns)
+        }
         None => {
             count(Stat::ConnectNoContext);
-            (0, 0, 0, sock::uid(o, sk), sock::cgroup_id(o, sk), [0u8; 16])
+            (0, 0, 0, sock::uid(o, sk), sock::cgroup_id(o, sk), [0u8; 16], 0)
         }
     };
     let Ok(a) = sock::addrs(o, sk, c) else { return };
@@ -148,6 +151,7 @@ fn finish_connect(o: &KernelOffsets, sk: *const u8, c: &sock::Common, kind: Even
         src_addr: a.local,
         dst_addr: a.remote,
         comm,
+        exec_ns,
     });
     entry.submit(wakeup_flags());
 }
@@ -183,12 +187,12 @@ fn emit_accept(o: &KernelOffsets, sk: *const u8, c: &sock::Common) {
     let netns = sock::netns(o, sk);
     let key = ListenKey { netns, port: a.local_port, _pad: 0 };
     // SAFETY: the fields are copied out at once.
-    let (flags, tgid, pid, comm) = match unsafe { DFDW_LISTENERS.get(&key) } {
+    let (flags, tgid, pid, comm, exec_ns) = match unsafe { DFDW_LISTENERS.get(&key) } {
         Some(l) if l.ignore != 0 => return,
-        Some(l) => (FLAG_PROCESS_KNOWN, l.tgid, l.pid, l.comm),
+        Some(l) => (FLAG_PROCESS_KNOWN, l.tgid, l.pid, l.comm, l.exec_ns),
         None => {
             count(Stat::AcceptNoListener);
-            (0, 0, 0, [0; 16])
+            (0, 0, 0, [0; 16], 0)
         }
     };
     let cgroup_id = sock::cgroup_id(o, sk);
@@ -226,6 +230,7 @@ fn emit_accept(o: &KernelOffsets, sk: *const u8, c: &sock::Common) {
         src_addr: a.remote,
         dst_addr: a.local,
         comm,
+        exec_ns,
     });
     entry.submit(wakeup_flags());
 }

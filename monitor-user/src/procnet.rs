@@ -135,7 +135,9 @@ pub fn process_ctx(dir: &Path, tgid: u32, self_tgid: u32, cgroup_root: Option<&P
         })
         .unwrap_or(0);
     let cgroup_id = cgroup_root.and_then(|root| cgroupfs::process_cgroup_id(root, tgid)).unwrap_or(0);
-    ProcCtx { tgid, pid: tgid, uid, ignore: u32::from(tgid == self_tgid), cgroup_id, sk: 0, comm }
+    // The image it runs was seeded into the exec map at start-up (see probes::execs).
+    let exec_ns = monitor_common::event::EXEC_SEEDED;
+    ProcCtx { tgid, pid: tgid, uid, ignore: u32::from(tgid == self_tgid), cgroup_id, sk: 0, comm, exec_ns }
 }
 
 #[cfg(test)]

@@ -139,3 +139,48 @@ pub fn metric_definitions() -> Result<String> {
     }
     Ok(text)
 }
+
+/// A thread of `pid` by its name (`/proc/PID/task/*/comm`).
+pub fn thread_named(pid: u32, name: &str) -> Result<i32> {
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let entry = entry?;
+        if std::fs::read_to_string(entry.path().join("comm"))?.trim() == name {
+            return Ok(entry.file_name().to_string_lossy().parse()?);
+        }
+    }
+    bail!("no thread {name} in process {pid}")
+}
+
+/// Stops one thread of another process with ptrace (PTRACE_SEIZE, PTRACE_INTERRUPT: no signal,
+/// the other threads run on) until dropped.
+pub struct FrozenThread(i32);
+
+impl FrozenThread {
+    /// Stops thread `tid`; it runs on when the value is dropped.
+    pub fn freeze(tid: i32) -> Result<Self> {
+        let null = std::ptr::null_mut::<libc::c_void>();
+        // SAFETY: ptrace requests on a thread id, with no memory passed.
+        if unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, null, null) } != 0 {
+            bail!("PTRACE_SEIZE {tid}: {}", std::io::Error::last_os_error());
+        }
+        let frozen = Self(tid);
+        // SAFETY: as above.
+        if unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, null, null) } != 0 {
+            bail!("PTRACE_INTERRUPT {tid}: {}", std::io::Error::last_os_error());
+        }
+        let mut status = 0;
+        // SAFETY: waits for the tracee's stop; `status` is a valid out-pointer.
+        if unsafe { libc::waitpid(tid, &raw mut status, libc::__WALL) } != tid {
+            bail!("waitpid {tid}: {}", std::io::Error::last_os_error());
+        }
+        Ok(frozen)
+    }
+}
+
+impl Drop for FrozenThread {
+    fn drop(&mut self) {
+        let null = std::ptr::null_mut::<libc::c_void>();
+        // SAFETY: detaching our own tracee lets it run on.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.0, null, null) };
+    }
+}

@@ -79,8 +79,10 @@ fn local_and_remote_identity_from_cgroups_proc_and_the_identity_file() -> Result
 
 /// A client that has exited before its event is enriched: the kernel's fields stand, the cgroup
 /// still resolves (its directory lives on), and the exe miss is counted, not hidden.
+/// A client that is gone within a millisecond still has its executable: the kernel recorded the
+/// exec, and the event names the program that connected.
 #[test]
-fn short_lived_process_keeps_kernel_fields_and_counts_the_miss() -> Result<()> {
+fn a_short_lived_client_keeps_its_executable() -> Result<()> {
     let _serial = lab::exclusive();
     let mut lab = Lab::new("identity-miss")?;
     let client = lab.add_pod("client")?;
@@ -101,19 +103,53 @@ fn short_lived_process_keeps_kernel_fields_and_counts_the_miss() -> Result<()> {
     let ours: Vec<&Value> =
         done.events.iter().filter(|e| e["local"]["netns"].as_u64() == Some(client.netns_inode)).collect();
     ensure!(ours.len() == 20, "want 20 failed connects: {ours:#?}");
-    let without_exe = ours.iter().filter(|e| e["local"].get("exe").is_none()).count() as u64;
     for e in &ours {
         ensure!(
             e["local"]["comm"] == "curl" && e["local"]["cgroup_id"].as_u64() == Some(client.cgroup_id),
             "kernel fields: {e}"
         );
         ensure!(e["local"]["cgroup_path"].as_str().is_some_and(|p| p.ends_with("/client")), "cgroup path: {e}");
+        ensure!(e["local"]["exe"].as_str().is_some_and(|p| p.ends_with("/curl")), "the executable is there: {e}");
     }
-    ensure!(
-        counter(&done.counters, "pipeline", "identity_exe_misses") >= without_exe,
-        "misses not counted: {without_exe} vs {}",
-        done.counters
-    );
+    let from_exec = ours.iter().filter(|e| e["local"]["exe_source"] == "exec").count();
+    eprintln!("{from_exec} of 20 executables came from the kernel's exec record (the process was gone)");
+    ensure!(counter(&done.counters, "pipeline", "identity_exe_misses") == 0, "no miss: {}", done.counters);
+    Ok(())
+}
+
+/// A program that connects and then execs an approved one does not borrow its identity: the
+/// event names the program that connected, and says the process exec'd since.
+#[test]
+fn the_program_that_connected_is_judged_not_the_one_it_execs() -> Result<()> {
+    let _serial = lab::exclusive();
+    let mut s = tests::lab::ClientServer::with_nginx("identity-exec", &[80])?;
+    let daemon = Daemon::start("identity-exec", &DaemonOptions::default())?;
+    // The identity stage is held (ptrace) while bash connects and execs sleep, so the daemon
+    // looks only once the process runs the other program, as an attacker would arrange it.
+    let identity = sys::thread_named(daemon.pid().context("daemon pid")?, "identity")?;
+    let frozen = sys::FrozenThread::freeze(identity)?;
+    let script = format!("exec 3<>/dev/tcp/{}/80; exec sleep 1", s.server.ipv4);
+    let client = s.client.clone();
+    let pid = s.lab.spawn(&client, "bash", &["-c", &script])?;
+    // Until it runs sleep.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read_link(format!("/proc/{pid}/exe")).map(|e| !e.ends_with("sleep")).unwrap_or(true) {
+        ensure!(std::time::Instant::now() < deadline, "bash did not exec sleep");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(frozen);
+    let server = s.server.ipv4.to_string();
+    let events = daemon.wait_for(Duration::from_secs(5), |ev| {
+        ev.iter().any(|e| e["kind"] == "connect" && e["dst"]["addr"] == server.as_str())
+    })?;
+    daemon.stop()?;
+    let e = events
+        .iter()
+        .find(|e| e["kind"] == "connect" && e["dst"]["addr"] == server.as_str())
+        .context("no connect event")?;
+    ensure!(e["local"]["tgid"].as_u64() == Some(u64::from(pid)), "{e}");
+    ensure!(e["local"]["exe"].as_str().is_some_and(|p| p.ends_with("/bash")), "bash connected, not sleep: {e}");
+    ensure!(e["local"]["exe_source"] == "exec" && e["local"]["exec_since"] == true, "{e}");
     Ok(())
 }
 

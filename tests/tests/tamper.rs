@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use tests::lab::ClientServer;
-use tests::{Daemon, DaemonOptions, lab};
+use tests::{Daemon, DaemonOptions, lab, sys};
 
 /// The daemon's fds whose link target contains `kind` (e.g. `bpf_link`).
 fn fds_of_kind(pid: u32, kind: &str) -> Result<Vec<u32>> {
@@ -109,8 +109,16 @@ fn link_closed_from_outside(s: &ClientServer, attach: &str) -> Result<()> {
     };
     let daemon = Daemon::start("tamper-link", &options)?;
     let pid = daemon.pid().context("daemon pid")?;
-    let links = fds_of_kind(pid, "bpf_link")?;
-    ensure!(links.len() == 1, "one bpf_link fd expected: {links:?}");
+    // The state probe's link (the exec tracking has links of its own): its fdinfo names the
+    // tracepoint.
+    let links: Vec<u32> = fds_of_kind(pid, "bpf_link")?
+        .into_iter()
+        .filter(|fd| {
+            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+                .is_ok_and(|info| info.contains("tp_name:\tinet_sock_set_state"))
+        })
+        .collect();
+    ensure!(links.len() == 1, "one link of the state probe expected: {links:?}");
     close_in(pid, &links)?;
     let text = wait_for_metric(&daemon, "dfdwatch_tampering_detected_total{what=\"probe_detached\"}", 1.0)?;
     ensure!(metric(&text, "dfdwatch_probe_reattached_total") == Some(1.0), "attached again:\n{text}");
@@ -132,50 +140,6 @@ fn link_closed_from_outside(s: &ClientServer, attach: &str) -> Result<()> {
     Ok(())
 }
 
-/// A thread of `pid` by its name (`/proc/PID/task/*/comm`).
-fn thread_named(pid: u32, name: &str) -> Result<i32> {
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let entry = entry?;
-        if std::fs::read_to_string(entry.path().join("comm"))?.trim() == name {
-            return Ok(entry.file_name().to_string_lossy().parse()?);
-        }
-    }
-    bail!("no thread {name} in process {pid}")
-}
-
-/// Stops one thread of another process with ptrace (PTRACE_SEIZE, PTRACE_INTERRUPT: no signal,
-/// the other threads run on) until dropped.
-struct FrozenThread(i32);
-
-impl FrozenThread {
-    fn freeze(tid: i32) -> Result<Self> {
-        let null = std::ptr::null_mut::<libc::c_void>();
-        // SAFETY: ptrace requests on a thread id, with no memory passed.
-        if unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, null, null) } != 0 {
-            bail!("PTRACE_SEIZE {tid}: {}", std::io::Error::last_os_error());
-        }
-        let frozen = Self(tid);
-        // SAFETY: as above.
-        if unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, null, null) } != 0 {
-            bail!("PTRACE_INTERRUPT {tid}: {}", std::io::Error::last_os_error());
-        }
-        let mut status = 0;
-        // SAFETY: waits for the tracee's stop; `status` is a valid out-pointer.
-        if unsafe { libc::waitpid(tid, &raw mut status, libc::__WALL) } != tid {
-            bail!("waitpid {tid}: {}", std::io::Error::last_os_error());
-        }
-        Ok(frozen)
-    }
-}
-
-impl Drop for FrozenThread {
-    fn drop(&mut self) {
-        let null = std::ptr::null_mut::<libc::c_void>();
-        // SAFETY: detaching our own tracee lets it run on.
-        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.0, null, null) };
-    }
-}
-
 #[test]
 fn a_daemon_whose_ring_is_not_read_says_it_is_blind() -> Result<()> {
     let _serial = lab::exclusive();
@@ -186,8 +150,8 @@ fn a_daemon_whose_ring_is_not_read_says_it_is_blind() -> Result<()> {
     let (code, _) = readyz(&daemon)?;
     ensure!(code == "200", "ready before: {code}");
     // The probes stay attached, but nothing reads what they write: the daemon sees nothing.
-    let reader = thread_named(pid, "ring-reader")?;
-    let frozen = FrozenThread::freeze(reader)?;
+    let reader = sys::thread_named(pid, "ring-reader")?;
+    let frozen = sys::FrozenThread::freeze(reader)?;
     wait_for_metric(&daemon, "dfdwatch_blind", 1.0)?;
     let (code, body) = readyz(&daemon)?;
     ensure!(code == "503" && body.contains("blind"), "/readyz while blind: {code} {body}");

@@ -226,6 +226,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let ring = probes.take_events()?;
     let mut kernel_stats = KernelStats::new(probes.take_stats()?, probes.prog_info()?);
     let flow_maps = probes.take_flow_maps()?;
+    if let Some(execs) = probes.take_exec_maps() {
+        resolver = resolver.with_exec_maps(execs);
+    }
     let mut watchdog = Watchdog::new(liveness.clone(), Duration::from_millis(args.heartbeat_interval_ms), alive);
     // Once the probes are attached, what they cannot have seen: connections already established.
     let found_at_start = crate::source::snapshot::established(std::process::id());

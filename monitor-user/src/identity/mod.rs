@@ -25,9 +25,16 @@ pub use names::StaticNames;
 /// What the identity stage learned about the local end, beyond the kernel's fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LocalIdentity {
-    /// Executable path (escaped), while the process lived.
+    /// Executable path (escaped): the program that made the connection (see `exe_source`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exe: Option<String>,
+    /// Where `exe` comes from: `proc` (/proc/PID/exe) or `exec` (the kernel's record of the
+    /// exec, for a process that has exited or exec'd since).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_source: Option<&'static str>,
+    /// True when the process exec'd another program after it connected or listened.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exec_since: bool,
     /// cgroup v2 path relative to the mount (escaped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup_path: Option<String>,
@@ -82,6 +89,12 @@ impl Resolver {
         Self { cgroups, processes: process::Processes::default(), names, kube: None, host_name: None, counters }
     }
 
+    /// Names each local process's executable from the kernel's exec tracking.
+    pub fn with_exec_maps(mut self, maps: crate::probes::execs::ExecMaps) -> Self {
+        self.processes = std::mem::take(&mut self.processes).with_exec_maps(maps);
+        self
+    }
+
     /// Also resolves both ends through the Kubernetes identity cache.
     pub fn with_kubernetes(mut self, kube: dfdwatch_kube::KubeIdentity) -> Self {
         self.kube = Some(kube);
@@ -99,8 +112,11 @@ impl Resolver {
         let identity_generation = self.kube.as_ref().map_or(0, dfdwatch_kube::KubeIdentity::generation);
         let tgid = conn.process.as_ref().map(|p| p.tgid);
         let mut local = LocalIdentity::default();
-        if let Some(tgid) = tgid {
-            local.exe = self.processes.exe(tgid).map(|e| escape_bytes(e.as_bytes()));
+        if let Some(p) = &conn.process {
+            let exe = self.processes.executable(p);
+            local.exe = exe.path.map(|e| escape_bytes(e.as_bytes()));
+            local.exe_source = exe.source;
+            local.exec_since = exe.exec_since;
             if local.exe.is_none() {
                 self.counters.record_identity_miss(IdentityMiss::Exe);
             }

@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod btf;
+pub mod execs;
 pub mod listeners;
 pub mod offsets;
 pub mod prog_info;
@@ -112,6 +113,8 @@ pub struct Probes {
     link: Option<FdLink>,
     /// Listener entries seeded from /proc at start-up.
     pub seeded_listeners: usize,
+    /// The exec maps, when exec tracking is on.
+    execs: Option<execs::ExecMaps>,
 }
 
 impl Probes {
@@ -138,9 +141,11 @@ impl Probes {
             Ok(logger) => spawn_kernel_logger(logger),
             Err(e) => tracing::warn!(error = %e, "eBPF log forwarding unavailable"),
         }
+        // Images first: the listeners seeded next, and every connect from now on, refer to them.
+        let execs = execs::attach(&mut ebpf);
         let seeded_listeners = listeners::seed(&mut ebpf, self_tgid);
         let attached = attach::attach(&mut ebpf, config.attach)?;
-        Ok(Self { ebpf, attach_point: attached.point, link: attached.link, seeded_listeners })
+        Ok(Self { ebpf, attach_point: attached.point, link: attached.link, seeded_listeners, execs })
     }
 
     /// Whether the probe's link is still attached: `None` when the attach point gives no link
@@ -191,6 +196,11 @@ impl Probes {
                 .map_err(|source| ProbeError::MapType { name: FLOW_COUNTS_MAP, source })?,
             config: Array::try_from(config).map_err(|source| ProbeError::MapType { name: FLOW_CONFIG_MAP, source })?,
         })
+    }
+
+    /// Takes the exec maps (once), when exec tracking is on.
+    pub fn take_exec_maps(&mut self) -> Option<execs::ExecMaps> {
+        self.execs.take()
     }
 
     /// Takes the per-CPU loss counters (once).

@@ -34,6 +34,8 @@ pub struct LocalProcess {
     pub pid: u32,
     /// `task->comm`, raw bytes up to the first NUL (may be any bytes: escape before output).
     pub comm: Vec<u8>,
+    /// The program image it ran when it connected or listened (`ExecKey::exec_ns`), 0 unknown.
+    pub exec_ns: u64,
 }
 
 /// One decoded connection event.
@@ -111,7 +113,7 @@ pub fn decode(bytes: &[u8]) -> Result<Connection, DecodeError> {
     let route = Route { key: flow_key(&ev, kind), bits: ev.flow, key_mask: ev.key_mask };
     let process = (ev.flags & FLAG_PROCESS_KNOWN != 0).then(|| {
         let end = ev.comm.iter().position(|&c| c == 0).unwrap_or(ev.comm.len());
-        LocalProcess { tgid: ev.tgid, pid: ev.pid, comm: ev.comm[..end].to_vec() }
+        LocalProcess { tgid: ev.tgid, pid: ev.pid, comm: ev.comm[..end].to_vec(), exec_ns: ev.exec_ns }
     });
     Ok(Connection {
         kind,
@@ -183,6 +185,7 @@ mod tests {
             src_addr: src,
             dst_addr: dst,
             comm,
+            exec_ns: 9,
         }
     }
 
@@ -192,7 +195,7 @@ mod tests {
         assert_eq!(c.kind, EventKind::Connect);
         assert_eq!(c.src, "10.0.0.1:40000".parse().unwrap());
         assert_eq!(c.dst, "10.0.0.2:80".parse().unwrap());
-        assert_eq!(c.process, Some(LocalProcess { tgid: 100, pid: 101, comm: b"curl".to_vec() }));
+        assert_eq!(c.process, Some(LocalProcess { tgid: 100, pid: 101, comm: b"curl".to_vec(), exec_ns: 9 }));
         assert_eq!(c.error, None);
         assert!(c.local_is_src());
     }

@@ -65,7 +65,8 @@ pub fn established(self_tgid: u32) -> Vec<Connection> {
             }
             let ctx = procnet::process_ctx(dir, *tgid, self_tgid, cgroup_root.as_deref());
             let end = ctx.comm.iter().position(|&c| c == 0).unwrap_or(ctx.comm.len());
-            conn.process = Some(LocalProcess { tgid: *tgid, pid: *tgid, comm: ctx.comm[..end].to_vec() });
+            conn.process =
+                Some(LocalProcess { tgid: *tgid, pid: *tgid, comm: ctx.comm[..end].to_vec(), exec_ns: ctx.exec_ns });
             conn.cgroup_id = ctx.cgroup_id;
             owned += 1;
         }
