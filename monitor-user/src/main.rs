@@ -97,7 +97,7 @@ fn main() -> ExitCode {
                     tracing::error!("{e}");
                     ExitCode::from(EX_NOPERM)
                 }
-                Err(e @ (RunError::Identity(_) | RunError::Policy(_) | RunError::Kube(_))) => {
+                Err(e @ (RunError::Identity(_) | RunError::Policy(_) | RunError::Kube(_) | RunError::WebConfig(_))) => {
                     tracing::error!("{e}");
                     ExitCode::from(EX_CONFIG)
                 }

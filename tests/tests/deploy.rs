@@ -40,6 +40,13 @@ fn scenarios(dir: &Path) -> Result<Vec<(&'static str, Rendered)>> {
         "alerts.alertmanagerUrl=http://alertmanager.monitoring:9093",
         // Signed DFDs: an approver's minisign public key.
         "dfd.trustedKeys[0]=RWSNQwhLF70aCK/qeXgsO1VZUbfXAguVMyrrNM/AZCeK1Lh6tmSaREFo",
+        // TLS and basic auth on the metrics endpoint.
+        "metrics.webConfig.secretName=dfdwatch-web",
+        "serviceMonitor.tlsConfig.serverName=dfdwatch",
+        "serviceMonitor.basicAuth.username.name=dfdwatch-web",
+        "serviceMonitor.basicAuth.username.key=username",
+        "serviceMonitor.basicAuth.password.name=dfdwatch-web",
+        "serviceMonitor.basicAuth.password.key=password",
     ] {
         full.extend(["--set".to_owned(), set.to_owned()]);
     }

@@ -35,6 +35,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "gdb",
     // signed DFDs: the approvers' tool, whose keys and signatures dfdwatch reads and writes
     "minisign",
+    // the metrics endpoint's TLS and basic auth: a certificate and a bcrypt hash for the tests
+    "openssl",
+    "apache2-utils",
     // DFD rendering tests
     "graphviz",
     // metrics: promtool checks the exposition format and the alerting rules

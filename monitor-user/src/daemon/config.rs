@@ -112,6 +112,10 @@ pub struct RunArgs {
     /// port 0 picks a free port (logged).
     #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR:PORT")]
     pub metrics_addr: std::net::SocketAddr,
+    /// TLS and basic auth for the metrics endpoint: a web configuration file in the Prometheus
+    /// exporter toolkit's format (tls_server_config, basic_auth_users; docs/metrics.md).
+    #[arg(long, value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
     /// Do not listen at all (no metrics, no health endpoints).
     #[arg(long)]
     pub no_metrics: bool,

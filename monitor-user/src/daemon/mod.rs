@@ -28,6 +28,7 @@ use crate::{
         kernel_stats::KernelStats,
         liveness::{AliveFile, Liveness, Watchdog},
         metrics::Metrics,
+        web_config::WebConfig,
     },
 };
 
@@ -61,6 +62,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    WebConfig(#[from] crate::telemetry::web_config::WebConfigError),
     #[error("cannot reserve a loopback port for the heartbeat: {0}")]
     Heartbeat(#[source] std::io::Error),
     #[error("cannot watch the ring buffer: {0}")]
@@ -111,14 +114,15 @@ fn load_policy(args: &RunArgs, trust: Option<&Trust>) -> Result<Option<Policy>, 
     Ok(Some(policy))
 }
 
-async fn bind_metrics(args: &RunArgs) -> Result<Option<tokio::net::TcpListener>, RunError> {
+async fn bind_metrics(args: &RunArgs, tls: bool) -> Result<Option<tokio::net::TcpListener>, RunError> {
     if args.no_metrics {
         return Ok(None);
     }
     let listen = |source| RunError::Listen { addr: args.metrics_addr, source };
     let l = http::bind(args.metrics_addr).await.map_err(listen)?;
     let addr = l.local_addr().map_err(listen)?;
-    tracing::info!(%addr, "metrics listening on http://{addr}/metrics");
+    let scheme = if tls { "https" } else { "http" };
+    tracing::info!(%addr, "metrics listening on {scheme}://{addr}/metrics");
     Ok(Some(l))
 }
 
@@ -194,7 +198,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         metrics.set_dfd(policy);
     }
     let sinks = Sinks::open(&args, &counters, &metrics)?;
-    let listener = bind_metrics(&args).await?;
+    let web = match &args.web_config_file {
+        Some(path) => Some(Arc::new(WebConfig::load(path)?)),
+        None => None,
+    };
+    let listener = bind_metrics(&args, web.as_ref().is_some_and(|w| w.tls.is_some())).await?;
     let cgroups = cgroupfs::v2_mount().map(|mount| CgroupPaths::new(mount, Duration::from_secs(1)));
     if cgroups.is_none() {
         tracing::warn!("no cgroup v2 mount: events carry no cgroup path, container or pod");
@@ -237,7 +245,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         Parts { ring, resolver, policy, trust, sinks, node, flow_maps, identity_generation, liveness, found_at_start };
     let pipeline = Pipeline::start(&args, parts, &counters, &metrics, &shutdown)?;
     watchdog.start(pipeline.outside(), watching_since, found);
-    let server = listener.map(|l| tokio::spawn(http::serve(l, metrics.clone(), health.clone(), shutdown.signal())));
+    let server =
+        listener.map(|l| tokio::spawn(http::serve(l, metrics.clone(), health.clone(), web, shutdown.signal())));
     health.set_ready(true);
     tracing::info!(
         attach_point = probes.attach_point.name(),

@@ -1,6 +1,7 @@
 //! The daemon's only listening socket: `/metrics` (Prometheus text format), `/healthz` (the
-//! process serves) and `/readyz` (probes attached, the pipeline running, and the heartbeat coming through the probes). Bound to
-//! `--metrics-addr`, loopback by default.
+//! process serves) and `/readyz` (probes attached, the pipeline running, and the heartbeat
+//! coming through the probes). Bound to `--metrics-addr`, loopback by default; TLS and basic auth
+//! as the `--web-config-file` says ([`super::web_config`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,14 +10,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
 use crate::shutdown::ShutdownSignal;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::web_config::WebConfig;
 
 /// Readiness shared with the server.
 #[derive(Default)]
@@ -67,6 +69,7 @@ impl Health {
 struct AppState {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    web: Option<Arc<WebConfig>>,
 }
 
 /// Connections served at once; more are closed at once and counted. Prometheus needs one.
@@ -88,13 +91,15 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    web: Option<Arc<WebConfig>>,
     stop: ShutdownSignal,
 ) {
+    let tls = web.as_ref().and_then(|w| w.tls.clone()).map(tokio_rustls::TlsAcceptor::from);
     let app = Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics: metrics.clone(), health });
+        .with_state(AppState { metrics: metrics.clone(), health, web });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let stop = stop.wait();
     tokio::pin!(stop);
@@ -121,21 +126,54 @@ pub async fn serve(
             }
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let (app, tls) = (app.clone(), tls.clone());
         tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            // Errors here are the client's (a reset, a timeout): nothing to report.
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            let served = async move {
+                match tls {
+                    // The handshake is bounded like the request headers.
+                    Some(tls) => {
+                        if let Ok(Ok(stream)) = tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+                            serve_connection(stream, app).await;
+                        }
+                    }
+                    None => serve_connection(stream, app).await,
+                }
+            };
+            // Errors here are the client's (a reset, a failed handshake, a timeout).
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, served).await;
             drop(slot);
         });
     }
 }
 
-async fn metrics_page(State(s): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+/// One HTTP/1.1 connection, over TCP or TLS.
+async fn serve_connection<IO>(io: IO, app: Router)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
+async fn metrics_page(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(web) = s.web.filter(|w| w.needs_auth()) {
+        let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        // bcrypt is slow by design: off the runtime's threads.
+        let ok = tokio::task::spawn_blocking(move || web.authorized(given.as_deref())).await.unwrap_or(false);
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"dfdwatch\"")],
+                "unauthorized\n",
+            )
+                .into_response();
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {

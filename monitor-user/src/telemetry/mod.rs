@@ -9,3 +9,4 @@ pub mod http;
 pub mod kernel_stats;
 pub mod liveness;
 pub mod metrics;
+pub mod web_config;
