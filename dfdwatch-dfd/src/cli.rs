@@ -221,3 +221,139 @@ pub fn render(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8
         }
     }
 }
+
+/// Severity threshold of `dfdwatch diff --fail-on`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FailOn {
+    /// Never fail on changes.
+    #[default]
+    Never,
+    /// Fail on any change.
+    Low,
+    /// Fail on medium or high changes.
+    Medium,
+    /// Fail on high changes.
+    High,
+}
+
+/// Output formats of `dfdwatch diff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DiffFormat {
+    /// One line per change, then a summary line.
+    #[default]
+    Text,
+    /// A Markdown table, for a pull-request comment.
+    Markdown,
+    /// The changes as JSON.
+    Json,
+    /// SARIF 2.1.0, for code scanning.
+    Sarif,
+}
+
+/// Arguments of `dfdwatch diff`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The DFD before: a file or directory, or `REV:PATH` for a git revision of one (e.g.
+    /// `origin/main:approved-dfd`).
+    #[arg(value_name = "OLD")]
+    pub old: String,
+    /// The DFD after, in the same forms.
+    #[arg(value_name = "NEW")]
+    pub new: String,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+    pub format: DiffFormat,
+    /// Exit 1 when a change of this severity or above is found (for CI gating).
+    #[arg(long, value_enum, default_value_t = FailOn::Never)]
+    pub fail_on: FailOn,
+}
+
+/// Exit status of `dfdwatch diff` when a side does not parse (EX_DATAERR).
+pub const EXIT_DATA: u8 = 65;
+
+/// The DFD sources named by a `diff` argument: a path, or `REV:PATH` read with `git show`.
+fn diff_sources(spec: &str) -> Result<Vec<crate::load::Source>, String> {
+    let path = std::path::Path::new(spec);
+    if path.exists() {
+        return crate::load::read_sources(&[path.to_owned()]).map_err(|e| e.to_string());
+    }
+    let Some((rev, path)) = spec.split_once(':') else {
+        return Err(format!(
+            "{}: no such file or directory, and not REV:PATH",
+            crate::escape::escape_bytes(spec.as_bytes())
+        ));
+    };
+    let git = |args: &[&str]| -> Result<Vec<u8>, String> {
+        let out = std::process::Command::new("git").args(args).output().map_err(|e| format!("git: {e}"))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(format!("git {}: {}", args.join(" "), crate::escape::escape_bytes(err.trim().as_bytes())));
+        }
+        Ok(out.stdout)
+    };
+    let path = path.trim_end_matches('/');
+    let kind = git(&["cat-file", "-t", &format!("{rev}:{path}")])?;
+    let files: Vec<String> = if kind.starts_with(b"tree") {
+        let listing = git(&["ls-tree", "--name-only", &format!("{rev}:{path}")])?;
+        let mut names: Vec<String> = String::from_utf8_lossy(&listing)
+            .lines()
+            .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
+            .map(|n| format!("{path}/{n}"))
+            .collect();
+        names.sort();
+        names
+    } else {
+        vec![path.to_owned()]
+    };
+    if files.is_empty() {
+        return Err(format!("{rev}:{path} holds no .yaml or .yml file"));
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            let mut bytes = git(&["show", &format!("{rev}:{f}")])?;
+            bytes.truncate(crate::load::MAX_FILE_BYTES as usize + 1);
+            Ok(crate::load::Source { path: f.into(), bytes })
+        })
+        .collect()
+}
+
+/// Compares two DFDs (`dfdwatch diff`) and returns the exit status: 0, or 1 when a change at or
+/// above `--fail-on` is found; 64 bad usage; 65 when a side does not parse.
+pub fn diff(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let mut sides = Vec::new();
+    for spec in [&args.old, &args.new] {
+        let sources = match diff_sources(spec) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = writeln!(err, "dfdwatch: {e}");
+                return EXIT_USAGE;
+            }
+        };
+        let loaded = crate::load::parse_sources(&sources);
+        if has_errors(&loaded.findings) {
+            for f in loaded.findings.iter().filter(|f| f.severity == Severity::Error) {
+                let _ = writeln!(err, "{f}");
+            }
+            let _ = writeln!(
+                err,
+                "dfdwatch: {} does not parse; fix it first (`dfdwatch check`)",
+                crate::escape::escape_bytes(spec.as_bytes())
+            );
+            return EXIT_DATA;
+        }
+        sides.push(loaded.dfd);
+    }
+    let changes = crate::diff::changes(&sides[0], &sides[1]);
+    if crate::diff::write(args.format, &changes, out).is_err() {
+        let _ = writeln!(err, "dfdwatch: cannot write the report");
+        return EXIT_IO;
+    }
+    let threshold = match args.fail_on {
+        FailOn::Never => None,
+        FailOn::Low => Some(crate::diff::Severity::Low),
+        FailOn::Medium => Some(crate::diff::Severity::Medium),
+        FailOn::High => Some(crate::diff::Severity::High),
+    };
+    if threshold.is_some_and(|t| changes.iter().any(|c| c.severity >= t)) { EXIT_FINDINGS } else { EXIT_OK }
+}

@@ -42,7 +42,7 @@ impl Severity {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Change {
     /// What changed: `flow_added`, `flow_removed`, `ports_widened`, `encryption_downgraded`,
-    /// `checkpoint_removed`, `node_added`, `node_removed`, `node_moved`, `selector_changed`,
+    /// `checkpoint_removed`, `data_added`, `node_added`, `node_removed`, `node_moved`, `selector_changed`,
     /// `selector_matches_everything`, `zone_tier_changed`, `alerts_switched_off`.
     pub kind: &'static str,
     /// How much it widens.
@@ -51,6 +51,9 @@ pub struct Change {
     pub subject: String,
     /// What changed, in words.
     pub detail: String,
+    /// Where the subject is written in the new revision (the old one for a removal).
+    #[serde(skip)]
+    pub loc: Option<crate::diag::Loc>,
 }
 
 /// Where a flow goes, for its severity: its ends' zones and tier levels.
@@ -123,9 +126,11 @@ fn matches_everything(sel: Option<&Selector>) -> bool {
 /// The changes from `old` to `new`, most severe first.
 pub fn changes(old: &Dfd, new: &Dfd) -> Vec<Change> {
     let mut out = Vec::new();
-    let mut push = |kind, severity, subject: &str, detail: String| {
-        out.push(Change { kind, severity, subject: subject.to_owned(), detail });
+    let mut push = |kind, severity, subject: &str, detail: String, loc: Option<&crate::diag::Loc>| {
+        out.push(Change { kind, severity, subject: subject.to_owned(), detail, loc: loc.cloned() });
     };
+    // The most sensitive data class: a flow that starts carrying it is a high-severity change.
+    let top = new.data_classes.iter().map(|c| c.level).max();
     let new_ends = Ends { dfd: new };
 
     let old_flows: BTreeMap<&str, &Flow> = old.flows.iter().map(|f| (f.id.as_str(), f)).collect();
@@ -133,7 +138,7 @@ pub fn changes(old: &Dfd, new: &Dfd) -> Vec<Change> {
     for (id, f) in &new_flows {
         let Some(was) = old_flows.get(id) else {
             let (severity, why) = new_ends.crossing(f);
-            push("flow_added", severity, id, format!("{} -> {} approved ({why})", f.from.id, f.to.id));
+            push("flow_added", severity, id, format!("{} -> {} approved ({why})", f.from.id, f.to.id), Some(&f.loc));
             continue;
         };
         if (was.from.id.as_str(), was.to.id.as_str()) != (f.from.id.as_str(), f.to.id.as_str()) {
@@ -143,11 +148,18 @@ pub fn changes(old: &Dfd, new: &Dfd) -> Vec<Change> {
                 severity,
                 id,
                 format!("now {} -> {}, was {} -> {} ({why})", f.from.id, f.to.id, was.from.id, was.to.id),
+                Some(&f.loc),
             );
         }
         if !ports(f).is_subset(&ports(was)) {
             let severity = if port_count(f) >= u64::from(u16::MAX) { Severity::High } else { Severity::Medium };
-            push("ports_widened", severity, id, format!("{} ports approved, were {}", port_count(f), port_count(was)));
+            push(
+                "ports_widened",
+                severity,
+                id,
+                format!("{} ports approved, were {}", port_count(f), port_count(was)),
+                Some(&f.loc),
+            );
         }
         if strength(f.encryption.required) < strength(was.encryption.required) {
             push(
@@ -155,15 +167,22 @@ pub fn changes(old: &Dfd, new: &Dfd) -> Vec<Change> {
                 Severity::High,
                 id,
                 format!("encryption {:?}, was {:?}", f.encryption.required, was.encryption.required).to_lowercase(),
+                Some(&f.loc),
             );
         }
         let kept: BTreeSet<&str> = f.checkpoints.iter().map(|c| c.id.as_str()).collect();
         for c in was.checkpoints.iter().filter(|c| !kept.contains(c.id.as_str())) {
-            push("checkpoint_removed", Severity::Medium, id, format!("checkpoint {} removed", c.id));
+            push("checkpoint_removed", Severity::Medium, id, format!("checkpoint {} removed", c.id), Some(&f.loc));
+        }
+        let carried: BTreeSet<&str> = was.data.iter().map(|d| d.id.as_str()).collect();
+        for d in f.data.iter().filter(|d| !carried.contains(d.id.as_str())) {
+            let level = new.data_classes.iter().find(|c| c.id == d.id).map(|c| c.level);
+            let severity = if level.is_some() && level == top { Severity::High } else { Severity::Medium };
+            push("data_added", severity, id, format!("now carries {}", d.id), Some(&f.loc));
         }
     }
     for id in old_flows.keys().filter(|id| !new_flows.contains_key(*id)) {
-        push("flow_removed", Severity::Low, id, "no longer approved".into());
+        push("flow_removed", Severity::Low, id, "no longer approved".into(), Some(&old_flows[id].loc));
     }
 
     let old_nodes: BTreeMap<&str, &Node> = old.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
@@ -171,7 +190,7 @@ pub fn changes(old: &Dfd, new: &Dfd) -> Vec<Change> {
         let everything = matches_everything(n.selector.as_ref());
         let external = new_ends.zone_of(&n.id).is_some_and(|z| z.external);
         match old_nodes.get(n.id.as_str()) {
-            None => push("node_added", Severity::Low, &n.id, format!("in zone {}", n.zone.id)),
+            None => push("node_added", Severity::Low, &n.id, format!("in zone {}", n.zone.id), Some(&n.loc)),
             Some(was) => {
                 if was.zone.id != n.zone.id {
                     push(
@@ -179,12 +198,19 @@ pub fn changes(old: &Dfd, new: &Dfd) -> Vec<Change> {
                         Severity::High,
                         &n.id,
                         format!("moved from zone {} to zone {}", was.zone.id, n.zone.id),
+                        Some(&n.loc),
                     );
                 }
                 let same = was.selector.as_ref().and_then(Selector::branches)
                     == n.selector.as_ref().and_then(Selector::branches);
                 if !same && !(everything && !external) {
-                    push("selector_changed", Severity::Medium, &n.id, "its `match` selector changed".into());
+                    push(
+                        "selector_changed",
+                        Severity::Medium,
+                        &n.id,
+                        "its `match` selector changed".into(),
+                        Some(&n.loc),
+                    );
                 }
             }
         }
@@ -197,19 +223,26 @@ pub fn changes(old: &Dfd, new: &Dfd) -> Vec<Change> {
                 Severity::High,
                 &n.id,
                 "now matches every address, outside an external zone".into(),
+                Some(&n.loc),
             );
         }
     }
     let new_nodes: BTreeSet<&str> = new.nodes.iter().map(|n| n.id.as_str()).collect();
     for id in old_nodes.keys().filter(|id| !new_nodes.contains(*id)) {
-        push("node_removed", Severity::Low, id, "removed".into());
+        push("node_removed", Severity::Low, id, "removed".into(), Some(&old_nodes[id].loc));
     }
 
     for z in &new.zones {
         if let Some(was) = old.zones.iter().find(|o| o.id == z.id)
             && was.tier.id != z.tier.id
         {
-            push("zone_tier_changed", Severity::Medium, &z.id, format!("tier {}, was {}", z.tier.id, was.tier.id));
+            push(
+                "zone_tier_changed",
+                Severity::Medium,
+                &z.id,
+                format!("tier {}, was {}", z.tier.id, was.tier.id),
+                Some(&z.loc),
+            );
         }
     }
 
@@ -220,6 +253,7 @@ pub fn changes(old: &Dfd, new: &Dfd) -> Vec<Change> {
             Severity::High,
             "defaults.unapprovedFlow",
             "unapproved flows are only logged now: no alert".into(),
+            nd.loc.as_ref(),
         );
     }
     if od.unmatched_endpoint == UnmatchedAction::Alert && nd.unmatched_endpoint != UnmatchedAction::Alert {
@@ -228,12 +262,92 @@ pub fn changes(old: &Dfd, new: &Dfd) -> Vec<Change> {
             Severity::High,
             "defaults.unmatchedEndpoint",
             format!("unmodelled endpoints are {:?} now: no alert", nd.unmatched_endpoint).to_lowercase(),
+            nd.loc.as_ref(),
         );
     }
     out.sort_by(|a, b| {
         b.severity.cmp(&a.severity).then_with(|| a.kind.cmp(b.kind)).then_with(|| a.subject.cmp(&b.subject))
     });
     out
+}
+
+/// Writes `changes` in `format` (`dfdwatch diff`).
+pub fn write(format: crate::cli::DiffFormat, changes: &[Change], out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use crate::cli::DiffFormat;
+    let esc = |s: &str| crate::escape::escape_bytes(s.as_bytes());
+    let count = |s: Severity| changes.iter().filter(|c| c.severity == s).count();
+    let summary = format!(
+        "{} change(s): {} high, {} medium, {} low",
+        changes.len(),
+        count(Severity::High),
+        count(Severity::Medium),
+        count(Severity::Low)
+    );
+    match format {
+        DiffFormat::Text => {
+            for c in changes {
+                let at = c.loc.as_ref().map(|l| format!("{l}: ")).unwrap_or_default();
+                writeln!(out, "{at}{}: {} {}: {}", c.severity.as_str(), c.kind, esc(&c.subject), esc(&c.detail))?;
+            }
+            writeln!(out, "{summary}")
+        }
+        DiffFormat::Markdown => {
+            // Table cells: no pipes or line breaks from the DFD can break the table.
+            let cell = |s: &str| esc(s).replace('|', "\\|");
+            writeln!(out, "### DFD changes\n\n{summary}\n")?;
+            if changes.is_empty() {
+                return Ok(());
+            }
+            writeln!(out, "| severity | change | subject | detail |\n|---|---|---|---|")?;
+            for c in changes {
+                let mark = if c.severity == Severity::High { "**high**" } else { c.severity.as_str() };
+                writeln!(out, "| {mark} | `{}` | `{}` | {} |", c.kind, cell(&c.subject), cell(&c.detail))?;
+            }
+            Ok(())
+        }
+        DiffFormat::Json => {
+            serde_json::to_writer_pretty(&mut *out, &serde_json::json!({"changes": changes, "summary": summary}))?;
+            writeln!(out)
+        }
+        DiffFormat::Sarif => {
+            let results: Vec<serde_json::Value> = changes
+                .iter()
+                .map(|c| {
+                    let level = match c.severity {
+                        Severity::High => "error",
+                        Severity::Medium => "warning",
+                        Severity::Low => "note",
+                    };
+                    let mut r = serde_json::json!({
+                        "ruleId": c.kind,
+                        "level": level,
+                        "message": {"text": format!("{}: {}", c.subject, c.detail)},
+                    });
+                    if let Some(l) = &c.loc {
+                        r["locations"] = serde_json::json!([{"physicalLocation": {
+                            "artifactLocation": {"uri": l.file.to_string_lossy().replace('\\', "/")},
+                            "region": {"startLine": l.line, "startColumn": l.col},
+                        }}]);
+                    }
+                    r
+                })
+                .collect();
+            let mut kinds: Vec<&str> = changes.iter().map(|c| c.kind).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            let rules: Vec<serde_json::Value> = kinds
+                .iter()
+                .map(|k| serde_json::json!({"id": k, "shortDescription": {"text": k.replace('_', " ")}}))
+                .collect();
+            let sarif = serde_json::json!({
+                "version": "2.1.0",
+                "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+                "runs": [{"tool": {"driver": {"name": "dfdwatch diff", "rules": rules}}, "results": results}],
+            });
+            serde_json::to_writer_pretty(&mut *out, &sarif)?;
+            writeln!(out)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,10 @@ enum Command {
     Check(dfdwatch_dfd::cli::CheckArgs),
     /// Draw approved DFD files as Graphviz DOT or Mermaid.
     Render(dfdwatch_dfd::cli::RenderArgs),
+    /// What a DFD change does to the boundaries, for the reviewer of a pull request: OLD and NEW
+    /// are paths or git revisions (`REV:PATH`). Exit 1 with --fail-on when a change that severe
+    /// is found, 65 when a side does not parse, 64 bad usage.
+    Diff(dfdwatch_dfd::cli::DiffArgs),
     /// Sign a DFD directory as an approver: writes its manifest `dfd.sha256` and a minisign
     /// signature of it (docs/signing.md).
     Sign(dfdwatch_dfd::cli::SignArgs),
@@ -72,6 +76,9 @@ fn main() -> ExitCode {
         }
         Command::Render(args) => {
             ExitCode::from(dfdwatch_dfd::cli::render(&args, &mut std::io::stdout(), &mut std::io::stderr()))
+        }
+        Command::Diff(args) => {
+            ExitCode::from(dfdwatch_dfd::cli::diff(&args, &mut std::io::stdout(), &mut std::io::stderr()))
         }
         Command::Sign(args) => {
             ExitCode::from(dfdwatch_dfd::cli::sign(&args, &mut std::io::stdout(), &mut std::io::stderr()))
