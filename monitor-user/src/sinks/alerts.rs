@@ -398,6 +398,9 @@ impl AlertWriter {
                 tracing::warn!(total = n, "alert output refuses lines and its buffer is full: alert dropped");
             }
         }
+        if self.out.due() {
+            self.flush();
+        }
     }
 
     fn flush(&mut self) {

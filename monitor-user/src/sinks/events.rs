@@ -108,6 +108,9 @@ impl EventWriter {
                 tracing::warn!(total = n, "events output refuses lines and its buffer is full: line dropped");
             }
         }
+        if self.out.due() {
+            self.flush();
+        }
     }
 
     fn flush(&mut self) {

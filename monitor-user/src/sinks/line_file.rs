@@ -193,12 +193,21 @@ pub struct LineSink<T> {
     /// Each pending line's end offset in `pending`, and its tag.
     lines: VecDeque<(usize, T)>,
     limit: usize,
+    /// When the output last refused lines; `None` once it takes them again.
+    refused_at: Option<Instant>,
 }
+
+/// Pending bytes that make a write due even while lines keep coming (a busy stream must not fill
+/// the buffer before the queue runs empty).
+const WRITE_AT: usize = 64 * 1024;
+/// After the output refused lines, how long before a size-due write is tried again (the
+/// writers also retry every second on their own).
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl<T> LineSink<T> {
     /// A sink writing to `out`, buffering at most `limit` bytes.
     pub fn new(out: Box<dyn LineOutput>, limit: usize) -> Self {
-        Self { out, pending: Vec::new(), lines: VecDeque::new(), limit }
+        Self { out, pending: Vec::new(), lines: VecDeque::new(), limit, refused_at: None }
     }
 
     /// Queues one line (a newline is added). Returns false, queuing nothing, when the buffer
@@ -211,6 +220,12 @@ impl<T> LineSink<T> {
         self.pending.push(b'\n');
         self.lines.push_back((self.pending.len(), tag));
         true
+    }
+
+    /// Whether enough is pending to write now, without waiting for the queue to run empty;
+    /// not while the output refuses lines (until [`RETRY_AFTER`] has passed).
+    pub fn due(&self) -> bool {
+        self.pending.len() >= WRITE_AT && self.refused_at.is_none_or(|t| t.elapsed() >= RETRY_AFTER)
     }
 
     /// Lines waiting.
@@ -237,8 +252,14 @@ impl<T> LineSink<T> {
             *end -= n;
         }
         match error {
-            Some(e) => Err(e),
-            None => self.out.sync(),
+            Some(e) => {
+                self.refused_at = Some(Instant::now());
+                Err(e)
+            }
+            None => {
+                self.refused_at = None;
+                self.out.sync()
+            }
         }
     }
 }
@@ -301,6 +322,27 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_busy_stream_is_written_by_size_and_a_refusing_output_is_not_hammered() {
+        let taken = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), usize::MAX)));
+        let mut sink = LineSink::new(Box::new(Stream(Cramped { taken: taken.clone() })), PENDING_BYTES);
+        let line = [b'x'; 1000];
+        let mut pushed = 0;
+        while !sink.due() {
+            assert!(sink.push(&line, ()));
+            pushed += 1;
+        }
+        assert_eq!(pushed, WRITE_AT.div_ceil(1001), "due once 64 KiB wait");
+        sink.flush(|()| {}).unwrap();
+        assert!(!sink.due());
+        taken.lock().unwrap().1 = 0;
+        for _ in 0..pushed {
+            assert!(sink.push(&line, ()));
+        }
+        assert!(sink.flush(|()| {}).is_err(), "refused");
+        assert!(!sink.due(), "not tried again at once after a refusal");
     }
 
     #[test]
