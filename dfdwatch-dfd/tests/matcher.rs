@@ -160,3 +160,40 @@ fn lookup_cost_does_not_grow_with_node_count() {
     println!("matcher lookup cost: {}", report.join(", "));
     assert!(tested.windows(2).all(|w| w[0] == w[1]), "candidates tested grew with node count: {tested:?}");
 }
+
+/// A node bound by an address and a local-end-only field: the remote end of a socket, known by
+/// its address, matches it by the address (the field is skipped, as documented); the local end,
+/// which carries the field, must match both. For every local-only field.
+#[test]
+fn remote_ends_match_by_address_whatever_local_only_field_the_node_has() {
+    let fields: [(&str, &str, fn(&mut Identity, &str)); 4] = [
+        ("executables", "/usr/bin/api", |id, v| id.exe = Some(v.into())),
+        ("images", "registry.example/api:1", |id, v| id.image = Some(v.into())),
+        ("cgroupPaths", "/system.slice/api.service", |id, v| id.cgroup_path = Some(v.into())),
+        ("systemdUnits", "api.service", |id, v| id.systemd_unit = Some(v.into())),
+    ];
+    for (field, value, set) in fields {
+        let src = format!(
+            "apiVersion: dfd.dfdwatch.dev/v1alpha1
+kind: ApprovedDataFlowDiagram
+metadata: {{name: t}}
+spec:
+  tiers: [{{id: T2, level: 2}}]
+  zones: [{{id: app, tier: T2, match: {{cidrs: [\"10.77.0.0/16\"]}}}}]
+  nodes:
+    - {{id: api, kind: process, zone: app, match: {{cidrs: [\"10.77.1.0/24\"], {field}: [\"{value}\"]}}}}
+    - {{id: db, kind: datastore, zone: app, match: {{cidrs: [\"10.77.2.0/24\"]}}}}
+  flows:
+    - {{id: api-to-db, from: api, to: db, ports: [{{port: 5432}}], encryption: {{required: tls}}}}
+"
+        );
+        let c = compiled(&src);
+        let remote = Identity { ip: "10.77.1.20".parse().ok(), ..Identity::default() };
+        assert_eq!(names(&c, &c.matcher.resolve(&remote)), some("api", "app"), "{field}: the remote end");
+        let mut local = remote.clone();
+        set(&mut local, value);
+        assert_eq!(names(&c, &c.matcher.resolve(&local)), some("api", "app"), "{field}: the local end");
+        set(&mut local, "/something/else");
+        assert_eq!(names(&c, &c.matcher.resolve(&local)), (None, Some("app".into())), "{field}: another program");
+    }
+}

@@ -131,7 +131,10 @@ fn literal_patterns(c: Option<&Constraint>) -> Option<&Vec<String>> {
 }
 
 impl Index {
-    /// Files branch `b` under its most selective anchor.
+    /// Files branch `b` under its most selective anchor that a remote end can carry too: a
+    /// local-end-only field (executable, image, cgroup, unit) anchors a branch only when it has
+    /// nothing else, or the remote end of a socket, known by its address, would never find a
+    /// node bound by `cidrs` plus `executables`.
     pub fn add(&mut self, branch: &Branch, b: BranchId) {
         let find = |d: Dim| branch.constraints.iter().find(|c| c.dim() == d);
         let in_label = match find(Dim::PodLabels) {
@@ -150,21 +153,18 @@ impl Index {
             }
             return;
         }
-        for d in [
-            Dim::Spiffe,
-            Dim::Namespace,
-            Dim::ServiceAccount,
-            Dim::Executable,
-            Dim::Image,
-            Dim::Cgroup,
-            Dim::SystemdUnit,
-            Dim::Host,
-        ] {
+        let mut by_string = |d: Dim, index: &mut Self| {
             if let Some(Constraint::Patterns(_, pats)) = find(d) {
-                let idx = self.strings.entry(d).or_default();
+                let idx = index.strings.entry(d).or_default();
                 for p in pats {
                     idx.add(p, b);
                 }
+                return true;
+            }
+            false
+        };
+        for d in [Dim::Spiffe, Dim::Namespace, Dim::ServiceAccount, Dim::Host] {
+            if by_string(d, self) {
                 return;
             }
         }
@@ -181,6 +181,11 @@ impl Index {
                 self.label.entry(l.key.clone()).or_default().entry(v.clone()).or_default().push(b);
             }
             return;
+        }
+        for d in [Dim::Executable, Dim::Image, Dim::Cgroup, Dim::SystemdUnit] {
+            if by_string(d, self) {
+                return;
+            }
         }
         self.scan.push(b);
     }
