@@ -153,7 +153,7 @@ impl Index {
             }
             return;
         }
-        let mut by_string = |d: Dim, index: &mut Self| {
+        let by_string = |d: Dim, index: &mut Self| {
             if let Some(Constraint::Patterns(_, pats)) = find(d) {
                 let idx = index.strings.entry(d).or_default();
                 for p in pats {
