@@ -166,7 +166,8 @@ fn lookup_cost_does_not_grow_with_node_count() {
 /// which carries the field, must match both. For every local-only field.
 #[test]
 fn remote_ends_match_by_address_whatever_local_only_field_the_node_has() {
-    let fields: [(&str, &str, fn(&mut Identity, &str)); 4] = [
+    type Set = fn(&mut Identity, &str);
+    let fields: [(&str, &str, Set); 4] = [
         ("executables", "/usr/bin/api", |id, v| id.exe = Some(v.into())),
         ("images", "registry.example/api:1", |id, v| id.image = Some(v.into())),
         ("cgroupPaths", "/system.slice/api.service", |id, v| id.cgroup_path = Some(v.into())),
