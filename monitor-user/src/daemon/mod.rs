@@ -174,7 +174,10 @@ async fn wait_for_termination(
             _ = signals.terminate.recv() => break "SIGTERM",
             _ = hangup => tracing::info!("SIGHUP: no approved DFD to reload (the daemon runs without --dfd)"),
             _ = stats_tick.tick() => kernel_stats.report_increases(metrics),
-            _ = approvals_tick.tick() => metrics.refresh_approval_states(),
+            _ = approvals_tick.tick() => {
+                metrics.refresh_approval_states();
+                metrics.save_last_seen();
+            }
             _ = heartbeat_tick.tick() => watched.watchdog.tick(watched.probes, watched.health, metrics),
         }
     }
@@ -187,7 +190,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // Written into every event and Alertmanager label: escaped like every outside string.
     let node = args.node_name.as_deref().map_or_else(host_name, |n| crate::escape::escape_bytes(n.as_bytes()));
     let counters = Arc::new(Counters::default());
-    let metrics = Arc::new(Metrics::new(counters.clone())?);
+    let mut metrics = Metrics::new(counters.clone())?;
+    // Created by AliveFile::open below when missing; a first start has nothing to load anyway.
+    metrics.keep_last_seen(Some(&args.state_dir));
+    let metrics = Arc::new(metrics);
     let shutdown = Shutdown::new();
     let health = Arc::new(Health::default());
 
@@ -260,6 +266,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut watched = Watched { probes: &mut probes, watchdog, health: &health };
     let signal_name = wait_for_termination(signals, &mut kernel_stats, &metrics, stats_every, &mut watched).await;
     tracing::info!(signal = signal_name, "shutting down");
+    metrics.save_last_seen();
     watched.watchdog.stopping();
     health.set_ready(false);
     drop(probes);

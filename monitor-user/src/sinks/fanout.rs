@@ -28,6 +28,7 @@ use crate::clock::WallClock;
 use crate::flows::{FlowOutput, FlowSummary, Observation, Role};
 use crate::policy::Judgement;
 use crate::policy::changes::DfdChange;
+use crate::policy::verdict::VerdictKind;
 use crate::telemetry::counters::{Counters, Sink};
 use crate::telemetry::liveness::Gap;
 use crate::telemetry::metrics::{Metrics, Violation};
@@ -139,7 +140,8 @@ impl FanOut {
             dst_zone: j.dst.zone.as_deref(),
             severity: j.verdict.severity,
         });
-        self.metrics.observe_verdict(j.verdict.kind, violation, connections);
+        let approved_by = (j.verdict.kind == VerdictKind::Approved).then_some(j.verdict.flow.as_deref()).flatten();
+        self.metrics.observe_verdict(j.verdict.kind, violation, approved_by, connections);
     }
 }
 

@@ -45,6 +45,8 @@ pub const BLIND: &str = "dfdwatch_blind";
 pub const TAMPERING: &str = "dfdwatch_tampering_detected_total";
 /// Seconds the daemon did not watch, by reason (`restart`, `blind`).
 pub const UNWATCHED: &str = "dfdwatch_unwatched_seconds_total";
+/// Unix time each DFD flow was last seen approved on this node (or first watched for), by flow id.
+pub const DFD_FLOW_LAST_SEEN: &str = "dfdwatch_dfd_flow_last_seen_timestamp_seconds";
 /// Changes of applied DFD reloads, by severity (`low`, `medium`, `high`).
 pub const DFD_CHANGES: &str = "dfdwatch_dfd_changes_total";
 /// Times the probe was attached again after its link was found gone.
@@ -82,6 +84,10 @@ pub struct Metrics {
     reattached: IntCounter,
     unwatched: CounterVec,
     dfd_changes: IntCounterVec,
+    flow_last_seen: IntGaugeVec,
+    last_seen: super::last_seen::LastSeen,
+    /// The DFD flows in use: the closed set of `flow` labels of the last-seen gauge.
+    dfd_flows: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// The dated approvals of the DFD in use, re-counted against the clock every minute.
     approvals: std::sync::Mutex<Vec<ApprovalExpiry>>,
 }
@@ -157,6 +163,13 @@ impl Metrics {
         for severity in dfdwatch_dfd::diff::Severity::ALL {
             dfd_changes.with_label_values(&[severity.as_str()]);
         }
+        let flow_last_seen = IntGaugeVec::new(
+            Opts::new(
+                DFD_FLOW_LAST_SEEN,
+                "Unix time each DFD flow was last seen approved on this node (or first watched for), by flow id.",
+            ),
+            &["flow"],
+        )?;
         for reason in GapReason::ALL {
             unwatched.with_label_values(&[reason.as_str()]);
         }
@@ -188,6 +201,7 @@ impl Metrics {
         registry.register(Box::new(reattached.clone()))?;
         registry.register(Box::new(unwatched.clone()))?;
         registry.register(Box::new(dfd_changes.clone()))?;
+        registry.register(Box::new(flow_last_seen.clone()))?;
         registry.register(Box::new(PipelineCollector::new(counters)?))?;
         Ok(Self {
             registry,
@@ -206,12 +220,35 @@ impl Metrics {
             reattached,
             unwatched,
             dfd_changes,
+            flow_last_seen,
+            last_seen: super::last_seen::LastSeen::default(),
+            dfd_flows: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             approvals: std::sync::Mutex::new(Vec::new()),
         })
     }
 
+    /// Keeps the flows' last-seen times in `dir` (`--state-dir`) across restarts; call before
+    /// the first [`Self::set_dfd`].
+    pub fn keep_last_seen(&mut self, dir: Option<&std::path::Path>) {
+        self.last_seen = super::last_seen::LastSeen::open(dir);
+    }
+
+    /// Writes the flows' last-seen times (every minute and at shutdown).
+    pub fn save_last_seen(&self) {
+        self.last_seen.save();
+    }
+
     /// Records the DFD in use (at start-up and after each applied reload).
     pub fn set_dfd(&self, policy: &Policy) {
+        let now = crate::policy::admission::unix_now();
+        let flows = policy.compiled.dfd.flows.iter().map(|f| f.id.as_str());
+        self.flow_last_seen.reset();
+        for (flow, at) in self.last_seen.for_flows(flows, now) {
+            self.flow_last_seen.with_label_values(&[flow.as_str()]).set(at);
+        }
+        if let Ok(mut ids) = self.dfd_flows.lock() {
+            *ids = policy.compiled.dfd.flows.iter().map(|f| f.id.clone()).collect();
+        }
         let r = &policy.revision;
         self.dfd_info.reset();
         self.dfd_info.with_label_values(&[r.name.as_str(), r.sha256.as_str()]).set(1);
@@ -255,8 +292,22 @@ impl Metrics {
     /// Counts one judged connection (once per connection: the caller skips the second sighting
     /// of a same-node connection), and its violation if it calls for an alert. Zone labels are
     /// DFD zone ids (a closed set per DFD revision) or `none`.
-    pub fn observe_verdict(&self, kind: VerdictKind, violation: Option<Violation<'_>>, connections: u64) {
+    pub fn observe_verdict(
+        &self,
+        kind: VerdictKind,
+        violation: Option<Violation<'_>>,
+        approved_by: Option<&str>,
+        connections: u64,
+    ) {
         self.flows.with_label_values(&[kind.as_str()]).inc_by(connections);
+        // Only ids of the DFD in use become labels (a closed set per revision).
+        if let Some(flow) = approved_by
+            && self.dfd_flows.lock().is_ok_and(|ids| ids.contains(flow))
+        {
+            let now = crate::policy::admission::unix_now();
+            self.last_seen.seen(flow, now);
+            self.flow_last_seen.with_label_values(&[flow]).set(now);
+        }
         if let Some(v) = violation {
             let (src, dst) = (v.src_zone.unwrap_or(NO_ZONE), v.dst_zone.unwrap_or(NO_ZONE));
             self.violations.with_label_values(&[src, dst, v.severity.as_str()]).inc_by(connections);

@@ -7,6 +7,7 @@ pub mod collector;
 pub mod counters;
 pub mod http;
 pub mod kernel_stats;
+pub mod last_seen;
 pub mod liveness;
 pub mod metrics;
 pub mod web_config;
