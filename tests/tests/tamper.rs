@@ -137,6 +137,11 @@ fn link_closed_from_outside(s: &ClientServer, attach: &str) -> Result<()> {
     wait_for_readyz(&daemon, "200")?;
     let done = daemon.stop()?;
     ensure!(done.clean_exit, "the daemon exits cleanly, never closing the fd number it lost:\n{}", done.log);
+    ensure!(
+        done.gaps.iter().any(|g| g["reason"] == "blind" && g["seconds"].as_f64() > Some(0.0)),
+        "the time the probe was detached is marked by a gap record: {:?}",
+        done.gaps
+    );
     Ok(())
 }
 

@@ -237,7 +237,16 @@ impl Watchdog {
                 "the probe's link was closed from outside the daemon: tampering; attaching again"
             );
             match probes.reattach() {
-                Ok(()) => metrics.record_reattached(),
+                Ok(()) => {
+                    metrics.record_reattached();
+                    // Nothing was seen from the last heartbeat until now: marked, unless a blind
+                    // spell in progress will mark it when it ends.
+                    if self.blind_since.is_none() {
+                        let now = SystemTime::now();
+                        let from = now.checked_sub(self.liveness.silent_for()).unwrap_or(now);
+                        self.send(Gap { reason: GapReason::Blind, from, to: now, found_at_start: None });
+                    }
+                }
                 Err(e) => tracing::error!(error = %e, "attaching the probe again failed: the daemon stays blind"),
             }
         }
