@@ -147,6 +147,21 @@ impl Daemon {
         Ok(String::from_utf8(out.stdout)?)
     }
 
+    /// Waits until `series` in /metrics satisfies `done` (15 s at most); returns the exposition.
+    pub fn wait_metric(&self, series: &str, done: impl Fn(f64) -> bool) -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = self.metrics()?;
+            if metric(&text, series).is_some_and(&done) {
+                return Ok(text);
+            }
+            if Instant::now() > deadline {
+                bail!("{series} did not reach the value waited for in 15 s:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The daemon's log file (stderr), for tests that wait on a log line.
     pub fn log_path(&self) -> &std::path::Path {
         &self.log_path
@@ -269,6 +284,11 @@ fn read_events(path: &PathBuf) -> Result<Records> {
 /// The connections the flow records matching `which` add up to.
 pub fn connections(flows: &[Value], which: impl Fn(&Value) -> bool) -> u64 {
     flows.iter().filter(|f| which(f)).map(|f| f["connections"].as_u64().unwrap_or(0)).sum()
+}
+
+/// The value of one series (`name{labels}`, written as /metrics writes it) in an exposition.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }
 
 /// A counter from [`Finished::counters`], e.g. `counter(&c, "kernel", "lost_accept")`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use tests::daemon::{connections, counter};
+use tests::daemon::{connections, counter, metric};
 use tests::lab::ClientServer;
 use tests::{Daemon, DaemonOptions, lab, sys};
 
@@ -45,10 +45,6 @@ fn verdict_of_request(s: &ClientServer, daemon: &Daemon, port: u16) -> Result<St
     let flow = flows.iter().filter(|f| of_request(f)).nth(before).context("no flow record for the request")?;
     ensure!(flow["connections"] == 1, "one request, one connection: {flow}");
     Ok(flow["verdict"]["kind"].as_str().unwrap_or("none").to_owned())
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }
 
 fn start(s: &ClientServer, tag: &str, interval: &str) -> Result<Daemon> {

@@ -114,22 +114,6 @@ fn dfdwatch_and_minisign_read_each_others_signatures_and_one_byte_is_refused() -
     Ok(())
 }
 
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-}
-
-fn wait_metric(daemon: &Daemon, series: &str, want: f64) -> Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let text = daemon.metrics()?;
-        if metric(&text, series) == Some(want) {
-            return Ok(());
-        }
-        ensure!(std::time::Instant::now() < deadline, "{series} is not {want}:\n{text}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn a_daemon_that_requires_signatures_refuses_unsigned_and_half_written_dfds() -> Result<()> {
     let _serial = lab::exclusive();
@@ -168,7 +152,7 @@ fn a_daemon_that_requires_signatures_refuses_unsigned_and_half_written_dfds() ->
         port80.replace("{port: 80, protocol: TCP}", "{port: 80, protocol: TCP}, {port: 8080, protocol: TCP}");
     ensure!(port8080 != port80, "the DFD text changed");
     std::fs::write(dfd.join("dfd.yaml"), &port8080)?;
-    wait_metric(&daemon, "dfdwatch_dfd_reloads_total{result=\"refused\"}", 1.0)?;
+    daemon.wait_metric("dfdwatch_dfd_reloads_total{result=\"refused\"}", |v| v == 1.0)?;
     daemon.wait_log("dfd.yaml differs from the signed content", 1)?;
 
     // The approver signs the change elsewhere; the manifest and signature arrive first, then the
@@ -182,12 +166,15 @@ fn a_daemon_that_requires_signatures_refuses_unsigned_and_half_written_dfds() ->
     for name in ["dfd.sha256", "dfd.sha256.approver.minisig"] {
         std::fs::copy(staging.join(name), dfd.join(name))?;
     }
-    wait_metric(&daemon, "dfdwatch_dfd_reloads_total{result=\"refused\"}", 2.0)?;
+    daemon.wait_metric("dfdwatch_dfd_reloads_total{result=\"refused\"}", |v| v == 2.0)?;
     std::thread::sleep(Duration::from_millis(2500));
     let text = daemon.metrics()?;
-    ensure!(metric(&text, "dfdwatch_dfd_reloads_total{result=\"applied\"}") == Some(0.0), "nothing applied:\n{text}");
+    ensure!(
+        tests::daemon::metric(&text, "dfdwatch_dfd_reloads_total{result=\"applied\"}") == Some(0.0),
+        "nothing applied:\n{text}"
+    );
     std::fs::write(dfd.join("dfd.yaml"), &port8080)?;
-    wait_metric(&daemon, "dfdwatch_dfd_reloads_total{result=\"applied\"}", 1.0)?;
+    daemon.wait_metric("dfdwatch_dfd_reloads_total{result=\"applied\"}", |v| v == 1.0)?;
     let done = daemon.stop()?;
     ensure!(done.log.matches("approved DFD signed by a trusted key").count() == 2, "{}", done.log);
     Ok(())

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use tests::daemon::metric;
 use tests::lab::ClientServer;
 use tests::{Daemon, DaemonOptions, lab, sys};
 
@@ -38,20 +39,6 @@ fn close_in(pid: u32, fds: &[u32]) -> Result<()> {
     // What the test asserts is the daemon's reaction.
     cmd.output().context("run gdb")?;
     Ok(())
-}
-
-fn wait_for_metric(daemon: &Daemon, series: &str, want: f64) -> Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = daemon.metrics()?;
-        if metric(&text, series) == Some(want) {
-            return Ok(text);
-        }
-        if Instant::now() > deadline {
-            bail!("{series} is not {want} after 10 s:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Waits until /readyz answers `code` (10 s at most).
@@ -120,7 +107,7 @@ fn link_closed_from_outside(s: &ClientServer, attach: &str) -> Result<()> {
         .collect();
     ensure!(links.len() == 1, "one link of the state probe expected: {links:?}");
     close_in(pid, &links)?;
-    let text = wait_for_metric(&daemon, "dfdwatch_tampering_detected_total{what=\"probe_detached\"}", 1.0)?;
+    let text = daemon.wait_metric("dfdwatch_tampering_detected_total{what=\"probe_detached\"}", |v| v == 1.0)?;
     ensure!(metric(&text, "dfdwatch_probe_reattached_total") == Some(1.0), "attached again:\n{text}");
     let log = daemon.wait_log("the probe's link was closed from outside the daemon", 1)?;
     ensure!(log.contains("probe attached again"), "{log}");
@@ -157,12 +144,12 @@ fn a_daemon_whose_ring_is_not_read_says_it_is_blind() -> Result<()> {
     // The probes stay attached, but nothing reads what they write: the daemon sees nothing.
     let reader = sys::thread_named(pid, "ring-reader")?;
     let frozen = sys::FrozenThread::freeze(reader)?;
-    wait_for_metric(&daemon, "dfdwatch_blind", 1.0)?;
+    daemon.wait_metric("dfdwatch_blind", |v| v == 1.0)?;
     let (code, body) = readyz(&daemon)?;
     ensure!(code == "503" && body.contains("blind"), "/readyz while blind: {code} {body}");
     drop(frozen);
     // Reading again, the heartbeat comes through and the daemon is ready again.
-    wait_for_metric(&daemon, "dfdwatch_blind", 0.0)?;
+    daemon.wait_metric("dfdwatch_blind", |v| v == 0.0)?;
     wait_for_readyz(&daemon, "200")?;
     let done = daemon.stop()?;
     ensure!(done.log.contains("blind: no heartbeat came through the probes"), "{}", done.log);
@@ -191,9 +178,9 @@ fn a_kernel_counter_written_from_outside_is_reported_and_its_count_kept() -> Res
     set("7")?;
     // Every CPU's slot holds 7: the daemon sees the sum grow, then fall to 0.
     let cpus = possible_cpus()? as f64;
-    wait_for_metric(&daemon, "dfdwatch_kernel_stats_total{stat=\"lost_connect\"}", 7.0 * cpus)?;
+    daemon.wait_metric("dfdwatch_kernel_stats_total{stat=\"lost_connect\"}", |v| v == 7.0 * cpus)?;
     set("0")?;
-    let text = wait_for_metric(&daemon, "dfdwatch_tampering_detected_total{what=\"kernel_counter_reset\"}", 1.0)?;
+    let text = daemon.wait_metric("dfdwatch_tampering_detected_total{what=\"kernel_counter_reset\"}", |v| v == 1.0)?;
     ensure!(
         metric(&text, "dfdwatch_kernel_stats_total{stat=\"lost_connect\"}") == Some(7.0 * cpus),
         "the count is kept:\n{text}"
@@ -210,10 +197,6 @@ fn a_kernel_counter_written_from_outside_is_reported_and_its_count_kept() -> Res
 
 fn open_fds(pid: u32) -> Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }
 
 #[test]
