@@ -55,7 +55,7 @@ fn pipeline(c: &mut Criterion) {
                 for r in recs {
                     let flow = resolver.identify(decode(r).unwrap());
                     let mut judgement = judge(&policy, &flow);
-                    judgement.other_end_seen = pairs.other_end_seen(&flow, &counters).is_some();
+                    judgement.other_end_seen = pairs.pair(&flow, &judgement.dst, &counters).is_some();
                     let j = Judged { flow, judgement };
                     let record = ConnectionRecord::new(&j.flow, Some(&j.judgement), &clock, "bench");
                     serde_json::to_writer(&mut sink, &record).unwrap();

@@ -40,6 +40,9 @@ pub struct FlowKey {
     pub netns: u32,
     /// Local process id when the mask holds [`KEY_PROCESS`], else 0.
     pub tgid: u32,
+    /// When that process last exec'd ([`crate::ExecKey::exec_ns`]) when the mask holds
+    /// [`KEY_PROCESS`], else 0: a process that execs another program makes new keys, judged anew.
+    pub exec_ns: u64,
     /// Local address (IPv4 in the first 4 bytes).
     pub local_addr: [u8; 16],
     /// Remote address (IPv4 in the first 4 bytes).
@@ -119,7 +122,7 @@ pub struct FlowConfig {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 56);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 64);
 const _: () = assert!(core::mem::size_of::<FlowVerdict>() == 32);
 const _: () = assert!(core::mem::size_of::<CountsKey>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowCounts>() == 40);

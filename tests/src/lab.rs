@@ -4,7 +4,7 @@
 //! leaves what the lab built. Dropping the lab ends its processes and removes everything.
 
 use std::ffi::OsStr;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -202,6 +202,22 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Translates connections from `pod` to `service` into connections to `backend`, as kube-proxy
+    /// does for a ClusterIP Service: a route to the service address and a destination NAT rule in
+    /// the pod's own network namespace (nftables), gone with the namespace.
+    pub fn dnat(&self, pod: &Pod, service: SocketAddrV4, backend: SocketAddrV4) -> Result<()> {
+        let ns = pod.netns.as_str();
+        sys::run("ip", &["-n", ns, "route", "add", &format!("{}/32", service.ip()), "dev", "eth0"])?;
+        let nft = |args: &[&str]| sys::run("ip", &[&["netns", "exec", ns, "nft"], args].concat());
+        nft(&["add", "table", "ip", "lab_nat"])?;
+        nft(&["add", "chain", "ip", "lab_nat", "output", "{ type nat hook output priority -100; }"])?;
+        let (daddr, dport, to) = (service.ip().to_string(), service.port().to_string(), backend.to_string());
+        nft(&[
+            "add", "rule", "ip", "lab_nat", "output", "ip", "daddr", &daddr, "tcp", "dport", &dport, "dnat", "to", &to,
+        ])?;
+        Ok(())
     }
 
     /// Whether a child started with [`Lab::spawn`] is still running.

@@ -140,6 +140,18 @@ pub fn metric_definitions() -> Result<String> {
     Ok(text)
 }
 
+/// Waits (5 s at most) until process `pid` runs a program whose path ends with `name`.
+pub fn wait_until_exe(pid: u32, name: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::read_link(format!("/proc/{pid}/exe")).map(|e| !e.ends_with(name)).unwrap_or(true) {
+        if std::time::Instant::now() > deadline {
+            bail!("process {pid} did not exec {name}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Ok(())
+}
+
 /// A thread of `pid` by its name (`/proc/PID/task/*/comm`).
 pub fn thread_named(pid: u32, name: &str) -> Result<i32> {
     for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {

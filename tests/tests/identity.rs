@@ -131,12 +131,7 @@ fn the_program_that_connected_is_judged_not_the_one_it_execs() -> Result<()> {
     let script = format!("exec 3<>/dev/tcp/{}/80; exec sleep 1", s.server.ipv4);
     let client = s.client.clone();
     let pid = s.lab.spawn(&client, "bash", &["-c", &script])?;
-    // Until it runs sleep.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::fs::read_link(format!("/proc/{pid}/exe")).map(|e| !e.ends_with("sleep")).unwrap_or(true) {
-        ensure!(std::time::Instant::now() < deadline, "bash did not exec sleep");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    sys::wait_until_exe(pid, "sleep")?;
     drop(frozen);
     let server = s.server.ipv4.to_string();
     let events = daemon.wait_for(Duration::from_secs(5), |ev| {

@@ -286,3 +286,134 @@ fn an_identity_change_re_judges_the_flows_it_touches() -> Result<()> {
     drop(rt);
     Ok(())
 }
+
+const SERVICE_DFD: &str = r#"apiVersion: dfd.dfdwatch.dev/v1alpha1
+kind: ApprovedDataFlowDiagram
+metadata:
+  name: kube-service-test
+spec:
+  tiers:
+    - {id: T1, name: Public, level: 1}
+    - {id: T3, name: Restricted, level: 3}
+  dataClasses:
+    - {id: public, level: 0}
+  zones:
+    - {id: shop, name: Shop, tier: T1, match: {k8s: {namespace: shop}}}
+    - {id: data, name: Data, tier: T3, match: {k8s: {namespace: data}}}
+  nodes:
+    - {id: web, name: Web, kind: process, zone: shop, match: {k8s: {namespace: shop}}}
+    - {id: db, name: Database, kind: datastore, zone: data, match: {k8s: {namespace: data}}}
+  flows:
+    - id: db-to-web
+      from: db
+      to: web
+      ports: [{port: 80, protocol: TCP}]
+      appProtocol: http
+      encryption: {required: none}
+      data: [public]
+"#;
+
+/// A connection through a ClusterIP Service, both of whose ends are on this node: the client's
+/// connect sees the ClusterIP (kube-proxy's DNAT in the client's namespace, here nftables), the
+/// backend's accept sees the pod. It is one connection: a violation gives one alert and one count,
+/// and the second sighting's record names the Service and the backend pod.
+#[test]
+fn a_violation_through_a_service_alerts_once_and_counts_once() -> Result<()> {
+    let _serial = lab::exclusive();
+    let rt = tokio::runtime::Runtime::new()?;
+    let api = rt.block_on(FakeApiServer::start());
+    let mut lab = Lab::new("kube-svc")?;
+    let client = lab.add_pod("client")?;
+    let server = lab.add_pod("server")?;
+    let start = "2026-11-23T00:00:00Z";
+    let (client_ip, server_ip) = (client.ipv4.to_string(), server.ipv4.to_string());
+    api.apply(Kind::Namespaces, support::namespace("shop", json!({})));
+    api.apply(Kind::Namespaces, support::namespace("data", json!({})));
+    api.apply(Kind::Pods, support::pod("shop", "web", "uid-web", "test-node", Some(&client_ip), "Running", start));
+    api.apply(Kind::Pods, support::pod("data", "db", "uid-db", "test-node", Some(&server_ip), "Running", start));
+    api.apply(Kind::Services, support::service("data", "db", "10.96.0.10", &[("http", 80)]));
+    api.apply(
+        Kind::EndpointSlices,
+        support::endpoint_slice("data", "db-x1", "db", ("http", 8080), &[(&server_ip, "db", "uid-db")]),
+    );
+    lab.dnat(&client, "10.96.0.10:80".parse()?, std::net::SocketAddrV4::new(server.ipv4, 8080))?;
+
+    let dir = sys::scratch_dir("kube-svc")?;
+    std::fs::write(dir.join("kubeconfig"), sys::kubeconfig(&api.url()))?;
+    std::fs::write(dir.join("dfd.yaml"), SERVICE_DFD)?;
+    let alerts = dir.join("alerts.jsonl");
+    let arg = |p: &std::path::Path| p.display().to_string();
+    let options = DaemonOptions {
+        extra_args: vec![
+            "--kubeconfig".into(),
+            arg(&dir.join("kubeconfig")),
+            "--dfd".into(),
+            arg(&dir.join("dfd.yaml")),
+            "--alerts-file".into(),
+            arg(&alerts),
+            "--alert-window-secs".into(),
+            "1".into(),
+        ],
+        ..Default::default()
+    };
+    let daemon = Daemon::start("kube-svc", &options)?;
+    daemon.wait_log("kubernetes identity synced and connected", 1)?;
+    lab.start_nginx(&server, &dir, &[8080])?;
+    let (_, out) = lab.run(&client, "curl", &["-s", "-m", "3", "-o", "/dev/null", "http://10.96.0.10/"])?;
+    ensure!(out.status.success(), "curl through the Service: {out:?}");
+
+    let sightings = |ev: &[Value]| {
+        ev.iter().any(|e| e["kind"] == "connect" && e["local"]["netns"].as_u64() == Some(client.netns_inode))
+            && ev.iter().any(|e| e["kind"] == "accept" && e["local"]["netns"].as_u64() == Some(server.netns_inode))
+    };
+    daemon.wait_for(Duration::from_secs(5), sightings)?;
+    // Both sightings' flows reach an interval, and the alert window (1 s) closes.
+    daemon.wait_for_flows(Duration::from_secs(5), |f| f.len() >= 2)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let metrics = daemon.metrics()?;
+    let done = daemon.stop()?;
+
+    let connect = done.events.iter().find(|e| e["kind"] == "connect").context("the connect")?;
+    ensure!(
+        connect["dst"]["k8s"]["service"] == "data/db" && connect["dst"]["dfd"]["node"] == "db",
+        "the connect sees the Service, placed on the database's node: {connect}"
+    );
+    ensure!(connect["verdict"]["alert"] == true, "web -> db is not approved: {connect}");
+    let paired: Vec<&Value> = done.events.iter().filter(|e| e["other_end_seen"] == true).collect();
+    ensure!(paired.len() == 1, "one of the two sightings is the second: {:#?}", done.events);
+    let dnat = &paired[0]["dnat"];
+    ensure!(
+        dnat["original_dst"]["addr"] == "10.96.0.10"
+            && dnat["original_dst"]["port"] == 80
+            && dnat["original_dst"]["k8s"]["service"] == "data/db",
+        "names the Service: {dnat}"
+    );
+    ensure!(
+        dnat["backend_dst"]["addr"] == server_ip.as_str()
+            && dnat["backend_dst"]["port"] == 8080
+            && dnat["backend_dst"]["k8s"]["pod"] == "db"
+            && dnat["backend_dst"]["dfd"]["node"] == "db",
+        "names the backend pod: {dnat}"
+    );
+    let text = std::fs::read_to_string(&alerts).unwrap_or_default();
+    let lines: Vec<Value> = text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    // (The daemon's own connection to the stand-in API server is an unmodelled accept on loopback.)
+    let pods = [client.netns_inode, server.netns_inode];
+    let lines: Vec<&Value> =
+        lines.iter().filter(|l| l["event"]["local"]["netns"].as_u64().is_some_and(|n| pods.contains(&n))).collect();
+    ensure!(lines.len() == 1, "one alert, no repeat from the other end: {lines:#?}");
+    let shown = || {
+        let flows = |l: &&str| l.starts_with("dfdwatch_flows_total") || l.starts_with("dfdwatch_violations_total");
+        metrics.lines().filter(flows).collect::<Vec<_>>().join("\n")
+    };
+    let verdict = lines[0]["verdict"]["kind"].as_str().context("verdict kind")?;
+    let flows = tests::daemon::metric(&metrics, &format!("dfdwatch_flows_total{{verdict=\"{verdict}\"}}"));
+    let severity = lines[0]["verdict"]["severity"].as_str().context("severity")?;
+    let violations = tests::daemon::metric(
+        &metrics,
+        &format!("dfdwatch_violations_total{{dst_zone=\"data\",severity=\"{severity}\",src_zone=\"shop\"}}"),
+    );
+    ensure!(flows == Some(1.0) && violations == Some(1.0), "one connection, one count: {}", shown());
+    drop(rt);
+    Ok(())
+}

@@ -31,6 +31,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "postgresql",
     "curl",
     "bpftool",
+    // a Service's ClusterIP in the tests: destination NAT in a pod's namespace, as kube-proxy does
+    "nftables",
     // tamper tests: close the daemon's probe link from outside, as an attacker with ptrace would
     "gdb",
     // signed DFDs: the approvers' tool, whose keys and signatures dfdwatch reads and writes

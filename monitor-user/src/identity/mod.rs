@@ -35,6 +35,10 @@ pub struct LocalIdentity {
     /// True when the process exec'd another program after it connected or listened.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub exec_since: bool,
+    /// With `exec_since`: the program the process runs now (escaped, as it was exec'd), so an
+    /// event names both the program that connected and the one it became.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_now: Option<String>,
     /// cgroup v2 path relative to the mount (escaped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup_path: Option<String>,
@@ -117,6 +121,7 @@ impl Resolver {
             local.exe = exe.path.map(|e| escape_bytes(e.as_bytes()));
             local.exe_source = exe.source;
             local.exec_since = exe.exec_since;
+            local.exe_now = exe.now.map(|e| escape_bytes(e.as_bytes()));
             if local.exe.is_none() {
                 self.counters.record_identity_miss(IdentityMiss::Exe);
             }

@@ -38,6 +38,8 @@ pub struct Executable {
     /// The process exec'd another program after it connected or listened: `path` is the one
     /// that did, not the one it runs now.
     pub exec_since: bool,
+    /// With `exec_since`: the program it runs now, as it was exec'd (from the kernel's record).
+    pub now: Option<String>,
 }
 
 /// The process cache. Owned by the identity stage.
@@ -61,17 +63,21 @@ impl Processes {
     pub fn executable(&mut self, p: &LocalProcess) -> Executable {
         let Some(kernel) = &self.kernel else {
             let path = self.exe(p.tgid);
-            return Executable { source: path.as_ref().map(|_| "proc"), path, exec_since: false };
+            return Executable { source: path.as_ref().map(|_| "proc"), path, exec_since: false, now: None };
         };
         if p.exec_ns == 0 {
             let path = self.exe(p.tgid);
-            return Executable { source: path.as_ref().map(|_| "proc"), path, exec_since: false };
+            return Executable { source: path.as_ref().map(|_| "proc"), path, exec_since: false, now: None };
         }
         let current = kernel.current.get(&p.tgid, 0).ok();
         let exec_since = current.is_some_and(|c| c != p.exec_ns);
+        let now = current.filter(|_| exec_since).and_then(|exec_ns| {
+            let image = kernel.images.get(&ExecKey { tgid: p.tgid, _pad: 0, exec_ns }, 0).ok()?;
+            Some(String::from_utf8_lossy(image.path()).into_owned())
+        });
         let key = (p.tgid, p.exec_ns);
         if let Some((path, source)) = self.images.get(&key) {
-            return Executable { path: path.clone(), source: path.as_ref().map(|_| *source), exec_since };
+            return Executable { path: path.clone(), source: path.as_ref().map(|_| *source), exec_since, now };
         }
         // The kernel's record of the exec names the image for sure, as it was exec'd. While the
         // process still runs that image, /proc names it resolved (as DFDs are written): taken
@@ -88,7 +94,7 @@ impl Processes {
             self.images.clear();
         }
         self.images.insert(key, (path.clone(), source));
-        Executable { source: path.as_ref().map(|_| source), path, exec_since }
+        Executable { source: path.as_ref().map(|_| source), path, exec_since, now }
     }
 
     /// The executable of process `tgid` (raw path bytes, lossily decoded; escape before output),

@@ -27,6 +27,29 @@ pub struct Judgement {
     /// node, in either order): the flow key of the accept. Metrics count such connections under
     /// the connect, so the flow stage marks that accept's flow as counted elsewhere.
     pub paired_accept: Option<monitor_common::flow::FlowKey>,
+    /// When this sighting completed a pair whose two sightings saw different server ends
+    /// (destination NAT on the way, as for a Kubernetes Service): both of them.
+    pub dnat: Option<Arc<Dnat>>,
+}
+
+/// The two server ends of one connection through destination NAT.
+#[derive(Clone, Debug)]
+pub struct Dnat {
+    /// What the client connected to (a Service's ClusterIP and port), as its connect saw it.
+    pub original: DnatEnd,
+    /// What accepted it (the backend pod), as its accept saw it.
+    pub backend: DnatEnd,
+}
+
+/// One server end of a connection through destination NAT.
+#[derive(Clone, Debug)]
+pub struct DnatEnd {
+    /// Address and port.
+    pub addr: std::net::SocketAddr,
+    /// Its Kubernetes identity, when known.
+    pub k8s: Option<crate::identity::kubernetes::K8sEnd>,
+    /// Where it sits in the DFD.
+    pub dfd: Placement,
 }
 
 impl Judgement {
@@ -63,5 +86,13 @@ pub fn judge(policy: &Policy, flow: &Identified) -> Judgement {
         attempt: conn.kind == EventKind::ConnectFailed,
     };
     let verdict = verdict(dfd, &observed);
-    Judgement { src, dst, verdict, dfd: policy.revision.clone(), other_end_seen: false, paired_accept: None }
+    Judgement {
+        src,
+        dst,
+        verdict,
+        dfd: policy.revision.clone(),
+        other_end_seen: false,
+        paired_accept: None,
+        dnat: None,
+    }
 }

@@ -80,6 +80,7 @@ pub(crate) mod fixture {
             dfd,
             other_end_seen: false,
             paired_accept: None,
+            dnat: None,
         };
         Judged { flow, judgement }
     }

@@ -49,11 +49,24 @@ pub struct ConnectionRecord {
     /// (a connect and an accept of two local workloads): metrics and alerts count it once.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub other_end_seen: bool,
+    /// Present when this sighting completed a pair whose two sightings saw different server ends
+    /// (destination NAT on the way, such as a Kubernetes Service): both of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dnat: Option<DnatRecord>,
     /// Why this connection is recorded one by one: `first` (the first of its flow, or the first
     /// judged differently), `reported` (a connection of an alerting flow: each is recorded) or
     /// `untracked` (the flow table had no room for its flow). Every other connection is counted in
     /// its flow's `dfdwatch.flow.v1` records.
     pub recorded: &'static str,
+}
+
+/// The two server ends of one connection through destination NAT.
+#[derive(Debug, Serialize)]
+pub struct DnatRecord {
+    /// What the client connected to (for a Service, its ClusterIP, with `k8s.service`).
+    pub original_dst: Address,
+    /// What accepted the connection (for a Service, the backend pod, with `k8s.pod`).
+    pub backend_dst: Address,
 }
 
 /// An address and port.
@@ -193,6 +206,10 @@ impl ConnectionRecord {
             },
             verdict: judgement.map(|j| j.verdict.clone()),
             other_end_seen: judgement.is_some_and(|j| j.other_end_seen),
+            dnat: judgement.and_then(|j| j.dnat.as_deref()).map(|d| DnatRecord {
+                original_dst: address(d.original.addr, &None, Some(&d.original.dfd), &d.original.k8s),
+                backend_dst: address(d.backend.addr, &None, Some(&d.backend.dfd), &d.backend.k8s),
+            }),
             recorded: "first",
         }
     }

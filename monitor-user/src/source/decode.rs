@@ -138,6 +138,7 @@ fn flow_key(ev: &ConnEvent, kind: EventKind) -> FlowKey {
         cgroup_id: ev.cgroup_id,
         netns: ev.netns,
         tgid: if ev.key_mask & KEY_PROCESS != 0 { ev.tgid } else { 0 },
+        exec_ns: if ev.key_mask & KEY_PROCESS != 0 { ev.exec_ns } else { 0 },
         local_addr: local,
         remote_addr: remote,
         server_port: ev.dst_port,
