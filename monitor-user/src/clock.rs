@@ -35,6 +35,11 @@ impl WallClock {
         UNIX_EPOCH + Duration::new(secs, (ns % 1_000_000_000) as u32)
     }
 
+    /// The Unix time (ns) of a monotonic timestamp.
+    pub fn unix_ns(&self, monotonic_ns: u64) -> i64 {
+        i64::try_from(self.offset_ns + u128::from(monotonic_ns)).unwrap_or(i64::MAX)
+    }
+
     /// RFC 3339 UTC with nanoseconds.
     pub fn rfc3339(&self, monotonic_ns: u64) -> String {
         humantime::format_rfc3339_nanos(self.system_time(monotonic_ns)).to_string()

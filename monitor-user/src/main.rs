@@ -1,4 +1,5 @@
-//! The `dfdwatch` command line: `run` the daemon, `check` and `render` approved DFDs.
+//! The `dfdwatch` command line: `run` the daemon; `check`, `render`, `diff`, `sign` and `verify`
+//! approved DFDs; `investigate` the flow store.
 
 use std::process::ExitCode;
 
@@ -44,6 +45,10 @@ enum Command {
     /// Verify a DFD directory's signatures against trusted keys, as the daemon does with
     /// --dfd-trust-key. Exit 0 verified, 1 not, 64 bad usage.
     Verify(dfdwatch_dfd::cli::VerifyArgs),
+    /// Ask the flow store what happened around an alert: a workload's `timeline`, the
+    /// lateral-movement `path`, the `reach` the DFD allows (docs/investigate.md). Exit 0
+    /// answered, 1 not found, 64 bad usage, 66 the store cannot be read, 69 Graphviz missing.
+    Investigate(monitor_user::investigate::InvestigateArgs),
 }
 
 fn init_logging(level: &str) -> Result<(), String> {
@@ -86,6 +91,11 @@ fn main() -> ExitCode {
         Command::Verify(args) => {
             ExitCode::from(dfdwatch_dfd::cli::verify(&args, &mut std::io::stdout(), &mut std::io::stderr()))
         }
+        Command::Investigate(args) => ExitCode::from(monitor_user::investigate::investigate(
+            &args,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        )),
         Command::Run(args) => {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,

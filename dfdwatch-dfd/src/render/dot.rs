@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::View;
+use super::{OverlayEnd, View};
 use crate::model::{NodeKind, Zone};
 
 fn q(s: &str) -> String {
@@ -69,6 +69,28 @@ pub(super) fn render(v: &View<'_>) -> String {
             attrs.push_str(" color=\"firebrick\" penwidth=2");
         }
         let _ = writeln!(out, "  {} -> {} [{attrs}];", q(&e.flow.from.id), q(&e.flow.to.id));
+    }
+    let (hops, observed) = v.overlay_hops();
+    for label in &observed {
+        let id = q(&format!("observed:{label}"));
+        let _ = writeln!(
+            out,
+            "  {id} [label={} shape=box style=\"dashed,bold\" color=\"red\" fontcolor=\"red\"];",
+            q(label)
+        );
+    }
+    let end = |e: &OverlayEnd| match e {
+        OverlayEnd::Node(id) => q(id),
+        OverlayEnd::Observed(label) => q(&format!("observed:{label}")),
+    };
+    for (a, b, label) in &hops {
+        let _ = writeln!(
+            out,
+            "  {} -> {} [label={} color=\"red\" fontcolor=\"red\" penwidth=3 style=bold];",
+            end(a),
+            end(b),
+            q(label)
+        );
     }
     out.push_str("}\n");
     out

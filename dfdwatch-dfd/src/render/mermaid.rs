@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
-use super::View;
+use super::{OverlayEnd, View};
 use crate::model::{NodeKind, Zone};
 
 fn label(s: &str) -> String {
@@ -124,9 +124,28 @@ pub(super) fn render(v: &View<'_>) -> String {
             }
         }
     }
+    let (hops, observed) = v.overlay_hops();
+    let mut seen = Ids::new();
+    for end in &observed {
+        seen.add("o_", end);
+        let _ = writeln!(out, "  {}[{}]", seen.get(end), label(end));
+        styles.push(format!("  style {} stroke:#ff0000,stroke-dasharray: 5 5", seen.get(end)));
+    }
+    let mut path = Vec::new();
+    for (i, (a, b, l)) in hops.iter().enumerate() {
+        let end = |e: &OverlayEnd| match e {
+            OverlayEnd::Node(id) => nodes.get(id).to_owned(),
+            OverlayEnd::Observed(o) => seen.get(o).to_owned(),
+        };
+        let _ = writeln!(out, "  {} == {} ==> {}", end(a), label(l), end(b));
+        path.push((v.edges.len() + i).to_string());
+    }
     for s in styles {
         out.push_str(&s);
         out.push('\n');
+    }
+    if !path.is_empty() {
+        let _ = writeln!(out, "  linkStyle {} stroke:#ff0000,stroke-width:4px,color:#ff0000", path.join(","));
     }
     if !up.is_empty() {
         let _ = writeln!(out, "  linkStyle {} stroke:#b22222,stroke-width:2px", up.join(","));

@@ -23,10 +23,54 @@ pub enum RenderFormat {
 /// Draws `dfd` in `format`. `lints` (from [`crate::lint::lint`]) mark flows with security errors.
 /// The output depends only on the model and the lints, so it is stable for golden tests.
 pub fn render(dfd: &Dfd, lints: &[Finding], format: RenderFormat) -> String {
-    let view = View::new(dfd, lints);
+    render_with_overlay(dfd, lints, format, &Overlay::default())
+}
+
+/// Draws `dfd` as [`render`] does, with `overlay` drawn over it in red.
+pub fn render_with_overlay(dfd: &Dfd, lints: &[Finding], format: RenderFormat, overlay: &Overlay) -> String {
+    let mut view = View::new(dfd, lints);
+    view.overlay = overlay;
     match format {
         RenderFormat::Dot => dot::render(&view),
         RenderFormat::Mermaid => mermaid::render(&view),
+    }
+}
+
+/// Observed connections drawn over the DFD (`dfdwatch investigate path`): each hop a bold red
+/// edge labelled with its number and what it was; an end on no DFD node a dashed red box.
+#[derive(Clone, Debug, Default)]
+pub struct Overlay {
+    /// The hops, in the order to number them.
+    pub hops: Vec<OverlayHop>,
+}
+
+/// One observed hop.
+#[derive(Clone, Debug)]
+pub struct OverlayHop {
+    /// Where it came from.
+    pub from: OverlayEnd,
+    /// Where it went.
+    pub to: OverlayEnd,
+    /// Its label (`1: 10:02:03 lateral_movement :6379`).
+    pub label: String,
+}
+
+/// An end of an observed hop.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum OverlayEnd {
+    /// A DFD node, by id.
+    Node(String),
+    /// Something no DFD node holds: an address or a pod, by its label.
+    Observed(String),
+}
+
+impl OverlayEnd {
+    /// The end as drawn: a DFD node of `dfd`, else an observed box.
+    fn resolved(&self, dfd: &Dfd) -> Self {
+        match self {
+            OverlayEnd::Node(id) if dfd.node(id).is_none() => OverlayEnd::Observed(id.clone()),
+            other => other.clone(),
+        }
     }
 }
 
@@ -54,6 +98,33 @@ pub(crate) struct View<'d> {
     pub zone_label: HashMap<&'d str, String>,
     /// The edges, in declaration order.
     pub edges: Vec<EdgeView<'d>>,
+    /// Observed hops drawn over the DFD.
+    pub overlay: &'d Overlay,
+}
+
+impl View<'_> {
+    /// The overlay's hops with ends resolved against the DFD, and the observed ends (each once,
+    /// in order of appearance).
+    pub fn overlay_hops(&self) -> (Vec<(OverlayEnd, OverlayEnd, &str)>, Vec<String>) {
+        let mut observed: Vec<String> = Vec::new();
+        let hops = self
+            .overlay
+            .hops
+            .iter()
+            .map(|h| {
+                let (a, b) = (h.from.resolved(self.dfd), h.to.resolved(self.dfd));
+                for end in [&a, &b] {
+                    if let OverlayEnd::Observed(label) = end
+                        && !observed.contains(label)
+                    {
+                        observed.push(label.clone());
+                    }
+                }
+                (a, b, h.label.as_str())
+            })
+            .collect();
+        (hops, observed)
+    }
 }
 
 impl<'d> View<'d> {
@@ -96,7 +167,8 @@ impl<'d> View<'d> {
                 violation: violating.contains(&f.loc),
             })
             .collect();
-        View { dfd, roots, children, zone_label, edges }
+        static NONE: Overlay = Overlay { hops: Vec::new() };
+        View { dfd, roots, children, zone_label, edges, overlay: &NONE }
     }
 }
 

@@ -41,6 +41,19 @@ pub struct RunArgs {
     /// can write a gap record saying from when to when nothing was seen (created 0700).
     #[arg(long, default_value = "/var/lib/dfdwatch", value_name = "DIR")]
     pub state_dir: PathBuf,
+    /// The flow store (SQLite): every flow record and each connection of an alerting flow, for
+    /// `dfdwatch investigate` (docs/store.md). Default: flows.db in --state-dir.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_store")]
+    pub store: Option<PathBuf>,
+    /// Keep no flow store.
+    #[arg(long)]
+    pub no_store: bool,
+    /// Records older than this are deleted from the flow store (e.g. 7d, 12h).
+    #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub store_retention: std::time::Duration,
+    /// The flow store is trimmed, oldest records first, to at most this many bytes on disk.
+    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+    pub store_max_bytes: u64,
     /// How often kernel loss counters are checked and increases logged.
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub stats_interval_ms: u64,
@@ -130,6 +143,15 @@ pub struct RunArgs {
 pub struct ConfigErrors(pub Vec<String>);
 
 impl RunArgs {
+    /// The flow store to keep, unless --no-store.
+    pub fn store_options(&self) -> Option<crate::store::StoreOptions> {
+        (!self.no_store).then(|| crate::store::StoreOptions {
+            path: self.store.clone().unwrap_or_else(|| self.state_dir.join("flows.db")),
+            retention: self.store_retention,
+            max_bytes: self.store_max_bytes,
+        })
+    }
+
     /// Checks every option; returns the probes' configuration, or every problem found.
     pub fn validate(&self) -> Result<ProbeConfig, ConfigErrors> {
         let mut problems = Vec::new();
@@ -166,6 +188,9 @@ impl RunArgs {
         check((1..=86_400).contains(&self.alert_window_secs), "--alert-window-secs: use 1 to 86400".into());
         check((1..=1 << 20).contains(&self.alert_max_windows), "--alert-max-windows: use 1 to 1048576".into());
         check((1..=1 << 20).contains(&self.max_listeners), "--max-listeners: use 1 to 1048576".into());
+        let retention = self.store_retention.as_secs();
+        check((60..=3650 * 86_400).contains(&retention), "--store-retention: use 1m to 3650d".into());
+        check(self.store_max_bytes >= 1 << 20, "--store-max-bytes: use at least 1048576 (1 MiB)".into());
         if let Some(url) = &self.alertmanager_url
             && let Err(e) = crate::sinks::alertmanager::alerts_uri(url)
         {

@@ -1,7 +1,7 @@
 //! Builds the pipeline, each stage on its own thread joined by bounded queues:
 //! ring reader (own thread and runtime) -> identity -> verdict (with a DFD) -> flow stage (with
-//! the kernel counters' drain beside it) -> fan-out -> events writer and alert writer
-//! (-> Alertmanager, on the main runtime). Stopping fires the shutdown for the reader and the
+//! the kernel counters' drain beside it) -> fan-out -> events writer, alert writer (->
+//! Alertmanager, on the main runtime) and flow store writer. Stopping fires the shutdown for the reader and the
 //! drain, then joins every stage in order as its input closes, so nothing queued is lost.
 
 use std::sync::Arc;
@@ -31,6 +31,7 @@ use crate::sinks::alerts::{AlertFile, AlertWriter};
 use crate::sinks::events::EventWriter;
 use crate::sinks::fanout::FanOut;
 use crate::source::reader::RingReader;
+use crate::store::writer::StoreWriter;
 use crate::telemetry::counters::Counters;
 use crate::telemetry::liveness::Liveness;
 use crate::telemetry::metrics::Metrics;
@@ -42,6 +43,8 @@ const EVENT_QUEUE: usize = 8192;
 const RECORD_QUEUE: usize = 1024;
 /// Alert candidates waiting for the alert writer.
 const ALERT_QUEUE: usize = 1024;
+/// Records waiting for the flow store's writer (which batches them itself).
+const STORE_QUEUE: usize = 4096;
 
 /// The sinks, opened before any probe is loaded so that a bad path fails first.
 pub struct Sinks {
@@ -204,7 +207,14 @@ impl Pipeline {
         };
         let events = parts.sinks.events;
         writers.push(spawn("event-writer", move || events.run(events_rx))?);
-        let fanout = FanOut::new(WallClock::new(), parts.node, metrics.clone(), counters.clone(), events_tx, alerts);
+        let mut fanout =
+            FanOut::new(WallClock::new(), parts.node, metrics.clone(), counters.clone(), events_tx, alerts);
+        if let Some(options) = args.store_options() {
+            let (tx, rx) = sync_channel(STORE_QUEUE);
+            let writer = StoreWriter::new(options, metrics.store_counters());
+            writers.push(spawn("store-writer", move || writer.run(rx))?);
+            fanout = fanout.with_store(tx);
+        }
         stages.push(spawn("fan-out", move || fanout.run(output_rx))?);
         stages.extend(writers);
         let flush = Duration::from_millis(args.flush_interval_ms);

@@ -86,6 +86,18 @@ pub enum TierDirection {
     Down,
 }
 
+impl TierDirection {
+    /// The snake_case name used in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TierDirection::Up => "up",
+            TierDirection::SkippingUp => "skipping_up",
+            TierDirection::Level => "level",
+            TierDirection::Down => "down",
+        }
+    }
+}
+
 /// Alert severity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -31,7 +31,7 @@ pub enum EventRecord {
     /// A connection recorded one by one (shared with the alert writer).
     Connection(Arc<ConnectionRecord>),
     /// A flow's interval.
-    Flow(Box<FlowRecord>),
+    Flow(Arc<FlowRecord>),
     /// A time the daemon did not watch.
     Gap(Box<GapRecord>),
     /// An applied change of the approved DFD (shared with the alert writer).

@@ -29,6 +29,7 @@ use crate::flows::{FlowOutput, FlowSummary, Observation, Role};
 use crate::policy::Judgement;
 use crate::policy::changes::DfdChange;
 use crate::policy::verdict::VerdictKind;
+use crate::store::StoreInput;
 use crate::telemetry::counters::{Counters, Sink};
 use crate::telemetry::liveness::Gap;
 use crate::telemetry::metrics::{Metrics, Violation};
@@ -41,6 +42,7 @@ pub struct FanOut {
     counters: Arc<Counters>,
     events: SinkQueue<EventLine>,
     alerts: Option<SinkQueue<AlertInput>>,
+    store: Option<SinkQueue<StoreInput>>,
 }
 
 impl FanOut {
@@ -56,7 +58,14 @@ impl FanOut {
     ) -> Self {
         let events = SinkQueue::new(events, Sink::Events);
         let alerts = alerts.map(|tx| SinkQueue::new(tx, Sink::Alerts));
-        Self { clock, node, metrics, counters, events, alerts }
+        Self { clock, node, metrics, counters, events, alerts, store: None }
+    }
+
+    /// Also hands every flow record, and each connection record of an alerting flow, to the flow
+    /// store's writer.
+    pub fn with_store(mut self, store: SyncSender<StoreInput>) -> Self {
+        self.store = Some(SinkQueue::new(store, Sink::Store));
+        self
     }
 
     /// Runs until the input closes; the sinks' queues close when it returns.
@@ -99,6 +108,14 @@ impl FanOut {
         {
             alerts.send(AlertInput::Candidate(alerts::candidate(j, record.clone())), &self.counters);
         }
+        if let Observation::Judged(j) = observation
+            && j.judgement.verdict.alert
+            && let Some(store) = &mut self.store
+        {
+            let flow_key = j.judgement.raises_alert().then(|| alerts::flow_key(j));
+            let time_ns = self.clock.unix_ns(flow.conn.monotonic_ns);
+            store.send(StoreInput::Connection { record: record.clone(), time_ns, flow_key }, &self.counters);
+        }
         let line = EventLine { record: EventRecord::Connection(record), monotonic_ns: Some(flow.conn.monotonic_ns) };
         self.events.send(line, &self.counters);
     }
@@ -109,9 +126,14 @@ impl FanOut {
         {
             self.record_metrics(j, summary.interval.conns);
         }
-        let record = FlowRecord::new(summary, &self.clock, &self.node);
+        let record = Arc::new(FlowRecord::new(summary, &self.clock, &self.node));
         self.counters.record_flow_record();
-        let line = EventLine { record: EventRecord::Flow(Box::new(record)), monotonic_ns: None };
+        if let Some(store) = &mut self.store {
+            let (first_ns, last_ns) = (summary.interval.first_ns, summary.interval.last_ns);
+            let (first_ns, last_ns) = (self.clock.unix_ns(first_ns), self.clock.unix_ns(last_ns));
+            store.send(StoreInput::Flow { record: record.clone(), first_ns, last_ns }, &self.counters);
+        }
+        let line = EventLine { record: EventRecord::Flow(record), monotonic_ns: None };
         self.events.send(line, &self.counters);
     }
 

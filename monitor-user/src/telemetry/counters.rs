@@ -59,6 +59,8 @@ label_set!(
         Events => "events",
         /// The alert writer (de-duplication, alert file, Alertmanager).
         Alerts => "alerts",
+        /// The flow store's writer.
+        Store => "store",
     }
 );
 
@@ -120,8 +122,8 @@ pub struct Counters {
     identity_misses: [AtomicU64; 3],
     alerts_written: AtomicU64,
     alert_windows_evicted: AtomicU64,
-    sink_waits: [AtomicU64; 2],
-    sink_dropped: [AtomicU64; 2],
+    sink_waits: [AtomicU64; 3],
+    sink_dropped: [AtomicU64; 3],
     pair_table_full: AtomicU64,
     flow_table_full: AtomicU64,
     flow_records: AtomicU64,
@@ -164,6 +166,10 @@ pub struct CountersSnapshot {
     pub events_dropped: u64,
     /// Alert candidates dropped because the alert writer was stalled.
     pub alerts_dropped: u64,
+    /// Times the fan-out waited for the flow store's queue.
+    pub store_queue_waits: u64,
+    /// Records dropped because the flow store's writer was stalled.
+    pub store_queue_dropped: u64,
     /// Same-node connections that may be counted twice (pairing table full).
     pub pair_table_full: u64,
     /// Connections sent one by one because the flow table had no room for their key.
@@ -307,20 +313,20 @@ impl Counters {
     }
 
     /// Queue waits, in the order of [`Sink::ALL`].
-    pub fn sink_waits(&self) -> [u64; 2] {
+    pub fn sink_waits(&self) -> [u64; 3] {
         load(&self.sink_waits)
     }
 
     /// Drops by stalled sinks, in the order of [`Sink::ALL`].
-    pub fn sink_dropped(&self) -> [u64; 2] {
+    pub fn sink_dropped(&self) -> [u64; 3] {
         load(&self.sink_dropped)
     }
 
     /// Copies the counters.
     pub fn snapshot(&self) -> CountersSnapshot {
         let [identity_exe_misses, identity_cgroup_misses, identity_pod_misses] = self.identity_misses();
-        let [events_queue_waits, alerts_queue_waits] = self.sink_waits();
-        let [events_dropped, alerts_dropped] = self.sink_dropped();
+        let [events_queue_waits, alerts_queue_waits, store_queue_waits] = self.sink_waits();
+        let [events_dropped, alerts_dropped, store_queue_dropped] = self.sink_dropped();
         CountersSnapshot {
             records_read: self.records_read.load(Ordering::Relaxed),
             decode_errors: self.decode_errors().iter().sum(),
@@ -335,6 +341,8 @@ impl Counters {
             alerts_queue_waits,
             events_dropped,
             alerts_dropped,
+            store_queue_waits,
+            store_queue_dropped,
             pair_table_full: self.pair_table_full.load(Ordering::Relaxed),
             flow_table_full: self.flow_table_full.load(Ordering::Relaxed),
             flow_records: self.flow_records.load(Ordering::Relaxed),
@@ -365,6 +373,6 @@ mod tests {
         c.record_sink_wait(Sink::Alerts);
         assert_eq!(c.decode_errors(), [0, 0, 0, 1]);
         assert_eq!(c.identity_misses(), [0, 0, 1]);
-        assert_eq!(c.sink_waits(), [0, 1]);
+        assert_eq!(c.sink_waits(), [0, 1, 0]);
     }
 }

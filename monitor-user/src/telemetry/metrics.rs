@@ -14,6 +14,7 @@ use super::counters::{Counters, GapReason, ReloadResult, Tampering};
 use crate::policy::reload::ReloadObserver;
 use crate::policy::verdict::{Severity, VerdictKind};
 use crate::policy::{ApprovalExpiry, ApprovalState, Policy};
+use crate::store::metrics::{StoreCollector, StoreCounters};
 
 /// Flows judged, by verdict kind.
 pub const FLOWS: &str = "dfdwatch_flows_total";
@@ -90,6 +91,8 @@ pub struct Metrics {
     dfd_flows: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// The dated approvals of the DFD in use, re-counted against the clock every minute.
     approvals: std::sync::Mutex<Vec<ApprovalExpiry>>,
+    /// The flow store's counters (its writer counts, scrapes read).
+    store: Arc<StoreCounters>,
 }
 
 /// Why the metrics could not be set up (a programming error in names or labels).
@@ -203,6 +206,8 @@ impl Metrics {
         registry.register(Box::new(dfd_changes.clone()))?;
         registry.register(Box::new(flow_last_seen.clone()))?;
         registry.register(Box::new(PipelineCollector::new(counters)?))?;
+        let store = Arc::new(StoreCounters::default());
+        registry.register(Box::new(StoreCollector::new("store", store.clone())?))?;
         Ok(Self {
             registry,
             flows,
@@ -224,7 +229,13 @@ impl Metrics {
             last_seen: super::last_seen::LastSeen::default(),
             dfd_flows: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             approvals: std::sync::Mutex::new(Vec::new()),
+            store,
         })
+    }
+
+    /// The flow store's counters, for its writer.
+    pub fn store_counters(&self) -> Arc<StoreCounters> {
+        self.store.clone()
     }
 
     /// Keeps the flows' last-seen times in `dir` (`--state-dir`) across restarts; call before

@@ -1,0 +1,200 @@
+//! The store writer, on its own thread: takes records from the fan-out's queue, keeps them in a
+//! bounded batch, and writes the batch once a second (or at 2,000 rows) in one transaction; trims
+//! the store every minute. Failures never reach the pipeline:
+//! - a damaged store (or one of another schema) is moved aside as `PATH.damaged-UNIXTIME`, kept
+//!   for forensics, and a new one is started at once, so nothing more is lost;
+//! - a full or unwritable store keeps the batch in memory, up to 100,000 rows, and tries again
+//!   every 5 seconds; what does not fit is dropped, counted in
+//!   `dfdwatch_store_records_total{result="dropped"}`.
+//!
+//! Every failure is logged (the first of a kind, then at each power of two) and counted in
+//! `dfdwatch_store_errors_total{kind}`; `dfdwatch_store_up` says whether writes go through.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::metrics::StoreCounters;
+use super::row::Row;
+use super::sqlite::{SqliteStore, StoreError, move_aside};
+use super::{StoreInput, StoreOptions};
+use crate::escape::escape_bytes;
+
+/// Rows written in one transaction, at most.
+const BATCH: usize = 2_000;
+/// A batch is written at least this often.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Rows kept in memory while the store refuses them.
+const MAX_PENDING: usize = 100_000;
+/// How long a refusing store is left alone before it is tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(5);
+/// How often the store is trimmed by age and size.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+
+/// The store writer.
+pub struct StoreWriter {
+    options: StoreOptions,
+    store: Option<SqliteStore>,
+    pending: Vec<Row>,
+    counters: Arc<StoreCounters>,
+    retry_at: Instant,
+    trim_at: Instant,
+    flushed_at: Instant,
+}
+
+impl StoreWriter {
+    /// A writer for the store `options` names; it opens the store on its own thread.
+    pub fn new(options: StoreOptions, counters: Arc<StoreCounters>) -> Self {
+        let now = Instant::now();
+        Self { options, store: None, pending: Vec::new(), counters, retry_at: now, trim_at: now, flushed_at: now }
+    }
+
+    /// Runs until the fan-out closes the queue, then writes what is left and trims once more.
+    pub fn run(mut self, rx: Receiver<StoreInput>) {
+        self.open();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(input) => self.take(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while self.pending.len() < BATCH {
+                let Ok(input) = rx.try_recv() else { break };
+                self.take(input);
+            }
+            let now = Instant::now();
+            if self.pending.len() >= BATCH || now.duration_since(self.flushed_at) >= FLUSH_EVERY {
+                self.flush(now);
+            }
+            if now >= self.trim_at {
+                self.trim(now);
+            }
+        }
+        let now = Instant::now();
+        self.retry_at = now;
+        self.flush(now);
+        self.trim(now);
+    }
+
+    fn take(&mut self, input: StoreInput) {
+        let row = match input {
+            StoreInput::Flow { record, first_ns, last_ns } => Row::flow(&record, first_ns, last_ns),
+            StoreInput::Connection { record, time_ns, flow_key } => {
+                Row::connection(&record, time_ns, flow_key.as_deref())
+            }
+        };
+        if self.pending.len() >= MAX_PENDING {
+            let n = self.counters.dropped(1);
+            if n.is_power_of_two() {
+                tracing::warn!(total = n, "the flow store refuses writes and its batch is full: record dropped");
+            }
+            return;
+        }
+        self.pending.push(row);
+    }
+
+    /// Opens (or creates) the store; a damaged one is moved aside and a new one started.
+    fn open(&mut self) -> bool {
+        if self.store.is_some() {
+            return true;
+        }
+        let path = self.options.path.clone();
+        for attempt in 0..2 {
+            match SqliteStore::open(&path) {
+                Ok(store) => {
+                    if attempt == 0 {
+                        tracing::info!(path = %shown(&path), "flow store open");
+                    }
+                    self.store = Some(store);
+                    return true;
+                }
+                Err(e @ (StoreError::Corrupt { .. } | StoreError::Version { .. })) if attempt == 0 => {
+                    self.failed(&e);
+                    self.set_aside();
+                }
+                Err(e) => {
+                    self.failed(&e);
+                    break;
+                }
+            }
+        }
+        self.retry_at = Instant::now() + RETRY_EVERY;
+        false
+    }
+
+    /// Moves a damaged store aside, keeping it.
+    fn set_aside(&mut self) {
+        self.store = None;
+        match move_aside(&self.options.path) {
+            Ok(aside) => tracing::error!(
+                kept = %shown(&aside),
+                "the flow store is damaged: kept aside, a new one is started"
+            ),
+            Err(e) => tracing::error!(error = %e, "the flow store is damaged and cannot be moved aside"),
+        }
+    }
+
+    fn failed(&self, e: &StoreError) {
+        self.counters.set_up(false);
+        let n = self.counters.failed(e.kind());
+        if n.is_power_of_two() {
+            tracing::error!(error = %e, kind = e.kind(), total = n, "flow store failure; the daemon goes on without it");
+        }
+    }
+
+    fn flush(&mut self, now: Instant) {
+        self.flushed_at = now;
+        if self.pending.is_empty() || now < self.retry_at || !self.open() {
+            return;
+        }
+        let Some(store) = &mut self.store else { return };
+        match store.insert(&self.pending) {
+            Ok(()) => {
+                self.counters.written(self.pending.len() as u64);
+                self.counters.set_up(true);
+                self.pending.clear();
+            }
+            Err(e) => {
+                self.failed(&e);
+                if matches!(e, StoreError::Corrupt { .. }) {
+                    // A new store takes the batch at once.
+                    self.set_aside();
+                    self.retry_at = now;
+                    if self.open() {
+                        self.flush(now);
+                    }
+                } else {
+                    self.retry_at = now + RETRY_EVERY;
+                }
+            }
+        }
+    }
+
+    fn trim(&mut self, now: Instant) {
+        self.trim_at = now + TRIM_EVERY;
+        let Some(store) = &mut self.store else { return };
+        let before = unix_ns().saturating_sub(i64::try_from(self.options.retention.as_nanos()).unwrap_or(i64::MAX));
+        let trimmed = store.trim(before, self.options.max_bytes);
+        if let Ok(bytes) = store.bytes() {
+            self.counters.set_bytes(bytes);
+        }
+        match trimmed {
+            Ok(n) => {
+                self.counters.expired(n);
+                if n > 0 {
+                    tracing::debug!(rows = n, "flow store trimmed");
+                }
+            }
+            Err(e) => self.failed(&e),
+        }
+    }
+}
+
+/// Now, in Unix nanoseconds.
+pub fn unix_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn shown(path: &std::path::Path) -> String {
+    escape_bytes(path.as_os_str().as_encoded_bytes())
+}
