@@ -213,7 +213,13 @@ impl SqliteStore {
 
     /// Returns free pages to the file system and empties the write-ahead log.
     fn compact(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);").map_err(|e| self.err(e))
+        // Each step of incremental_vacuum frees one page: step it to the end.
+        for pragma in ["PRAGMA incremental_vacuum", "PRAGMA wal_checkpoint(TRUNCATE)"] {
+            let mut stmt = self.conn.prepare(pragma).map_err(|e| self.err(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+            while rows.next().map_err(|e| self.err(e))?.is_some() {}
+        }
+        Ok(())
     }
 
     /// The rows `query` selects, in its order.
@@ -252,4 +258,114 @@ pub fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
         let _ = std::fs::rename(PathBuf::from(from), PathBuf::from(to));
     }
     Ok(aside)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A scratch directory, removed when dropped.
+    pub struct Scratch(pub PathBuf);
+
+    impl Scratch {
+        pub fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("dfdwatch-store-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            Self(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    pub fn row(time_ns: i64, json_bytes: usize) -> Row {
+        Row {
+            time_ns,
+            last_ns: time_ns,
+            record: "flow".into(),
+            kind: "connect".into(),
+            src_addr: "10.0.0.1".into(),
+            dst_addr: "10.0.0.2".into(),
+            dst_port: 80,
+            json: "x".repeat(json_bytes),
+            ..Row::default()
+        }
+    }
+
+    fn on_disk(path: &Path) -> u64 {
+        let len = |p: PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+        len(path.to_owned()) + len(wal_path(path))
+    }
+
+    #[test]
+    fn rows_older_than_the_retention_are_deleted_and_the_rest_kept() {
+        let dir = Scratch::new("retention");
+        let path = dir.0.join("flows.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let rows: Vec<Row> = (0..100).map(|i| row(i * 1_000, 10)).collect();
+        store.insert(&rows).unwrap();
+        assert_eq!(store.trim(50_000, u64::MAX).unwrap(), 50);
+        let kept = store.select(&Query { from_ns: 0, to_ns: i64::MAX, limit: 1_000, ..Query::default() }).unwrap();
+        assert_eq!(kept.len(), 50);
+        assert!(kept.iter().all(|r| r.time_ns >= 50_000));
+        assert_eq!(kept[0], rows[50], "a row reads back as written");
+    }
+
+    #[test]
+    fn the_size_cap_holds_on_disk_and_the_newest_rows_stay() {
+        let dir = Scratch::new("size");
+        let path = dir.0.join("flows.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        for batch in 0..20 {
+            let rows: Vec<Row> = (0..1_000).map(|i| row(batch * 1_000 + i, 500)).collect();
+            store.insert(&rows).unwrap();
+        }
+        let before = on_disk(&path);
+        let cap = 2 << 20;
+        assert!(before > 4 * cap, "the test writes well over the cap: {before}");
+        let deleted = store.trim(0, cap).unwrap();
+        let after = on_disk(&path);
+        assert!(after <= cap, "{after} bytes on disk, cap {cap}");
+        assert!(deleted > 0 && store.rows().unwrap() > 0);
+        let newest = store.select(&Query { from_ns: 19_999, to_ns: i64::MAX, limit: 10, ..Query::default() }).unwrap();
+        assert_eq!(newest.len(), 1, "the newest row is kept");
+    }
+
+    #[test]
+    fn a_file_that_is_no_store_is_refused_as_damaged_and_moved_aside_whole() {
+        let dir = Scratch::new("damaged");
+        let path = dir.0.join("flows.db");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        std::fs::write(&path, b"this is not a database, it is evidence").unwrap();
+        let e = SqliteStore::open(&path).err().unwrap();
+        assert_eq!(e.kind(), "corrupt", "{e}");
+        let aside = move_aside(&path).unwrap();
+        assert_eq!(std::fs::read(&aside).unwrap(), b"this is not a database, it is evidence");
+        assert!(SqliteStore::open(&path).is_ok(), "a new store starts where it was");
+    }
+
+    #[test]
+    fn a_store_of_another_schema_version_is_refused() {
+        let dir = Scratch::new("version");
+        let path = dir.0.join("flows.db");
+        drop(SqliteStore::open(&path).unwrap());
+        Connection::open(&path).unwrap().execute_batch("PRAGMA user_version = 99").unwrap();
+        assert!(matches!(SqliteStore::open(&path), Err(StoreError::Version { found: 99, .. })));
+        assert!(matches!(SqliteStore::open_read_only(&path), Err(StoreError::Version { found: 99, .. })));
+    }
+
+    #[test]
+    fn the_store_is_private_and_never_opened_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = Scratch::new("private");
+        let path = dir.0.join("flows.db");
+        drop(SqliteStore::open(&path).unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let link = dir.0.join("link.db");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(SqliteStore::open(&link).is_err());
+    }
 }

@@ -36,6 +36,7 @@ pub struct StoreWriter {
     options: StoreOptions,
     store: Option<SqliteStore>,
     pending: Vec<Row>,
+    max_pending: usize,
     counters: Arc<StoreCounters>,
     retry_at: Instant,
     trim_at: Instant,
@@ -46,7 +47,16 @@ impl StoreWriter {
     /// A writer for the store `options` names; it opens the store on its own thread.
     pub fn new(options: StoreOptions, counters: Arc<StoreCounters>) -> Self {
         let now = Instant::now();
-        Self { options, store: None, pending: Vec::new(), counters, retry_at: now, trim_at: now, flushed_at: now }
+        Self {
+            options,
+            store: None,
+            pending: Vec::new(),
+            max_pending: MAX_PENDING,
+            counters,
+            retry_at: now,
+            trim_at: now,
+            flushed_at: now,
+        }
     }
 
     /// Runs until the fan-out closes the queue, then writes what is left and trims once more.
@@ -83,7 +93,7 @@ impl StoreWriter {
                 Row::connection(&record, time_ns, flow_key.as_deref())
             }
         };
-        if self.pending.len() >= MAX_PENDING {
+        if self.pending.len() >= self.max_pending {
             let n = self.counters.dropped(1);
             if n.is_power_of_two() {
                 tracing::warn!(total = n, "the flow store refuses writes and its batch is full: record dropped");
@@ -197,4 +207,70 @@ pub fn unix_ns() -> i64 {
 
 fn shown(path: &std::path::Path) -> String {
     escape_bytes(path.as_os_str().as_encoded_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::sync_channel;
+
+    use super::*;
+    use crate::clock::WallClock;
+    use crate::sinks::fixture;
+    use crate::sinks::record::ConnectionRecord;
+    use crate::store::query::Query;
+    use crate::store::sqlite::tests::Scratch;
+
+    fn connection(time_ns: i64) -> StoreInput {
+        let j = fixture::judged(80, 1);
+        let record = Arc::new(ConnectionRecord::new(&j.flow, Some(&j.judgement), &WallClock::new(), "n1"));
+        StoreInput::Connection { record, time_ns, flow_key: Some("0123456789abcdef".into()) }
+    }
+
+    fn run(writer: StoreWriter, inputs: Vec<StoreInput>) {
+        let (tx, rx) = sync_channel(16);
+        let thread = std::thread::spawn(move || writer.run(rx));
+        for input in inputs {
+            tx.send(input).unwrap();
+        }
+        drop(tx);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn records_are_stored_and_the_expired_ones_trimmed_at_the_end() {
+        let dir = Scratch::new("writer");
+        let path = dir.0.join("flows.db");
+        let counters = Arc::new(StoreCounters::default());
+        let options = StoreOptions { path: path.clone(), retention: Duration::from_secs(3600), max_bytes: 1 << 30 };
+        let now = unix_ns();
+        let old = now - 2 * 3_600_000_000_000;
+        run(StoreWriter::new(options, counters.clone()), vec![connection(old), connection(now), connection(now + 1)]);
+        assert_eq!(counters.records(), [3, 0, 1], "written, dropped, expired");
+        let store = SqliteStore::open_read_only(&path).unwrap();
+        let rows = store.select(&Query { from_ns: 0, to_ns: i64::MAX, limit: 10, ..Query::default() }).unwrap();
+        assert_eq!(rows.iter().map(|r| r.time_ns).collect::<Vec<_>>(), [now, now + 1]);
+        assert_eq!(
+            (rows[0].flow_key.as_str(), rows[0].raises_alert, rows[0].verdict.as_str()),
+            ("0123456789abcdef", 1, "lateral_movement")
+        );
+    }
+
+    #[test]
+    fn an_unwritable_store_keeps_a_bounded_batch_and_counts_the_rest() {
+        let dir = Scratch::new("unwritable");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        // Its directory is a file: the store can never be created.
+        std::fs::write(dir.0.join("not-a-dir"), b"").unwrap();
+        let counters = Arc::new(StoreCounters::default());
+        let options = StoreOptions {
+            path: dir.0.join("not-a-dir/flows.db"),
+            retention: Duration::from_secs(60),
+            max_bytes: 1 << 20,
+        };
+        let mut writer = StoreWriter::new(options, counters.clone());
+        writer.max_pending = 5;
+        run(writer, (0..8).map(|i| connection(unix_ns() + i)).collect());
+        assert_eq!(counters.records()[1], 3, "what the batch cannot hold is dropped and counted");
+        assert!(counters.failures()[2] >= 1, "counted as unwritable: {:?}", counters.failures());
+    }
 }
