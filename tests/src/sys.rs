@@ -126,10 +126,12 @@ pub fn signal(pid: u32, signal: i32) {
     }
 }
 
-/// The source of every metric the daemon defines (the files of `monitor-user/src/telemetry/`),
-/// for tests that check that dashboards and rules query only metrics that exist.
+/// The source of every metric the daemon defines (the files of `monitor-user/src/telemetry/`,
+/// and the flow store's `monitor-user/src/store/metrics.rs`), for tests that check that
+/// dashboards and rules query only metrics that exist.
 pub fn metric_definitions() -> Result<String> {
-    let dir = workspace_root().join("monitor-user/src/telemetry");
+    let src = workspace_root().join("monitor-user/src");
+    let dir = src.join("telemetry");
     let mut text = String::new();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
         let path = entry?.path();
@@ -137,6 +139,7 @@ pub fn metric_definitions() -> Result<String> {
             text.push_str(&std::fs::read_to_string(&path)?);
         }
     }
+    text.push_str(&std::fs::read_to_string(src.join("store/metrics.rs"))?);
     Ok(text)
 }
 
@@ -194,5 +197,47 @@ impl Drop for FrozenThread {
         let null = std::ptr::null_mut::<libc::c_void>();
         // SAFETY: detaching our own tracee lets it run on.
         unsafe { libc::ptrace(libc::PTRACE_DETACH, self.0, null, null) };
+    }
+}
+
+/// A tmpfs of 1 MiB, filled to the last byte but one page; unmounted when dropped, also on
+/// failure.
+pub struct FullFs(pub PathBuf);
+
+impl FullFs {
+    /// Mounts it at `at` and fills it.
+    pub fn mount(at: &Path) -> Result<Self> {
+        std::fs::create_dir_all(at)?;
+        run("mount", &["-t", "tmpfs", "-o", "size=1m", "tmpfs", &at.display().to_string()])?;
+        let fs = Self(at.to_owned());
+        let filler = fs.filler();
+        let out = std::process::Command::new("dd")
+            .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"])
+            .output()?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&out.stderr).contains("No space left"),
+            "dd did not fill the tmpfs: {out:?}"
+        );
+        // One page left: the first lines fit, and the one that crosses the page's end is cut
+        // by the full disk, as when a real disk fills up under a busy writer.
+        let f = std::fs::OpenOptions::new().write(true).open(&filler)?;
+        f.set_len(f.metadata()?.len().saturating_sub(4096))?;
+        Ok(fs)
+    }
+
+    /// The file that fills it.
+    pub fn filler(&self) -> PathBuf {
+        self.0.join("filler")
+    }
+
+    /// Space is back.
+    pub fn free(&self) -> Result<()> {
+        Ok(std::fs::remove_file(self.filler())?)
+    }
+}
+
+impl Drop for FullFs {
+    fn drop(&mut self) {
+        run_quiet("umount", &[&self.0.display().to_string()]);
     }
 }

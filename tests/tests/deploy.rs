@@ -162,7 +162,7 @@ fn dashboard_and_rules_query_only_metrics_the_daemon_exports() -> Result<()> {
             ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).filter(|b| defined.contains(*b));
         ensure!(
             defined.contains(name) || base.is_some(),
-            "{name} is queried but monitor-user/src/telemetry/ does not define it"
+            "{name} is queried but monitor-user/src/telemetry/ (or store/metrics.rs) does not define it"
         );
     }
     // What the dashboard must show (issue 7): flows by verdict, violations by zone pair and

@@ -3,7 +3,7 @@
 //! back, and the written counters count what reached the disk; a DFD whose approval expired yesterday is
 //! admitted with a warning and the expiry metrics (`dfdwatch check` still fails it, for CI).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -42,43 +42,6 @@ fn dfd_arg(s: &ClientServer) -> Vec<String> {
     vec!["--dfd".into(), s.dir.join("dfd.yaml").display().to_string()]
 }
 
-/// A tmpfs of 1 MiB, filled to the last byte but one page; unmounted when dropped, also on
-/// failure.
-struct FullFs(PathBuf);
-
-impl FullFs {
-    fn mount(at: &Path) -> Result<Self> {
-        std::fs::create_dir_all(at)?;
-        sys::run("mount", &["-t", "tmpfs", "-o", "size=1m", "tmpfs", &at.display().to_string()])?;
-        let fs = Self(at.to_owned());
-        let filler = fs.filler();
-        let out = std::process::Command::new("dd")
-            .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"])
-            .output()?;
-        ensure!(String::from_utf8_lossy(&out.stderr).contains("No space left"), "dd did not fill the tmpfs: {out:?}");
-        // One page left: the first lines fit, and the one that crosses the page's end is cut
-        // by the full disk, as when a real disk fills up under a busy writer.
-        let f = std::fs::OpenOptions::new().write(true).open(&filler)?;
-        f.set_len(f.metadata()?.len().saturating_sub(4096))?;
-        Ok(fs)
-    }
-
-    fn filler(&self) -> PathBuf {
-        self.0.join("filler")
-    }
-
-    /// Space is back.
-    fn free(&self) -> Result<()> {
-        Ok(std::fs::remove_file(self.filler())?)
-    }
-}
-
-impl Drop for FullFs {
-    fn drop(&mut self) {
-        sys::run_quiet("umount", &[&self.0.display().to_string()]);
-    }
-}
-
 /// Every line of `path`, parsed; any line that is not whole JSON fails the test.
 fn json_lines(path: &Path) -> Result<Vec<serde_json::Value>> {
     let text = std::fs::read_to_string(path)?;
@@ -92,7 +55,7 @@ fn json_lines(path: &Path) -> Result<Vec<serde_json::Value>> {
 fn a_full_disk_leaves_whole_lines_and_counters_count_what_reached_it() -> Result<()> {
     let _serial = lab::exclusive();
     let s = setup("sinks-full", &[80, 8080])?;
-    let full = FullFs::mount(&s.dir.join("full"))?;
+    let full = sys::FullFs::mount(&s.dir.join("full"))?;
     let (events, alerts) = (full.0.join("events.jsonl"), full.0.join("alerts.jsonl"));
     let mut extra_args = dfd_arg(&s);
     extra_args.extend(["--alerts-file".into(), alerts.display().to_string(), "--alert-window-secs".into(), "1".into()]);

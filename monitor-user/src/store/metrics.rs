@@ -9,9 +9,18 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, IntGauge, Opts};
 
+/// Records for the store, by result.
+pub const RECORDS: &str = "dfdwatch_store_records_total";
+/// Failures of the store, by kind.
+pub const ERRORS: &str = "dfdwatch_store_errors_total";
+/// Bytes the store takes on disk.
+pub const BYTES: &str = "dfdwatch_store_bytes";
+/// 1 while the store takes writes.
+pub const UP: &str = "dfdwatch_store_up";
+
 /// Records by what became of them.
 pub const RESULTS: [&str; 3] = ["written", "dropped", "expired"];
-/// Failures by kind ([`super::sqlite::StoreError::kind`], and `queue` for the ClickHouse queue).
+/// Failures by kind ([`super::sqlite::StoreError::kind`]).
 pub const FAILURES: [&str; 4] = ["corrupt", "full", "unwritable", "other"];
 
 /// The store's counters.
@@ -76,19 +85,18 @@ pub struct StoreCollector {
 }
 
 impl StoreCollector {
-    /// A collector for `counters`, named `dfdwatch_store_*` (or `dfdwatch_clickhouse_*` for the
-    /// cluster store: `name` is `store` or `clickhouse`).
-    pub fn new(name: &str, counters: Arc<StoreCounters>) -> Result<Self, prometheus::Error> {
+    /// A collector for `counters`.
+    pub fn new(counters: Arc<StoreCounters>) -> Result<Self, prometheus::Error> {
         let records = IntCounterVec::new(
             Opts::new(
-                format!("dfdwatch_{name}_records_total"),
+                RECORDS,
                 "Records for the flow store, by result: written, dropped (never stored: queue full or failures), expired (removed by retention).",
             ),
             &["result"],
         )?;
         let failures = IntCounterVec::new(
             Opts::new(
-                format!("dfdwatch_{name}_errors_total"),
+                ERRORS,
                 "Failures of the flow store, by kind: corrupt (moved aside, a new store started), full, unwritable, other.",
             ),
             &["kind"],
@@ -99,8 +107,8 @@ impl StoreCollector {
         for k in FAILURES {
             failures.with_label_values(&[k]);
         }
-        let bytes = IntGauge::new(format!("dfdwatch_{name}_bytes"), "Bytes the flow store takes on disk.")?;
-        let up = IntGauge::new(format!("dfdwatch_{name}_up"), "1 while the flow store takes writes.")?;
+        let bytes = IntGauge::new(BYTES, "Bytes the flow store takes on disk.")?;
+        let up = IntGauge::new(UP, "1 while the flow store takes writes.")?;
         Ok(Self { counters, records, failures, bytes, up })
     }
 }

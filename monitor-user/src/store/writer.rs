@@ -116,6 +116,7 @@ impl StoreWriter {
                         tracing::info!(path = %shown(&path), "flow store open");
                     }
                     self.store = Some(store);
+                    self.counters.set_up(true);
                     return true;
                 }
                 Err(e @ (StoreError::Corrupt { .. } | StoreError::Version { .. })) if attempt == 0 => {

@@ -207,7 +207,7 @@ impl Metrics {
         registry.register(Box::new(flow_last_seen.clone()))?;
         registry.register(Box::new(PipelineCollector::new(counters)?))?;
         let store = Arc::new(StoreCounters::default());
-        registry.register(Box::new(StoreCollector::new("store", store.clone())?))?;
+        registry.register(Box::new(StoreCollector::new(store.clone())?))?;
         Ok(Self {
             registry,
             flows,
