@@ -49,6 +49,10 @@ enum Command {
     /// lateral-movement `path`, the `reach` the DFD allows (docs/investigate.md). Exit 0
     /// answered, 1 not found, 64 bad usage, 66 the store cannot be read, 69 Graphviz missing.
     Investigate(monitor_user::investigate::InvestigateArgs),
+    /// The cluster store's housekeeping: `store init` creates ClickHouse's table, `store trim`
+    /// drops old days on servers without TTLs (docs/store.md). Exit 0 done, 64 bad usage, 69
+    /// ClickHouse refused or unreachable.
+    Store(monitor_user::store::cli::StoreArgs),
 }
 
 fn init_logging(level: &str) -> Result<(), String> {
@@ -90,6 +94,9 @@ fn main() -> ExitCode {
         }
         Command::Verify(args) => {
             ExitCode::from(dfdwatch_dfd::cli::verify(&args, &mut std::io::stdout(), &mut std::io::stderr()))
+        }
+        Command::Store(args) => {
+            ExitCode::from(monitor_user::store::cli::store(&args, &mut std::io::stdout(), &mut std::io::stderr()))
         }
         Command::Investigate(args) => ExitCode::from(monitor_user::investigate::investigate(
             &args,

@@ -6,6 +6,7 @@
 //! processes it started are ended, by pid.
 
 pub mod chart;
+pub mod clickhouse;
 pub mod daemon;
 pub mod lab;
 pub mod servers;

@@ -127,7 +127,7 @@ pub fn signal(pid: u32, signal: i32) {
 }
 
 /// The source of every metric the daemon defines (the files of `monitor-user/src/telemetry/`,
-/// and the flow store's `monitor-user/src/store/metrics.rs`), for tests that check that
+/// and the flow store's `metrics.rs` and `clickhouse.rs`), for tests that check that
 /// dashboards and rules query only metrics that exist.
 pub fn metric_definitions() -> Result<String> {
     let src = workspace_root().join("monitor-user/src");
@@ -140,6 +140,7 @@ pub fn metric_definitions() -> Result<String> {
         }
     }
     text.push_str(&std::fs::read_to_string(src.join("store/metrics.rs"))?);
+    text.push_str(&std::fs::read_to_string(src.join("store/clickhouse.rs"))?);
     Ok(text)
 }
 

@@ -1,12 +1,14 @@
 //! The flow store under the real daemon, when things go wrong: a damaged store file is kept aside
 //! for forensics and a new store started; a full disk stops the store, not the alerts, and the
-//! batch kept in memory is written once there is room again. Every failure is counted.
+//! batch kept in memory is written once there is room again; a ClickHouse that goes away gets its
+//! backlog once it is back. Every failure is counted.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
+use tests::clickhouse::ClickHouseServer;
 use tests::daemon::{metric, run_to_exit};
 use tests::lab::ClientServer;
 use tests::{Daemon, DaemonOptions, lab, sys};
@@ -15,6 +17,15 @@ use tests::{Daemon, DaemonOptions, lab, sys};
 fn start(
     tag: &str,
     store: impl Fn(&ClientServer) -> Result<PathBuf>,
+) -> Result<(ClientServer, Daemon, PathBuf, PathBuf)> {
+    start_with(tag, store, Vec::new())
+}
+
+/// As [`start`], with more daemon options.
+fn start_with(
+    tag: &str,
+    store: impl Fn(&ClientServer) -> Result<PathBuf>,
+    more: Vec<String>,
 ) -> Result<(ClientServer, Daemon, PathBuf, PathBuf)> {
     let s = ClientServer::with_nginx(tag, &[80, 8080])?;
     let flow = ClientServer::flow("worker-to-web", "worker", "web", "{port: 80, protocol: TCP}");
@@ -30,7 +41,10 @@ fn start(
             arg(&store),
             "--alerts-file".into(),
             arg(&alerts),
-        ],
+        ]
+        .into_iter()
+        .chain(more)
+        .collect(),
         ..Default::default()
     };
     let daemon = Daemon::start(tag, &options)?;
@@ -124,5 +138,46 @@ fn a_full_disk_stops_the_store_not_the_alerts_and_the_batch_is_written_later() -
     let stored = stored_alerts(&store, &s.server.ipv4.to_string())?;
     ensure!(stored.len() >= 2, "both alerting connections are in the store: {stored:#?}");
     drop(full);
+    Ok(())
+}
+
+#[test]
+fn a_clickhouse_that_goes_away_gets_its_backlog_when_it_is_back() -> Result<()> {
+    let _serial = lab::exclusive();
+    let mut clickhouse = ClickHouseServer::start("store-away")?;
+    let mut init = vec!["store".to_owned(), "init".into()];
+    init.extend(clickhouse.args());
+    ensure!(run_to_exit(&init)?.status.success(), "store init");
+    let (s, daemon, _, alerts) = start_with("store-away", |s| Ok(s.dir.join("flows.db")), clickhouse.args())?;
+    violate(&s, &daemon, &alerts)?;
+    daemon.wait_metric("dfdwatch_clickhouse_rows_total{result=\"sent\"}", |v| v >= 1.0)?;
+    clickhouse.stop();
+    // ClickHouse is away: judging and alerting go on, the failed inserts are counted, the rows wait.
+    for port in [8080, 81, 82] {
+        let url = format!("http://{}:{port}/", s.server.ipv4);
+        s.lab.run(&s.client, "curl", &["-s", "-m", "3", "-o", "/dev/null", &url])?;
+    }
+    let metrics = daemon.wait_metric("dfdwatch_clickhouse_errors_total", |v| v >= 1.0)?;
+    ensure!(metric(&metrics, "dfdwatch_clickhouse_up") == Some(0.0), "{metrics}");
+    let waiting = |text: &str| metric(text, "dfdwatch_clickhouse_queued_rows").unwrap_or(0.0);
+    clickhouse.resume()?;
+    // Back: the backlog goes out at the next try (the wait doubles up to 30 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    let metrics = loop {
+        let text = daemon.metrics()?;
+        if metric(&text, "dfdwatch_clickhouse_up") == Some(1.0) && waiting(&text) == 0.0 {
+            break text;
+        }
+        ensure!(std::time::Instant::now() < deadline, "the backlog was not sent:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    ensure!(metric(&metrics, "dfdwatch_clickhouse_rows_total{result=\"dropped\"}") == Some(0.0), "{metrics}");
+    daemon.stop()?;
+    // The failed connects to 81 and 82, made while ClickHouse was away, are there now.
+    let rows = clickhouse.query(&format!(
+        "SELECT count() FROM dfdwatch.flow_records WHERE dst_addr = '{}' AND dst_port IN (81, 82) AND record = 'connection'",
+        s.server.ipv4
+    ))?;
+    ensure!(rows.trim().parse::<u64>().unwrap_or(0) >= 2, "{rows}");
     Ok(())
 }

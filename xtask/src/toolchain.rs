@@ -40,8 +40,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // the metrics endpoint's TLS and basic auth: a certificate and a bcrypt hash for the tests
     "openssl",
     "apache2-utils",
-    // DFD rendering tests
+    // DFD rendering tests, and investigate's SVG pictures
     "graphviz",
+    // the cluster flow store: a real ClickHouse (18.16) started on loopback by the tests
+    "clickhouse-server",
     // metrics: promtool checks the exposition format and the alerting rules
     "prometheus",
     "prometheus-alertmanager",

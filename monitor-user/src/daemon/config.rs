@@ -48,6 +48,9 @@ pub struct RunArgs {
     /// Keep no flow store.
     #[arg(long)]
     pub no_store: bool,
+    /// The cluster store (ClickHouse) the flow store's records are also shipped to.
+    #[command(flatten)]
+    pub clickhouse: crate::store::clickhouse::ClickHouseArgs,
     /// Records older than this are deleted from the flow store (e.g. 7d, 12h).
     #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub store_retention: std::time::Duration,
@@ -194,6 +197,9 @@ impl RunArgs {
         if let Some(url) = &self.alertmanager_url
             && let Err(e) = crate::sinks::alertmanager::alerts_uri(url)
         {
+            problems.push(e.to_string());
+        }
+        if let Err(e) = crate::store::clickhouse::ClickHouse::from_args(&self.clickhouse) {
             problems.push(e.to_string());
         }
         if !problems.is_empty() {

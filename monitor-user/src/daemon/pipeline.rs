@@ -31,6 +31,7 @@ use crate::sinks::alerts::{AlertFile, AlertWriter};
 use crate::sinks::events::EventWriter;
 use crate::sinks::fanout::FanOut;
 use crate::source::reader::RingReader;
+use crate::store::clickhouse::{self, ClickHouse, ShipQueue};
 use crate::store::writer::StoreWriter;
 use crate::telemetry::counters::Counters;
 use crate::telemetry::liveness::Liveness;
@@ -51,6 +52,8 @@ pub struct Sinks {
     events: EventWriter,
     alerts: Option<AlertWriter>,
     alertmanager: Option<tokio::task::JoinHandle<()>>,
+    /// The ClickHouse shipper's queue and task.
+    cluster: Option<(ShipQueue, tokio::task::JoinHandle<()>)>,
 }
 
 impl Sinks {
@@ -61,8 +64,16 @@ impl Sinks {
                 .map_err(|source| RunError::EventsFile { path: path.clone(), source })?,
             None => EventWriter::stdout(counters.clone(), metrics.clone()),
         };
+        let cluster = match ClickHouse::from_args(&args.clickhouse).map_err(|e| RunError::Usage(e.to_string()))? {
+            Some(server) => {
+                tracing::info!(url = %server.url(), "stored records are also shipped to ClickHouse");
+                let (queue, task) = clickhouse::start(server, metrics.ship_counters());
+                Some((queue, tokio::spawn(task)))
+            }
+            None => None,
+        };
         if args.alerts_file.is_none() && args.alertmanager_url.is_none() {
-            return Ok(Self { events, alerts: None, alertmanager: None });
+            return Ok(Self { events, alerts: None, alertmanager: None, cluster });
         }
         let window = Duration::from_secs(args.alert_window_secs);
         let mut alerts = match &args.alerts_file {
@@ -91,7 +102,7 @@ impl Sinks {
             alerts = alerts.with_alertmanager(queue);
             task = Some(tokio::spawn(delivery));
         }
-        Ok(Self { events, alerts: Some(alerts), alertmanager: task })
+        Ok(Self { events, alerts: Some(alerts), alertmanager: task, cluster })
     }
 }
 
@@ -125,6 +136,8 @@ pub struct Pipeline {
     stages: Vec<(&'static str, JoinHandle<()>)>,
     reloader: Option<tokio::task::JoinHandle<()>>,
     alertmanager: Option<tokio::task::JoinHandle<()>>,
+    /// The ClickHouse shipper.
+    cluster: Option<tokio::task::JoinHandle<()>>,
     /// The fan-out's input, for records from outside the stages (gap records).
     outside: mpsc::WeakSender<FlowOutput>,
 }
@@ -209,9 +222,13 @@ impl Pipeline {
         writers.push(spawn("event-writer", move || events.run(events_rx))?);
         let mut fanout =
             FanOut::new(WallClock::new(), parts.node, metrics.clone(), counters.clone(), events_tx, alerts);
-        if let Some(options) = args.store_options() {
+        let (cluster_queue, cluster) = parts.sinks.cluster.unzip();
+        if args.store_options().is_some() || cluster_queue.is_some() {
             let (tx, rx) = sync_channel(STORE_QUEUE);
-            let writer = StoreWriter::new(options, metrics.store_counters());
+            let mut writer = StoreWriter::new(args.store_options(), metrics.store_counters());
+            if let Some(queue) = cluster_queue {
+                writer = writer.with_cluster(queue);
+            }
             writers.push(spawn("store-writer", move || writer.run(rx))?);
             fanout = fanout.with_store(tx);
         }
@@ -227,7 +244,7 @@ impl Pipeline {
             parts.found_at_start,
             shutdown.signal(),
         )?;
-        Ok(Self { reader, stages, reloader, alertmanager: parts.sinks.alertmanager, outside })
+        Ok(Self { reader, stages, reloader, alertmanager: parts.sinks.alertmanager, cluster, outside })
     }
 
     /// A handle for records from outside the stages; it does not keep the pipeline running.
@@ -254,6 +271,13 @@ impl Pipeline {
             tracing::error!(
                 "Alertmanager delivery did not finish within 30 s of shutdown; undelivered alerts are in the alert file"
             );
+        }
+        // The store writer dropped the shipper's queue: it ends once the backlog is sent (or,
+        // ClickHouse being away, dropped and counted after a few tries).
+        if let Some(task) = self.cluster
+            && tokio::time::timeout(Duration::from_secs(60), task).await.is_err()
+        {
+            tracing::error!("shipping to ClickHouse did not finish within 60 s of shutdown");
         }
     }
 }

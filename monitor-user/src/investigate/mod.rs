@@ -17,9 +17,10 @@ use std::time::Duration;
 use dfdwatch_dfd::model::Dfd;
 use dfdwatch_dfd::render::{Overlay, OverlayEnd, OverlayHop, RenderFormat, render_with_overlay};
 
+use crate::store::clickhouse::{ClickHouse, ClickHouseArgs};
 use crate::store::query::{Query, Workload};
 use crate::store::row::Row;
-use crate::store::sqlite::{SqliteStore, StoreError};
+use crate::store::sqlite::SqliteStore;
 use crate::store::writer::unix_ns;
 
 /// Exit: answered.
@@ -55,6 +56,9 @@ pub struct InvestigateArgs {
     /// The flow store to read (the daemon's --store; by default flows.db in its state directory).
     #[arg(long, value_name = "PATH", default_value = "/var/lib/dfdwatch/flows.db", global = true)]
     pub store: PathBuf,
+    /// Read the cluster store instead: ClickHouse (--clickhouse-url and its login options).
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
     /// The approved DFD (files or directories): needed by `reach` and for pictures.
     #[arg(long = "dfd", value_name = "PATH", global = true)]
     pub dfd: Vec<PathBuf>,
@@ -124,13 +128,32 @@ pub enum Question {
 pub enum Source {
     /// The local SQLite store.
     Sqlite(SqliteStore),
+    /// The cluster store, with a runtime for its requests.
+    ClickHouse(ClickHouse, tokio::runtime::Runtime),
 }
 
 impl Source {
+    /// The store `args` names: ClickHouse with --clickhouse-url, else the local file.
+    fn open(args: &InvestigateArgs) -> Result<Self, Failed> {
+        match ClickHouse::from_args(&args.clickhouse).map_err(|e| usage(e.to_string()))? {
+            Some(server) => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Failed(format!("cannot start the runtime: {e}"), EXIT_NOINPUT))?;
+                Ok(Source::ClickHouse(server, runtime))
+            }
+            None => SqliteStore::open_read_only(&args.store)
+                .map(Source::Sqlite)
+                .map_err(|e| Failed(format!("cannot read the flow store: {e}"), EXIT_NOINPUT)),
+        }
+    }
+
     /// The rows `query` selects.
-    pub fn rows(&self, query: &Query) -> Result<Vec<Row>, StoreError> {
+    pub fn rows(&self, query: &Query) -> Result<Vec<Row>, String> {
         match self {
-            Source::Sqlite(s) => s.select(query),
+            Source::Sqlite(s) => s.select(query).map_err(|e| e.to_string()),
+            Source::ClickHouse(server, runtime) => runtime.block_on(server.select(query)).map_err(|e| e.to_string()),
         }
     }
 }
@@ -151,14 +174,7 @@ fn range(since: Duration, until: Option<std::time::SystemTime>) -> (i64, i64) {
 
 /// Runs `dfdwatch investigate` against the store `args` names; returns the exit status.
 pub fn investigate(args: &InvestigateArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    let source = match SqliteStore::open_read_only(&args.store) {
-        Ok(s) => Source::Sqlite(s),
-        Err(e) => {
-            let _ = writeln!(err, "dfdwatch: cannot read the flow store: {e}");
-            return EXIT_NOINPUT;
-        }
-    };
-    match answer(args, &source) {
+    match Source::open(args).and_then(|source| answer(args, &source)) {
         Ok(text) => match out.write_all(text.as_bytes()) {
             Ok(()) => EXIT_OK,
             Err(e) => {

@@ -7,6 +7,8 @@
 //! unwritable is logged, counted ([`metrics`]) and alerted on; the daemon goes on judging without
 //! it. docs/store.md describes the schema and the queries ([`query`]).
 
+pub mod cli;
+pub mod clickhouse;
 pub mod metrics;
 pub mod query;
 pub mod row;

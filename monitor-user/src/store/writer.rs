@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::clickhouse::ShipQueue;
 use super::metrics::StoreCounters;
 use super::row::Row;
 use super::sqlite::{SqliteStore, StoreError, move_aside};
@@ -33,7 +34,10 @@ const TRIM_EVERY: Duration = Duration::from_secs(60);
 
 /// The store writer.
 pub struct StoreWriter {
-    options: StoreOptions,
+    /// The local store, unless --no-store.
+    options: Option<StoreOptions>,
+    /// The cluster store's queue, with --clickhouse-url.
+    cluster: Option<ShipQueue>,
     store: Option<SqliteStore>,
     pending: Vec<Row>,
     max_pending: usize,
@@ -44,11 +48,13 @@ pub struct StoreWriter {
 }
 
 impl StoreWriter {
-    /// A writer for the store `options` names; it opens the store on its own thread.
-    pub fn new(options: StoreOptions, counters: Arc<StoreCounters>) -> Self {
+    /// A writer for the local store `options` names (none: rows only go to the cluster store);
+    /// it opens the store on its own thread.
+    pub fn new(options: Option<StoreOptions>, counters: Arc<StoreCounters>) -> Self {
         let now = Instant::now();
         Self {
             options,
+            cluster: None,
             store: None,
             pending: Vec::new(),
             max_pending: MAX_PENDING,
@@ -57,6 +63,12 @@ impl StoreWriter {
             trim_at: now,
             flushed_at: now,
         }
+    }
+
+    /// Also offers every row to the cluster store's queue.
+    pub fn with_cluster(mut self, queue: ShipQueue) -> Self {
+        self.cluster = Some(queue);
+        self
     }
 
     /// Runs until the fan-out closes the queue, then writes what is left and trims once more.
@@ -93,6 +105,12 @@ impl StoreWriter {
                 Row::connection(&record, time_ns, flow_key.as_deref())
             }
         };
+        if let Some(cluster) = &self.cluster {
+            cluster.offer(row.clone());
+        }
+        if self.options.is_none() {
+            return;
+        }
         if self.pending.len() >= self.max_pending {
             let n = self.counters.dropped(1);
             if n.is_power_of_two() {
@@ -108,7 +126,7 @@ impl StoreWriter {
         if self.store.is_some() {
             return true;
         }
-        let path = self.options.path.clone();
+        let Some(path) = self.options.as_ref().map(|o| o.path.clone()) else { return false };
         for attempt in 0..2 {
             match SqliteStore::open(&path) {
                 Ok(store) => {
@@ -136,7 +154,8 @@ impl StoreWriter {
     /// Moves a damaged store aside, keeping it.
     fn set_aside(&mut self) {
         self.store = None;
-        match move_aside(&self.options.path) {
+        let Some(options) = &self.options else { return };
+        match move_aside(&options.path) {
             Ok(aside) => tracing::error!(
                 kept = %shown(&aside),
                 "the flow store is damaged: kept aside, a new one is started"
@@ -183,9 +202,9 @@ impl StoreWriter {
 
     fn trim(&mut self, now: Instant) {
         self.trim_at = now + TRIM_EVERY;
-        let Some(store) = &mut self.store else { return };
-        let before = unix_ns().saturating_sub(i64::try_from(self.options.retention.as_nanos()).unwrap_or(i64::MAX));
-        let trimmed = store.trim(before, self.options.max_bytes);
+        let (Some(store), Some(options)) = (&mut self.store, &self.options) else { return };
+        let before = unix_ns().saturating_sub(i64::try_from(options.retention.as_nanos()).unwrap_or(i64::MAX));
+        let trimmed = store.trim(before, options.max_bytes);
         if let Ok(bytes) = store.bytes() {
             self.counters.set_bytes(bytes);
         }
@@ -245,7 +264,10 @@ mod tests {
         let options = StoreOptions { path: path.clone(), retention: Duration::from_secs(3600), max_bytes: 1 << 30 };
         let now = unix_ns();
         let old = now - 2 * 3_600_000_000_000;
-        run(StoreWriter::new(options, counters.clone()), vec![connection(old), connection(now), connection(now + 1)]);
+        run(
+            StoreWriter::new(Some(options), counters.clone()),
+            vec![connection(old), connection(now), connection(now + 1)],
+        );
         assert_eq!(counters.records(), [3, 0, 1], "written, dropped, expired");
         let store = SqliteStore::open_read_only(&path).unwrap();
         let rows = store.select(&Query { from_ns: 0, to_ns: i64::MAX, limit: 10, ..Query::default() }).unwrap();
@@ -268,7 +290,7 @@ mod tests {
             retention: Duration::from_secs(60),
             max_bytes: 1 << 20,
         };
-        let mut writer = StoreWriter::new(options, counters.clone());
+        let mut writer = StoreWriter::new(Some(options), counters.clone());
         writer.max_pending = 5;
         run(writer, (0..8).map(|i| connection(unix_ns() + i)).collect());
         assert_eq!(counters.records()[1], 3, "what the batch cannot hold is dropped and counted");

@@ -14,6 +14,7 @@ use super::counters::{Counters, GapReason, ReloadResult, Tampering};
 use crate::policy::reload::ReloadObserver;
 use crate::policy::verdict::{Severity, VerdictKind};
 use crate::policy::{ApprovalExpiry, ApprovalState, Policy};
+use crate::store::clickhouse::{ShipCollector, ShipCounters};
 use crate::store::metrics::{StoreCollector, StoreCounters};
 
 /// Flows judged, by verdict kind.
@@ -93,6 +94,8 @@ pub struct Metrics {
     approvals: std::sync::Mutex<Vec<ApprovalExpiry>>,
     /// The flow store's counters (its writer counts, scrapes read).
     store: Arc<StoreCounters>,
+    /// The ClickHouse shipper's counters.
+    ship: Arc<ShipCounters>,
 }
 
 /// Why the metrics could not be set up (a programming error in names or labels).
@@ -208,6 +211,8 @@ impl Metrics {
         registry.register(Box::new(PipelineCollector::new(counters)?))?;
         let store = Arc::new(StoreCounters::default());
         registry.register(Box::new(StoreCollector::new(store.clone())?))?;
+        let ship = Arc::new(ShipCounters::default());
+        registry.register(Box::new(ShipCollector::new(ship.clone())?))?;
         Ok(Self {
             registry,
             flows,
@@ -230,7 +235,13 @@ impl Metrics {
             dfd_flows: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             approvals: std::sync::Mutex::new(Vec::new()),
             store,
+            ship,
         })
+    }
+
+    /// The ClickHouse shipper's counters.
+    pub fn ship_counters(&self) -> Arc<ShipCounters> {
+        self.ship.clone()
     }
 
     /// The flow store's counters, for its writer.
