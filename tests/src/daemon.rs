@@ -255,7 +255,8 @@ struct Records {
     dfd_changes: Vec<Value>,
 }
 
-/// The events file's connection, flow and gap records; any other line is an error.
+/// The events file's connection, flow and gap records; any other line is an error. An OCSF event
+/// (`--events-format ocsf`) counts as the dfdwatch record it carries in `unmapped.dfdwatch`.
 fn read_events(path: &PathBuf) -> Result<Records> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -269,7 +270,10 @@ fn read_events(path: &PathBuf) -> Result<Records> {
     };
     let mut records = Records::default();
     for line in complete.lines() {
-        let v: Value = serde_json::from_str(line).with_context(|| format!("bad event line: {line}"))?;
+        let mut v: Value = serde_json::from_str(line).with_context(|| format!("bad event line: {line}"))?;
+        if v.get("class_uid").is_some() {
+            v = v["unmapped"]["dfdwatch"].take();
+        }
         match v["schema"].as_str() {
             Some("dfdwatch.connection.v1") => records.connections.push(v),
             Some("dfdwatch.flow.v1") => records.flows.push(v),

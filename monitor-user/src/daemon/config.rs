@@ -89,6 +89,13 @@ pub struct RunArgs {
     /// Needs --dfd.
     #[arg(long, value_name = "PATH")]
     pub alerts_file: Option<PathBuf>,
+    /// How events are written: dfdwatch's JSON records, or OCSF 1.5.0 (Network Activity 4001,
+    /// Detection Finding 2004) for a SIEM.
+    #[arg(long, value_enum, default_value = "json")]
+    pub events_format: crate::sinks::ocsf::Format,
+    /// How alerts are written: dfdwatch's JSON, or OCSF (Detection Finding 2004).
+    #[arg(long, value_enum, default_value = "json")]
+    pub alerts_format: crate::sinks::ocsf::Format,
     /// Rotate the alerts file once it holds this many bytes (0: never rotate).
     #[arg(long, default_value_t = 100 << 20, value_name = "BYTES")]
     pub alerts_max_bytes: u64,

@@ -63,7 +63,8 @@ impl Sinks {
             Some(path) => EventWriter::file(path, counters.clone(), metrics.clone())
                 .map_err(|source| RunError::EventsFile { path: path.clone(), source })?,
             None => EventWriter::stdout(counters.clone(), metrics.clone()),
-        };
+        }
+        .with_format(args.events_format);
         let cluster = match ClickHouse::from_args(&args.clickhouse).map_err(|e| RunError::Usage(e.to_string()))? {
             Some(server) => {
                 tracing::info!(url = %server.url(), "stored records are also shipped to ClickHouse");
@@ -94,6 +95,7 @@ impl Sinks {
                 counters.clone(),
             ),
         };
+        alerts = alerts.with_format(args.alerts_format);
         let mut task = None;
         if let Some(url) = &args.alertmanager_url {
             let uri = alertmanager::alerts_uri(url).map_err(|e| RunError::Usage(e.to_string()))?;

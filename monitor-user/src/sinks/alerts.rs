@@ -250,6 +250,7 @@ pub struct AlertFile {
 /// De-duplicates candidates by key over a window and writes alert lines.
 pub struct AlertWriter {
     out: LineSink<()>,
+    format: super::ocsf::Format,
     window: Duration,
     open: Windows<Open>,
     counters: Arc<Counters>,
@@ -261,6 +262,7 @@ impl AlertWriter {
     pub fn new(out: Box<dyn LineOutput>, window: Duration, max_windows: usize, counters: Arc<Counters>) -> Self {
         Self {
             out: LineSink::new(out, PENDING_BYTES),
+            format: super::ocsf::Format::Json,
             window,
             open: Windows::new(max_windows),
             counters,
@@ -283,6 +285,12 @@ impl AlertWriter {
         Ok(Self::new(out, window, max_windows, counters))
     }
 
+    /// Writes the alerts in `format` (dfdwatch's JSON by default, or OCSF).
+    pub fn with_format(mut self, format: super::ocsf::Format) -> Self {
+        self.format = format;
+        self
+    }
+
     /// Also hands every alert line to Alertmanager.
     pub fn with_alertmanager(mut self, queue: AlertmanagerQueue) -> Self {
         self.alertmanager = Some(queue);
@@ -301,7 +309,10 @@ impl AlertWriter {
         loop {
             match rx.recv_timeout(tick) {
                 Ok(AlertInput::Candidate(c)) => self.offer(c, Instant::now()),
-                Ok(AlertInput::DfdChange(record)) => self.write_line(&*record),
+                Ok(AlertInput::DfdChange(record)) => match self.format {
+                    super::ocsf::Format::Json => self.write_line(&*record),
+                    super::ocsf::Format::Ocsf => self.write_line(&super::ocsf::dfd_change(&record)),
+                },
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -382,7 +393,10 @@ impl AlertWriter {
         if let Some(am) = &self.alertmanager {
             am.offer(&record, self.window);
         }
-        self.write_line(&record);
+        match self.format {
+            super::ocsf::Format::Json => self.write_line(&record),
+            super::ocsf::Format::Ocsf => self.write_line(&super::ocsf::alert(&record)),
+        }
     }
 
     /// Queues one alert line. Whole lines only reach the file; one counts as written once it is

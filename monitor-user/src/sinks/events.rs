@@ -38,6 +38,18 @@ pub enum EventRecord {
     DfdChange(Arc<super::dfd_change_record::DfdChangeRecord>),
 }
 
+impl EventRecord {
+    /// The record as an OCSF event.
+    pub fn ocsf(&self) -> serde_json::Value {
+        match self {
+            EventRecord::Connection(r) => super::ocsf::connection(r),
+            EventRecord::Flow(r) => super::ocsf::flow(r),
+            EventRecord::Gap(r) => super::ocsf::gap(r),
+            EventRecord::DfdChange(r) => super::ocsf::dfd_change(r),
+        }
+    }
+}
+
 /// One line for the events sink: the record, and for a connection when the kernel saw it (for
 /// the detection latency).
 #[derive(Debug)]
@@ -51,6 +63,7 @@ pub struct EventLine {
 /// Writes connection events as JSON Lines.
 pub struct EventWriter {
     out: LineSink<Option<u64>>,
+    format: super::ocsf::Format,
     counters: Arc<Counters>,
     metrics: Arc<Metrics>,
 }
@@ -58,7 +71,13 @@ pub struct EventWriter {
 impl EventWriter {
     /// A writer to `out`.
     pub fn new(out: Box<dyn LineOutput>, counters: Arc<Counters>, metrics: Arc<Metrics>) -> Self {
-        Self { out: LineSink::new(out, PENDING_BYTES), counters, metrics }
+        Self { out: LineSink::new(out, PENDING_BYTES), format: super::ocsf::Format::Json, counters, metrics }
+    }
+
+    /// Writes the records in `format` (dfdwatch's JSON by default, or OCSF).
+    pub fn with_format(mut self, format: super::ocsf::Format) -> Self {
+        self.format = format;
+        self
     }
 
     /// A writer to stdout.
@@ -95,7 +114,11 @@ impl EventWriter {
     }
 
     fn push(&mut self, line: &EventLine) {
-        let queued = match serde_json::to_vec(&line.record) {
+        let bytes = match self.format {
+            super::ocsf::Format::Json => serde_json::to_vec(&line.record),
+            super::ocsf::Format::Ocsf => serde_json::to_vec(&line.record.ocsf()),
+        };
+        let queued = match bytes {
             Ok(bytes) => self.out.push(&bytes, line.monotonic_ns),
             Err(e) => {
                 self.counters.report_write_error("serialising an event", &e.into());

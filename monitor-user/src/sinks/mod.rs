@@ -12,6 +12,7 @@ pub mod fanout;
 pub mod flow_record;
 pub mod gap_record;
 pub mod line_file;
+pub mod ocsf;
 pub mod record;
 pub mod windows;
 
