@@ -2,7 +2,9 @@
 //! front, an api, PostgreSQL, Redis, and a simulated payment provider on a documentation-range
 //! address), watched by the real daemon with the approved DFD in `approved-dfd/demo/`. It drives
 //! the approved traffic, then an attacker's moves, prints the alerts and the metrics that changed,
-//! and removes everything it created.
+//! then investigates the attack as a SOC analyst would (`dfdwatch investigate path` from the first
+//! alert, drawn over the DFD in target/demo/investigate-path.svg), and removes everything else it
+//! created.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -50,6 +52,7 @@ pub fn run() -> Result<()> {
 
     let scratch = sys::scratch_dir("demo")?;
     let alerts_path = scratch.join("alerts.jsonl");
+    let store = scratch.join("flows.db");
     let options = DaemonOptions {
         extra_args: vec![
             "--dfd".into(),
@@ -58,6 +61,8 @@ pub fn run() -> Result<()> {
             alerts_path.display().to_string(),
             "--alert-window-secs".into(),
             "2".into(),
+            "--store".into(),
+            store.display().to_string(),
         ],
         ..Default::default()
     };
@@ -140,6 +145,7 @@ pub fn run() -> Result<()> {
     println!("\n== alerts ({}) ==", alerts_path.display());
     let alerts = std::fs::read_to_string(&alerts_path).unwrap_or_default();
     let mut others = 0;
+    let mut first_key = None;
     for line in alerts.lines() {
         let a: Value = serde_json::from_str(line).context("alert line")?;
         let v = &a["verdict"];
@@ -147,6 +153,9 @@ pub fn run() -> Result<()> {
         if !in_lab(&e["src"]) || !in_lab(&e["dst"]) {
             others += 1;
             continue;
+        }
+        if first_key.is_none() {
+            first_key = a["flow_key"].as_str().map(str::to_owned);
         }
         let occurrence = match a["occurrence"].as_str() {
             Some("repeats") => format!("+{} repeat(s)", a["count"]),
@@ -187,9 +196,56 @@ pub fn run() -> Result<()> {
         }
     }
     println!("\nfinal counters: {}", done.counters);
+    if let Some(key) = first_key {
+        investigate(&store, &dfd_dir, &key)?;
+    }
     println!("(pods, bridge and cgroups are removed now)");
     drop(lab);
     let _ = std::fs::remove_dir_all(pg_dir());
+    Ok(())
+}
+
+/// What a SOC analyst does next: the path from the first alert, and the picture of it.
+fn investigate(store: &std::path::Path, dfd: &std::path::Path, key: &str) -> Result<()> {
+    let bin = cmd::daemon_binary();
+    let run = |args: &[&str]| -> Result<std::process::Output> {
+        let mut all = vec![
+            "investigate",
+            "--store",
+            store.to_str().unwrap_or_default(),
+            "--dfd",
+            dfd.to_str().unwrap_or_default(),
+        ];
+        all.extend(args);
+        std::process::Command::new(&bin).args(&all).output().context("run dfdwatch investigate")
+    };
+    println!("\n== investigate: dfdwatch investigate path {key} (the first alert) ==\n");
+    let table = run(&["path", key, "--since", "1h"])?;
+    print!("{}{}", String::from_utf8_lossy(&table.stdout), String::from_utf8_lossy(&table.stderr));
+    for (title, args) in [
+        (
+            "what else did the database do? dfdwatch investigate timeline postgres",
+            ["timeline", "postgres", "--since", "1h"],
+        ),
+        (
+            "how far could the front get without an alert? dfdwatch investigate reach front",
+            ["reach", "front", "--since", "1h"],
+        ),
+    ] {
+        println!("\n== {title} ==\n");
+        let out = run(&args)?;
+        print!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    let picture = cmd::root().join("target/demo/investigate-path.svg");
+    std::fs::create_dir_all(picture.parent().context("target/demo")?)?;
+    let svg = run(&["--format", "svg", "path", key, "--since", "1h"])?;
+    if svg.status.success() {
+        std::fs::write(&picture, &svg.stdout)?;
+        std::fs::write(picture.with_extension("dot"), run(&["--format", "dot", "path", key, "--since", "1h"])?.stdout)?;
+        println!("\nthe path drawn over the DFD: {} (and .dot)", picture.display());
+    } else {
+        println!("\n(no picture: {})", String::from_utf8_lossy(&svg.stderr).trim());
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `investigate timeline WORKLOAD`: every flow and alerting connection with the workload at
 //! either end, both directions, in time order, with verdicts. A connection two workloads of one
-//! node reported from both ends shows once.
+//! node reported from both ends shows once; an alerting flow shows as its connections, each at its
+//! time (its flow record only when some were counted without being recorded).
 
 use serde::Serialize;
 
@@ -75,6 +76,7 @@ pub fn timeline(workload: &Workload, from_ns: i64, to_ns: i64, limit: u32, mut r
     rows.truncate(limit as usize);
     let entries = rows
         .iter()
+        .filter(|r| !told_one_by_one(r))
         .map(|r| {
             let src = EndView::src(r);
             Entry {
@@ -95,6 +97,14 @@ pub fn timeline(workload: &Workload, from_ns: i64, to_ns: i64, limit: u32, mut r
         })
         .collect();
     Timeline { workload: workload.to_string(), from: time(from_ns), to: time(to_ns), entries, truncated }
+}
+
+/// Whether `r` is the flow record of an alerting flow whose connections were all recorded one by
+/// one: they are in the timeline already, each with its own time.
+fn told_one_by_one(r: &Row) -> bool {
+    r.record == "flow"
+        && r.alert == 1
+        && serde_json::from_str::<serde_json::Value>(&r.json).is_ok_and(|j| j["unreported"].as_u64() == Some(0))
 }
 
 /// Whether `end` is the workload.
