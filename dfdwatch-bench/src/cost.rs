@@ -122,6 +122,22 @@ fn accounted(events: &Path) -> Result<(u64, u64, u64, u64)> {
 }
 
 /// One storm.
+/// A daemon to measure: a build, and options of its own (`{DIR}` stands for the scenario's
+/// directory).
+pub struct Build {
+    pub name: String,
+    pub bin: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl Build {
+    /// `common` followed by this build's own options, for a run in `dir`.
+    fn args(&self, dir: &Path, mut common: Vec<String>) -> Vec<String> {
+        common.extend(self.args.iter().map(|a| a.replace("{DIR}", &dir.display().to_string())));
+        common
+    }
+}
+
 struct Storm {
     name: &'static str,
     connections: u64,
@@ -130,11 +146,12 @@ struct Storm {
 }
 
 /// One storm with the dfdwatch build `bin` watching.
-fn scenario(dir: &Path, dfd: &Path, build: &str, bin: &Path, storm: &Storm) -> Result<Value> {
+fn scenario(dir: &Path, dfd: &Path, b: &Build, storm: &Storm) -> Result<Value> {
     let Storm { name, connections, parallel, distinct } = *storm;
+    let (build, bin) = (b.name.as_str(), b.bin.as_path());
     let exe = std::env::current_exe()?;
     let dir = dir.join(build).join(name);
-    let extra = vec!["--dfd".into(), dfd.display().to_string(), "--no-metrics".into()];
+    let extra = b.args(&dir, vec!["--dfd".into(), dfd.display().to_string(), "--no-metrics".into()]);
     let running = monitor::start_dfdwatch(bin, &dir, &extra)?;
     let pid = running.pid().context("dfdwatch pid")?;
     let stats = enable_bpf_stats()?;
@@ -206,9 +223,10 @@ fn scenario(dir: &Path, dfd: &Path, build: &str, bin: &Path, storm: &Storm) -> R
 /// (their connects and accepts are the interesting transitions), then, with the statistics
 /// switched on, all are closed. A close gives only transitions the probe ignores
 /// (ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2 -> TIME_WAIT, CLOSE_WAIT -> LAST_ACK -> CLOSE).
-fn ignored_transitions(dir: &Path, dfd: &Path, build: &str, bin: &Path, n: usize) -> Result<Value> {
+fn ignored_transitions(dir: &Path, dfd: &Path, b: &Build, n: usize) -> Result<Value> {
+    let (build, bin) = (b.name.as_str(), b.bin.as_path());
     let dir = dir.join(build).join("closes");
-    let extra = vec!["--dfd".into(), dfd.display().to_string(), "--no-metrics".into()];
+    let extra = b.args(&dir, vec!["--dfd".into(), dfd.display().to_string(), "--no-metrics".into()]);
     let running = monitor::start_dfdwatch(bin, &dir, &extra)?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let to = listener.local_addr()?;
@@ -259,7 +277,7 @@ fn connections_that_fit(want: usize) -> Result<usize> {
 
 /// Runs the three storms with each build in `bins` (name, daemon binary), one build after the
 /// other for each storm; returns the results as JSON.
-pub fn run(dir: &Path, connections: u64, distinct: u64, bins: &[(String, PathBuf)]) -> Result<Value> {
+pub fn run(dir: &Path, connections: u64, distinct: u64, bins: &[Build]) -> Result<Value> {
     std::fs::create_dir_all(dir)?;
     let dfd = dir.join("storm-dfd.yaml");
     std::fs::write(&dfd, STORM_DFD.replace("PORT", &PORT.to_string()))?;
@@ -277,20 +295,20 @@ pub fn run(dir: &Path, connections: u64, distinct: u64, bins: &[(String, PathBuf
     let result = (|| -> Result<Value> {
         let mut out = Vec::new();
         for storm in &storms {
-            for (build, bin) in bins {
-                out.push(scenario(dir, &dfd, build, bin, storm)?);
+            for b in bins {
+                out.push(scenario(dir, &dfd, b, storm)?);
             }
         }
         // Short and noisy: three rounds, the builds interleaved; the median is reported.
         let closes = connections_that_fit(CLOSES)?;
         let mut per_run: Vec<Vec<f64>> = vec![Vec::new(); bins.len()];
         for _ in 0..3 {
-            for (i, (build, bin)) in bins.iter().enumerate() {
-                let r = ignored_transitions(dir, &dfd, build, bin, closes)?;
+            for (i, b) in bins.iter().enumerate() {
+                let r = ignored_transitions(dir, &dfd, b, closes)?;
                 per_run[i].push(r["probe_ns_per_run"].as_f64().unwrap_or(0.0));
             }
         }
-        for ((build, _), runs) in bins.iter().zip(&per_run) {
+        for (Build { name: build, .. }, runs) in bins.iter().zip(&per_run) {
             out.push(json!({
                 "build": build,
                 "scenario": "closes-only",

@@ -10,6 +10,7 @@ mod monitor;
 mod overhead;
 mod stall;
 mod stats;
+mod store;
 mod storm;
 
 use std::net::SocketAddr;
@@ -81,6 +82,14 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         pods: usize,
     },
+    /// The flow store: SQLite write throughput and bytes per row, `investigate path` over a big
+    /// store, ClickHouse ingest from one shipper.
+    Store {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 200_000)]
+        clickhouse_rows: u64,
+    },
     /// Detection latency while the daemon lists, then relists, this many pods.
     Stall {
         #[arg(long, default_value_t = 100_000)]
@@ -136,8 +145,29 @@ fn main() -> Result<()> {
             report("overhead", &v)
         }
         Cmd::Cost { connections, distinct, compare } => {
-            let v = cost::run(&dir.join("cost"), connections.max(1), distinct.max(1), &builds(&compare)?)?;
+            // This build twice: with its flow store (in the run's own state directory), and
+            // without, for what the store costs.
+            let this = monitor::dfdwatch_bin()?;
+            let mut bins: Vec<cost::Build> = compared(&compare)?
+                .into_iter()
+                .map(|(name, bin)| cost::Build { name, bin, args: Vec::new() })
+                .collect();
+            bins.push(cost::Build {
+                name: "this".into(),
+                bin: this.clone(),
+                args: vec!["--state-dir={DIR}/state".into()],
+            });
+            bins.push(cost::Build {
+                name: "this-no-store".into(),
+                bin: this,
+                args: vec!["--state-dir={DIR}/state".into(), "--no-store".into()],
+            });
+            let v = cost::run(&dir.join("cost"), connections.max(1), distinct.max(1), &bins)?;
             report("cost", &v)
+        }
+        Cmd::Store { rows, clickhouse_rows } => {
+            let v = store::run(&dir.join("store"), rows.max(1), clickhouse_rows.max(1))?;
+            report("store", &v)
         }
         Cmd::Latency { ports, rounds } => {
             let dfd = dfdwatch_bench::synth::write_dfd(&dir.join("dfd"), 10)?;

@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: set up, build the release daemon and the benchmark runner, then run the
 //! benchmarks (all, or the ones named): `pipeline` (criterion), `overhead`, `cost`, `latency`,
-//! `memory`, `stall`.
+//! `memory`, `stall`, `store`.
 //! Results are printed and kept as JSON in target/bench/; BENCHMARKS.md reports them.
 
 use std::process::Command;
@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use crate::cmd;
 
 /// Every benchmark, in the order they run.
-pub const ALL: [&str; 6] = ["pipeline", "latency", "memory", "stall", "cost", "overhead"];
+pub const ALL: [&str; 7] = ["pipeline", "latency", "memory", "stall", "store", "cost", "overhead"];
 
 /// Runs the benchmarks in `which` (all when empty).
 pub fn run(which: &[String]) -> Result<()> {

@@ -2,14 +2,16 @@
 //! talked to before and after an alert (`dfdwatch investigate`). The fan-out hands the store
 //! writer ([`writer`]) each flow record, and each connection record of an alerting flow (those
 //! that raised an alert carry the alert's `flow_key`), through a bounded queue; the writer turns
-//! them into rows ([`row`]) and writes them in batches to an embedded SQLite file ([`sqlite`]),
-//! off the hot path. The store is trimmed by age and by size. A store that is damaged, full or
+//! them into rows ([`row`]), sums each flow's records into one row a minute ([`minutes`]), and
+//! writes them in batches to an embedded SQLite file ([`sqlite`]) and to ClickHouse
+//! ([`clickhouse`]), off the hot path. The store is trimmed by age and by size. A store that is damaged, full or
 //! unwritable is logged, counted ([`metrics`]) and alerted on; the daemon goes on judging without
 //! it. docs/store.md describes the schema and the queries ([`query`]).
 
 pub mod cli;
 pub mod clickhouse;
 pub mod metrics;
+pub mod minutes;
 pub mod query;
 pub mod row;
 pub mod schema;

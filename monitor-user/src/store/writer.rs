@@ -1,6 +1,7 @@
-//! The store writer, on its own thread: takes records from the fan-out's queue, keeps them in a
-//! bounded batch, and writes the batch once a second (or at 2,000 rows) in one transaction; trims
-//! the store every minute. Failures never reach the pipeline:
+//! The store writer, on its own thread: takes records from the fan-out's queue, sums each flow's
+//! records into one row a minute ([`super::minutes`]), keeps the rows in a bounded batch, and
+//! writes the batch once a second (or at 2,000 rows) in one transaction; trims the store every
+//! minute. Every row also goes to the cluster store's queue, when there is one. Failures never reach the pipeline:
 //! - a damaged store (or one of another schema) is moved aside as `PATH.damaged-UNIXTIME`, kept
 //!   for forensics, and a new one is started at once, so nothing more is lost;
 //! - a full or unwritable store keeps the batch in memory, up to 100,000 rows, and tries again
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::clickhouse::ShipQueue;
 use super::metrics::StoreCounters;
+use super::minutes::Minutes;
 use super::row::Row;
 use super::sqlite::{SqliteStore, StoreError, move_aside};
 use super::{StoreInput, StoreOptions};
@@ -39,6 +41,7 @@ pub struct StoreWriter {
     /// The cluster store's queue, with --clickhouse-url.
     cluster: Option<ShipQueue>,
     store: Option<SqliteStore>,
+    minutes: Minutes,
     pending: Vec<Row>,
     max_pending: usize,
     counters: Arc<StoreCounters>,
@@ -56,6 +59,7 @@ impl StoreWriter {
             options,
             cluster: None,
             store: None,
+            minutes: Minutes::default(),
             pending: Vec::new(),
             max_pending: MAX_PENDING,
             counters,
@@ -85,6 +89,9 @@ impl StoreWriter {
                 self.take(input);
             }
             let now = Instant::now();
+            if self.minutes.due(now) {
+                self.close_minute(now);
+            }
             if self.pending.len() >= BATCH || now.duration_since(self.flushed_at) >= FLUSH_EVERY {
                 self.flush(now);
             }
@@ -93,18 +100,34 @@ impl StoreWriter {
             }
         }
         let now = Instant::now();
+        self.close_minute(now);
         self.retry_at = now;
         self.flush(now);
         self.trim(now);
     }
 
     fn take(&mut self, input: StoreInput) {
-        let row = match input {
-            StoreInput::Flow { record, first_ns, last_ns } => Row::flow(&record, first_ns, last_ns),
-            StoreInput::Connection { record, time_ns, flow_key } => {
-                Row::connection(&record, time_ns, flow_key.as_deref())
+        match input {
+            StoreInput::Flow { record, first_ns, last_ns } => {
+                if let Some(rows) = self.minutes.add(Row::flow(&record, first_ns, last_ns)) {
+                    rows.into_iter().for_each(|r| self.keep(r));
+                }
             }
-        };
+            StoreInput::Connection { record, time_ns, flow_key } => {
+                self.keep(Row::connection(&record, time_ns, flow_key.as_deref()));
+            }
+        }
+    }
+
+    /// Closes the minute of summed flow records.
+    fn close_minute(&mut self, now: Instant) {
+        for row in self.minutes.close(now) {
+            self.keep(row);
+        }
+    }
+
+    /// Hands one row to the cluster store and the local store's batch.
+    fn keep(&mut self, row: Row) {
         if let Some(cluster) = &self.cluster {
             cluster.offer(row.clone());
         }
