@@ -36,7 +36,7 @@ fn row(i: u64, n: u64, end_ns: i64) -> Row {
     let day = 86_400_000_000_000i64;
     let time_ns = end_ns - day + (i as i64) * (day / n as i64);
     let (c, s) = (i % 2_000, (i * 7) % 200);
-    let alert = i % 100 == 0;
+    let alert = i.is_multiple_of(100);
     let mut r = Row {
         time_ns,
         last_ns: time_ns + 900_000_000,
