@@ -134,7 +134,8 @@ impl Query {
             params.extend([Param::Text(value.clone()), Param::Text(value)]);
         }
         if let Some(key) = &self.flow_key {
-            sql.push_str(" AND flow_key = ?");
+            // The second condition lets SQLite use its partial index of the keys that are set.
+            sql.push_str(" AND flow_key = ? AND flow_key != ''");
             params.push(Param::Text(key.clone()));
         }
         if let Some((src, dst)) = &self.between {
