@@ -65,3 +65,28 @@ fn the_checker_rejects_bad_mermaid() {
     let st = Command::new("node").arg(tool).arg(bad).stderr(Stdio::null()).stdout(Stdio::null()).status();
     assert!(st.as_ref().is_ok_and(|s| s.code() == Some(1)), "check.mjs accepted invalid Mermaid: {st:?}");
 }
+
+#[test]
+fn mermaid_parses_a_path_drawn_over_the_dfd() {
+    use dfdwatch_dfd::render::{Overlay, OverlayEnd, OverlayHop, render_with_overlay};
+    let loaded = dfdwatch_dfd::load::load_paths(&[root().join("approved-dfd/demo")]).expect("the demo DFD loads");
+    let hop = |from: OverlayEnd, to: OverlayEnd, label: &str| OverlayHop { from, to, label: label.into() };
+    let overlay = Overlay {
+        hops: vec![
+            hop(
+                OverlayEnd::Node("front".into()),
+                OverlayEnd::Node("postgres".into()),
+                "1: 10:02:03 unapproved_crossing :5432",
+            ),
+            hop(
+                OverlayEnd::Node("postgres".into()),
+                OverlayEnd::Observed("198.51.100.7".into()),
+                "2: 10:02:04 \"exfil\" <b> #9",
+            ),
+            hop(OverlayEnd::Node("no-such-node".into()), OverlayEnd::Node("front".into()), "3: a node the DFD lost"),
+        ],
+    };
+    let text = render_with_overlay(&loaded.dfd, &[], RenderFormat::Mermaid, &overlay);
+    assert!(text.contains("linkStyle") && text.contains("o_198_51_100_7"), "{text}");
+    mermaid_accepts(&text);
+}

@@ -83,10 +83,18 @@ pub fn time(ns: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Writes `rows` under `header`, each column as wide as its widest cell.
+/// `s` with control characters written as `\xNN`. The daemon escapes what it stores, but a
+/// cluster store can be written by others: nothing read back may drive the analyst's terminal.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { format!("\\x{:02x}", u32::from(c) & 0xff) } else { c.to_string() }).collect()
+}
+
+/// Writes `rows` under `header`, each column as wide as its widest cell (control characters
+/// escaped).
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| printable(c)).collect()).collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -101,7 +109,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push('\n');
     };
     line(&mut header.iter().copied());
-    for row in rows {
+    for row in &rows {
         line(&mut row.iter().map(String::as_str));
     }
     out
@@ -130,6 +138,12 @@ mod tests {
         e.node = "web".into();
         e.tier = "T1".into();
         assert_eq!(e.label(), "web 10.0.0.5 (shop, T1)");
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let t = table(&["A"], &[vec!["evil\u{1b}[2Jname\n".into()]]);
+        assert_eq!(t, "A\nevil\\x1b[2Jname\\x0a\n");
     }
 
     #[test]

@@ -45,6 +45,8 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Tries per batch once the daemon stops (it does not wait for ClickHouse for ever).
 const ATTEMPTS_AT_EXIT: u32 = 3;
+/// The largest answer read from ClickHouse (a query's rows).
+const MAX_ANSWER: usize = 1 << 30;
 
 /// Where the cluster store is and how to log in (`dfdwatch run`, `investigate`, `store init`).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -193,7 +195,12 @@ impl ClickHouse {
             .map_err(|_| self.error(format!("no answer in {} s", TIMEOUT.as_secs())))?
             .map_err(|e| self.error(e.to_string()))?;
         let status = response.status();
-        let body = response.into_body().collect().await.map(|b| b.to_bytes()).map_err(|e| self.error(e.to_string()))?;
+        // An answer is untrusted input: read at most MAX_ANSWER bytes of it.
+        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| self.error(format!("reading the answer: {e} (at most {MAX_ANSWER} bytes are read)")))?;
         if !status.is_success() {
             let text = escape_bytes(&body[..body.len().min(300)]);
             return Err(self.error(format!("HTTP {status}: {}", text.trim())));
