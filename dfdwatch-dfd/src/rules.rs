@@ -93,6 +93,12 @@ pub const RULES: &[Rule] = &[
     ),
     rule("H001", E, "approval-expired", "A flow's approval has expired."),
     rule("H002", W, "orphan", "A node without flows, or a zone, data class, checkpoint or tier that nothing uses."),
+    rule(
+        "L001",
+        E,
+        "left-to-review",
+        "A decision `dfdwatch learn` left to a person: an item whose description starts with TODO.",
+    ),
 ];
 
 /// Categories of the CAPITALS zero-trust threat taxonomy (edgeroute/zttm, by Chris Romeo,

@@ -8,11 +8,13 @@
 pub mod cgroupfs;
 pub mod clock;
 pub mod daemon;
+pub mod drift;
 pub use dfdwatch_dfd::escape;
 pub mod flows;
 pub mod heap;
 pub mod identity;
 pub mod investigate;
+pub mod learn;
 pub mod policy;
 pub mod probes;
 pub mod procnet;

@@ -53,6 +53,14 @@ enum Command {
     /// drops old days on servers without TTLs (docs/store.md). Exit 0 done, 64 bad usage, 69
     /// ClickHouse refused or unreachable.
     Store(monitor_user::store::cli::StoreArgs),
+    /// Draft a DFD from what was observed (the flow store, or a live watch with --for), with
+    /// the decisions only a person can make marked TODO; with --base, only what the DFD lacks
+    /// (docs/learn.md). Exit 0 written, 1 nothing observed, 64 bad usage, 66 store unreadable.
+    Learn(monitor_user::learn::LearnArgs),
+    /// The approved DFD against what the flow store saw: stale approvals, unapproved flows,
+    /// unmodelled workloads, approvals ending, nodes that matched nothing (docs/learn.md). Exit 0
+    /// written, 64 bad usage, 65 the DFD has errors, 66 the store cannot be read.
+    Drift(monitor_user::drift::DriftArgs),
 }
 
 fn init_logging(level: &str) -> Result<(), String> {
@@ -94,6 +102,12 @@ fn main() -> ExitCode {
         }
         Command::Verify(args) => {
             ExitCode::from(dfdwatch_dfd::cli::verify(&args, &mut std::io::stdout(), &mut std::io::stderr()))
+        }
+        Command::Drift(args) => {
+            ExitCode::from(monitor_user::drift::drift(&args, &mut std::io::stdout(), &mut std::io::stderr()))
+        }
+        Command::Learn(args) => {
+            ExitCode::from(monitor_user::learn::learn(&args, &mut std::io::stdout(), &mut std::io::stderr()))
         }
         Command::Store(args) => {
             ExitCode::from(monitor_user::store::cli::store(&args, &mut std::io::stdout(), &mut std::io::stderr()))

@@ -1,5 +1,5 @@
 //! Structure lints: dangling references (S001), duplicate ids (S002), overlapping flows (S003),
-//! zone nesting (S004) and orphans (H002).
+//! zone nesting (S004), orphans (H002), and what a learned draft leaves to review (L001).
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,6 +13,35 @@ pub(super) fn check(dfd: &Dfd, ix: &Index<'_>, out: &mut Vec<Finding>) {
     overlapping_flows(dfd, out);
     nesting(dfd, ix, out);
     orphans(dfd, out);
+    left_to_review(dfd, out);
+}
+
+/// L001: `dfdwatch learn` marks what only a person can decide (tiers, data classes, encryption,
+/// checkpoints) with a description starting with `TODO`; a draft is not a DFD until each is
+/// decided.
+fn left_to_review(dfd: &Dfd, out: &mut Vec<Finding>) {
+    let mut listed = super::Capped::new("L001", "items left to review");
+    let items = dfd
+        .tiers
+        .iter()
+        .map(|t| ("tier", &t.id, &t.description, &t.loc))
+        .chain(dfd.data_classes.iter().map(|t| ("data class", &t.id, &t.description, &t.loc)))
+        .chain(dfd.checkpoints.iter().map(|t| ("checkpoint", &t.id, &t.description, &t.loc)))
+        .chain(dfd.zones.iter().map(|t| ("zone", &t.id, &t.description, &t.loc)))
+        .chain(dfd.nodes.iter().map(|t| ("node", &t.id, &t.description, &t.loc)))
+        .chain(dfd.flows.iter().map(|t| ("flow", &t.id, &t.description, &t.loc)));
+    for (what, id, description, loc) in items {
+        if let Some(todo) = description.as_deref().filter(|d| d.trim_start().starts_with("TODO")) {
+            listed.push(out, || {
+                Finding::new(
+                    "L001",
+                    Some(loc),
+                    format!("{what} `{id}` is left to review: {todo}; decide, then change the description"),
+                )
+            });
+        }
+    }
+    listed.finish(out);
 }
 
 fn dup<'a>(

@@ -17,10 +17,10 @@ use std::time::Duration;
 use dfdwatch_dfd::model::Dfd;
 use dfdwatch_dfd::render::{Overlay, OverlayEnd, OverlayHop, RenderFormat, render_with_overlay};
 
-use crate::store::clickhouse::{ClickHouse, ClickHouseArgs};
+use crate::store::clickhouse::ClickHouseArgs;
 use crate::store::query::{Query, Workload};
 use crate::store::row::Row;
-use crate::store::sqlite::SqliteStore;
+use crate::store::source::{Source, SourceError};
 use crate::store::writer::unix_ns;
 
 /// Exit: answered.
@@ -124,40 +124,6 @@ pub enum Question {
     },
 }
 
-/// Where answers come from.
-pub enum Source {
-    /// The local SQLite store.
-    Sqlite(SqliteStore),
-    /// The cluster store, with a runtime for its requests.
-    ClickHouse(ClickHouse, tokio::runtime::Runtime),
-}
-
-impl Source {
-    /// The store `args` names: ClickHouse with --clickhouse-url, else the local file.
-    fn open(args: &InvestigateArgs) -> Result<Self, Failed> {
-        match ClickHouse::from_args(&args.clickhouse).map_err(|e| usage(e.to_string()))? {
-            Some(server) => {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| Failed(format!("cannot start the runtime: {e}"), EXIT_NOINPUT))?;
-                Ok(Source::ClickHouse(server, runtime))
-            }
-            None => SqliteStore::open_read_only(&args.store)
-                .map(Source::Sqlite)
-                .map_err(|e| Failed(format!("cannot read the flow store: {e}"), EXIT_NOINPUT)),
-        }
-    }
-
-    /// The rows `query` selects.
-    pub fn rows(&self, query: &Query) -> Result<Vec<Row>, String> {
-        match self {
-            Source::Sqlite(s) => s.select(query).map_err(|e| e.to_string()),
-            Source::ClickHouse(server, runtime) => runtime.block_on(server.select(query)).map_err(|e| e.to_string()),
-        }
-    }
-}
-
 /// A failed investigation: its message and exit status.
 struct Failed(String, u8);
 
@@ -174,7 +140,11 @@ fn range(since: Duration, until: Option<std::time::SystemTime>) -> (i64, i64) {
 
 /// Runs `dfdwatch investigate` against the store `args` names; returns the exit status.
 pub fn investigate(args: &InvestigateArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    match Source::open(args).and_then(|source| answer(args, &source)) {
+    let source = Source::open(&args.store, &args.clickhouse).map_err(|e| match e {
+        SourceError::Usage(m) => usage(m),
+        SourceError::Unreadable(_) => Failed(e.to_string(), EXIT_NOINPUT),
+    });
+    match source.and_then(|source| answer(args, &source)) {
         Ok(text) => match out.write_all(text.as_bytes()) {
             Ok(()) => EXIT_OK,
             Err(e) => {
@@ -191,7 +161,7 @@ pub fn investigate(args: &InvestigateArgs, out: &mut dyn Write, err: &mut dyn Wr
 
 /// The answer to `args.question` from `source`, written in `args.format`.
 fn answer(args: &InvestigateArgs, source: &Source) -> Result<String, Failed> {
-    let rows = |q: &Query| source.rows(q).map_err(|e| Failed(format!("cannot read the flow store: {e}"), EXIT_NOINPUT));
+    let rows = |q: &Query| source.rows(q).map_err(|e| Failed(e.to_string(), EXIT_NOINPUT));
     let dfd = load_dfd(&args.dfd)?;
     match &args.question {
         Question::Timeline { workload, since, until, limit } => {

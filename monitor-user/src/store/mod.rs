@@ -15,6 +15,7 @@ pub mod minutes;
 pub mod query;
 pub mod row;
 pub mod schema;
+pub mod source;
 pub mod sqlite;
 pub mod writer;
 

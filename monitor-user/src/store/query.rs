@@ -119,6 +119,8 @@ pub struct Query {
     pub verdict: Option<String>,
     /// Leave out second sightings of a connection already recorded from its other end.
     pub without_duplicates: bool,
+    /// Newest first (the order otherwise the same, reversed).
+    pub newest_first: bool,
     /// At most this many rows (the oldest first).
     pub limit: u32,
 }
@@ -152,10 +154,11 @@ impl Query {
         if self.without_duplicates {
             sql.push_str(" AND duplicate = 0");
         }
-        sql.push_str(&format!(
-            " ORDER BY time_ns, reporter, record, kind, src_addr, src_port, dst_addr, dst_port, last_ns LIMIT {}",
-            self.limit
-        ));
+        let order =
+            ["time_ns", "reporter", "record", "kind", "src_addr", "src_port", "dst_addr", "dst_port", "last_ns"];
+        let dir = if self.newest_first { " DESC" } else { "" };
+        let order: Vec<String> = order.iter().map(|c| format!("{c}{dir}")).collect();
+        sql.push_str(&format!(" ORDER BY {} LIMIT {}", order.join(", "), self.limit));
         (sql, params)
     }
 
