@@ -310,40 +310,20 @@ pub fn write(format: crate::cli::DiffFormat, changes: &[Change], out: &mut dyn s
             writeln!(out)
         }
         DiffFormat::Sarif => {
-            let results: Vec<serde_json::Value> = changes
+            let results: Vec<crate::report::SarifResult<'_>> = changes
                 .iter()
-                .map(|c| {
-                    let level = match c.severity {
+                .map(|c| crate::report::SarifResult {
+                    rule: c.kind,
+                    level: match c.severity {
                         Severity::High => "error",
                         Severity::Medium => "warning",
                         Severity::Low => "note",
-                    };
-                    let mut r = serde_json::json!({
-                        "ruleId": c.kind,
-                        "level": level,
-                        "message": {"text": format!("{}: {}", c.subject, c.detail)},
-                    });
-                    if let Some(l) = &c.loc {
-                        r["locations"] = serde_json::json!([{"physicalLocation": {
-                            "artifactLocation": {"uri": l.file.to_string_lossy().replace('\\', "/")},
-                            "region": {"startLine": l.line, "startColumn": l.col},
-                        }}]);
-                    }
-                    r
+                    },
+                    message: format!("{}: {}", c.subject, c.detail),
+                    loc: c.loc.as_ref(),
                 })
                 .collect();
-            let mut kinds: Vec<&str> = changes.iter().map(|c| c.kind).collect();
-            kinds.sort_unstable();
-            kinds.dedup();
-            let rules: Vec<serde_json::Value> = kinds
-                .iter()
-                .map(|k| serde_json::json!({"id": k, "shortDescription": {"text": k.replace('_', " ")}}))
-                .collect();
-            let sarif = serde_json::json!({
-                "version": "2.1.0",
-                "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-                "runs": [{"tool": {"driver": {"name": "dfdwatch diff", "rules": rules}}, "results": results}],
-            });
+            let sarif = crate::report::sarif_log("dfdwatch diff", &results);
             serde_json::to_writer_pretty(&mut *out, &sarif)?;
             writeln!(out)
         }

@@ -156,6 +156,47 @@ pub fn sarif(findings: &[Finding]) -> Value {
     })
 }
 
+/// One result of the SARIF log of a command other than `check` (`diff`, `drift`): a kind of
+/// finding, its level (`error`, `warning`, `note`), its message, and where in the DFD it is.
+pub struct SarifResult<'a> {
+    /// The kind, used as the rule id.
+    pub rule: &'a str,
+    /// `error`, `warning` or `note`.
+    pub level: &'static str,
+    /// What was found.
+    pub message: String,
+    /// Where in the DFD, when it is about one item.
+    pub loc: Option<&'a crate::diag::Loc>,
+}
+
+/// The SARIF 2.1.0 log of `tool` (`dfdwatch diff`, `dfdwatch drift`): one run, a rule per kind
+/// of result.
+pub fn sarif_log(tool: &str, results: &[SarifResult<'_>]) -> Value {
+    let mut kinds: Vec<&str> = results.iter().map(|r| r.rule).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let rules: Vec<Value> =
+        kinds.iter().map(|k| json!({"id": k, "shortDescription": {"text": k.replace('_', " ")}})).collect();
+    let results: Vec<Value> = results
+        .iter()
+        .map(|r| {
+            let mut v = json!({"ruleId": r.rule, "level": r.level, "message": {"text": r.message}});
+            if let Some(l) = r.loc {
+                v["locations"] = json!([{"physicalLocation": {
+                    "artifactLocation": {"uri": sarif_uri(&l.file.to_string_lossy().replace('\\', "/"))},
+                    "region": {"startLine": l.line, "startColumn": l.col},
+                }}]);
+            }
+            v
+        })
+        .collect();
+    json!({
+        "version": "2.1.0",
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "runs": [{"tool": {"driver": {"name": tool, "version": env!("CARGO_PKG_VERSION"), "rules": rules}}, "results": results}],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use dfdwatch_dfd::date::Date;
 use dfdwatch_dfd::diag::Loc;
 use dfdwatch_dfd::model::{Dfd, Flow};
+use dfdwatch_dfd::report::SarifResult;
 use serde::Serialize;
 
 use crate::store::clickhouse::ClickHouseArgs;
@@ -340,37 +341,21 @@ pub fn write(report: &Report, format: Format, out: &mut dyn Write) -> std::io::R
             writeln!(out)
         }
         Format::Sarif => {
-            let results: Vec<serde_json::Value> = report
+            let results: Vec<SarifResult<'_>> = report
                 .findings
                 .iter()
-                .map(|f| {
-                    let level = match f.severity {
+                .map(|f| SarifResult {
+                    rule: f.kind,
+                    level: match f.severity {
                         Severity::High => "error",
                         Severity::Medium => "warning",
                         Severity::Low => "note",
-                    };
-                    let mut r = serde_json::json!({"ruleId": f.kind, "level": level, "message": {"text": format!("{}: {}", f.subject, f.detail)}});
-                    if let Some(l) = &f.loc {
-                        r["locations"] = serde_json::json!([{"physicalLocation": {
-                            "artifactLocation": {"uri": l.file.to_string_lossy().replace('\\', "/")},
-                            "region": {"startLine": l.line, "startColumn": l.col},
-                        }}]);
-                    }
-                    r
+                    },
+                    message: format!("{}: {}", f.subject, f.detail),
+                    loc: f.loc.as_ref(),
                 })
                 .collect();
-            let mut kinds: Vec<&str> = report.findings.iter().map(|f| f.kind).collect();
-            kinds.sort_unstable();
-            kinds.dedup();
-            let rules: Vec<serde_json::Value> = kinds
-                .iter()
-                .map(|k| serde_json::json!({"id": k, "shortDescription": {"text": k.replace('_', " ")}}))
-                .collect();
-            let sarif = serde_json::json!({
-                "version": "2.1.0",
-                "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-                "runs": [{"tool": {"driver": {"name": "dfdwatch drift", "rules": rules}}, "results": results}],
-            });
+            let sarif = dfdwatch_dfd::report::sarif_log("dfdwatch drift", &results);
             serde_json::to_writer_pretty(&mut *out, &sarif)?;
             writeln!(out)
         }
