@@ -195,3 +195,45 @@ fn a_learned_and_reviewed_draft_approves_what_was_seen_and_alerts_on_the_new() -
     drop(lab);
     Ok(())
 }
+
+/// `learn --for`: the daemon watches live into a scratch store (removed afterwards), and the
+/// draft holds what was seen meanwhile.
+#[test]
+fn learning_live_drafts_what_was_seen_while_watching() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let _serial = lab::exclusive();
+    let mut lab = Lab::new("learn-live")?;
+    let client = lab.add_pod("client")?;
+    let server = lab.add_pod("server")?;
+    let dir = sys::scratch_dir("learn-live")?;
+    lab.start_nginx(&server, &dir.join("nginx"), &[80])?;
+    let draft = dir.join("draft.yaml");
+    let mut learn = std::process::Command::new(tests::daemon::binary()?)
+        .args(["learn", "--for", "3s", "--output", &draft.display().to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stderr = learn.stderr.take().context("stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let watching = lines.by_ref().map_while(Result::ok).any(|l| l.contains("watching for"));
+    ensure!(watching, "learn did not start watching");
+    let url = format!("http://{}/", server.ipv4);
+    let (_, out) = lab.run(&client, "curl", &["-s", "-m", "2", "-o", "/dev/null", &url])?;
+    ensure!(out.status.success(), "curl: {out:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = learn.wait()?;
+    ensure!(status.success(), "learn --for: {status}: {rest:?}");
+    let drafted = std::fs::read_to_string(&draft)?;
+    ensure!(
+        drafted.contains(&format!("\"{}/32\"", client.ipv4))
+            && drafted.contains("port: 80")
+            && drafted.contains("/usr/bin/curl"),
+        "{drafted}"
+    );
+    ensure!(
+        !std::fs::read_dir(std::env::temp_dir())?
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().starts_with(&format!("dfdwatch-learn-{}", learn.id()))),
+        "the scratch store is removed"
+    );
+    Ok(())
+}
