@@ -158,3 +158,85 @@ impl Observed {
         seen
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flow record's row: `src` connects to `dst`, the local end as `local_side` says.
+    fn row(src: Value, dst: Value, local_side: &str, local: Value, port: i64, duplicate: i64) -> Row {
+        let json = serde_json::json!({"src": src, "dst": dst, "local_side": local_side, "local": local});
+        Row {
+            record: "flow".into(),
+            kind: if local_side == "src" { "connect" } else { "accept" }.into(),
+            src_addr: json["src"]["addr"].as_str().unwrap_or_default().into(),
+            dst_addr: json["dst"]["addr"].as_str().unwrap_or_default().into(),
+            dst_port: port,
+            connections: 2,
+            duplicate,
+            time_ns: 10,
+            last_ns: 20,
+            json: json.to_string(),
+            ..Row::default()
+        }
+    }
+
+    #[test]
+    fn pods_are_known_by_namespace_and_service_account_and_hosts_by_unit_or_address() {
+        let web = serde_json::json!({"addr": "10.1.0.5", "k8s": {"namespace": "shop", "pod": "web-7d9f-x2", "service_account": "web"}});
+        let db = serde_json::json!({"addr": "10.1.0.9", "k8s": {"namespace": "data", "pod": "db-0", "service_account": "postgres"}});
+        let backup = serde_json::json!({"addr": "10.9.0.1"});
+        let rows = vec![
+            row(
+                web.clone(),
+                db.clone(),
+                "src",
+                serde_json::json!({"exe": "/app/web", "cgroup_path": "/kubepods/pod1"}),
+                5432,
+                0,
+            ),
+            // The same connection from the database's side: its identity, not counted again.
+            row(web, db.clone(), "dst", serde_json::json!({"exe": "/usr/lib/postgresql/15/bin/postgres"}), 5432, 1),
+            row(db, backup.clone(), "src", serde_json::json!({"exe": "/usr/bin/pg_dump"}), 22, 0),
+            row(
+                serde_json::json!({"addr": "10.9.0.2"}),
+                backup,
+                "src",
+                serde_json::json!({"exe": "/usr/bin/rsync", "systemd_unit": "sync.service", "cgroup_path": "/system.slice/sync.service"}),
+                873,
+                0,
+            ),
+        ];
+        let seen = Observed::from_rows(&rows, None);
+        let k8s = |ns: &str, sa: &str| WorkloadId::K8s { namespace: ns.into(), service_account: sa.into() };
+        let ids: Vec<&WorkloadId> = seen.workloads.keys().collect();
+        assert_eq!(
+            ids,
+            [
+                &k8s("data", "postgres"),
+                &k8s("shop", "web"),
+                &WorkloadId::Unit("sync.service".into()),
+                &WorkloadId::Addr("10.9.0.1".into())
+            ]
+        );
+        let web_to_db = &seen.flows[&(k8s("shop", "web"), k8s("data", "postgres"))];
+        assert_eq!((web_to_db.connections, web_to_db.ports.iter().copied().collect::<Vec<_>>()), (2, vec![5432]));
+        assert_eq!(seen.connections, 6);
+        let draft = super::super::draft::draft(&seen, "t", None);
+        for want in [
+            "match: {k8s: {namespace: \"shop\", serviceAccount: \"web\"}}",
+            "{id: data, name: \"data\", tier: unreviewed, match: {k8s: {namespace: \"data\"}}}",
+            "id: data-postgres",
+            "kind: datastore",
+            "systemdUnits: [\"sync.service\"]",
+            "cidrs: [\"10.9.0.1/32\"]",
+        ] {
+            assert!(draft.contains(want), "{want:?} missing:\n{draft}");
+        }
+        assert!(!draft.contains("web-7d9f"), "never a pod name:\n{draft}");
+        let (dfd, findings) = dfdwatch_dfd::load::load_str("draft.yaml", &draft);
+        assert!(findings.is_empty(), "the draft parses: {findings:?}");
+        let lints = dfdwatch_dfd::lint::lint_undated(&dfd);
+        assert!(lints.iter().any(|f| f.rule == "L001"), "{lints:?}");
+    }
+}
