@@ -3,8 +3,8 @@
 //! address), watched by the real daemon with the approved DFD in `approved-dfd/demo/`. It drives
 //! the approved traffic, then an attacker's moves, prints the alerts and the metrics that changed,
 //! then investigates the attack as a SOC analyst would (`dfdwatch investigate path` from the first
-//! alert, drawn over the DFD in target/demo/investigate-path.svg), and removes everything else it
-//! created.
+//! alert, drawn over the DFD in target/demo/investigate-path.svg), shows where the DFD and what was
+//! seen disagree (`dfdwatch drift`), and removes everything else it created.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -236,6 +236,20 @@ fn investigate(store: &std::path::Path, dfd: &std::path::Path, key: &str) -> Res
         let out = run(&args)?;
         print!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
+    println!("\n== and the DFD against what was seen: dfdwatch drift ==\n");
+    let drift = std::process::Command::new(&bin)
+        .args([
+            "drift",
+            "--store",
+            store.to_str().unwrap_or_default(),
+            "--dfd",
+            dfd.to_str().unwrap_or_default(),
+            "--since",
+            "1h",
+        ])
+        .output()
+        .context("run dfdwatch drift")?;
+    print!("{}{}", String::from_utf8_lossy(&drift.stdout), String::from_utf8_lossy(&drift.stderr));
     let picture = cmd::root().join("target/demo/investigate-path.svg");
     std::fs::create_dir_all(picture.parent().context("target/demo")?)?;
     let svg = run(&["--format", "svg", "path", key, "--since", "1h"])?;

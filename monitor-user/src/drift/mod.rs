@@ -134,8 +134,10 @@ fn approves(f: &Flow, r: &Row) -> bool {
             .is_ok_and(|p| f.ports.iter().any(|range| (range.port..=range.end_port).contains(&p)))
 }
 
+/// An end by its DFD node, else its pod, else its cgroup (the root cgroup names nobody), else its
+/// address.
 fn end_label(node: &str, pod: &str, cgroup: &str, addr: &str) -> String {
-    [node, pod, cgroup].into_iter().find(|s| !s.is_empty()).map_or_else(|| addr.to_owned(), str::to_owned)
+    [node, pod, cgroup].into_iter().find(|s| !s.is_empty() && *s != "/").map_or_else(|| addr.to_owned(), str::to_owned)
 }
 
 /// The report for `dfd` against `rows` (the period's flow records), with each stale flow's
@@ -205,7 +207,12 @@ pub fn report(
             }
         }
     }
-    let mut seen_flows: Vec<Finding> = unapproved
+    // Ranked by the verdicts' own severity (critical above high), then connections.
+    let mut unapproved: Vec<(SeenKey, Seen)> = unapproved.into_iter().collect();
+    unapproved.sort_by(|(ka, a), (kb, b)| {
+        (rank(&b.severity), b.connections).cmp(&(rank(&a.severity), a.connections)).then(ka.cmp(kb))
+    });
+    let seen_flows: Vec<Finding> = unapproved
         .into_iter()
         .map(|(k, s)| Finding {
             kind: "unapproved_flow",
@@ -221,8 +228,6 @@ pub fn report(
             loc: None,
         })
         .collect();
-    seen_flows
-        .sort_by(|a, b| (b.severity, b.connections).cmp(&(a.severity, a.connections)).then(a.subject.cmp(&b.subject)));
     findings.extend(seen_flows);
     let mut workloads: Vec<Finding> = unmodelled
         .into_iter()
