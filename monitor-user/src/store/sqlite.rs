@@ -129,7 +129,7 @@ impl SqliteStore {
         // auto_vacuum takes effect only before the first table: a new store gets it.
         let setup = format!(
             "PRAGMA auto_vacuum = INCREMENTAL;\nPRAGMA journal_mode = WAL;\nPRAGMA synchronous = NORMAL;\n\
-             PRAGMA journal_size_limit = 16777216;\nPRAGMA busy_timeout = 5000;\nPRAGMA cache_size = -16384;\nPRAGMA mmap_size = 268435456;\nBEGIN;\n{}PRAGMA user_version = {VERSION};\nCOMMIT;",
+             PRAGMA journal_size_limit = 16777216;\nPRAGMA busy_timeout = 5000;\nPRAGMA cache_size = -8192;\nBEGIN;\n{}PRAGMA user_version = {VERSION};\nCOMMIT;",
             schema::sqlite()
         );
         self.conn.execute_batch(&setup).map_err(|e| self.err(e))
