@@ -74,9 +74,27 @@ pub fn query(workload: &Workload, from_ns: i64, to_ns: i64, limit: u32) -> Query
 pub fn timeline(workload: &Workload, from_ns: i64, to_ns: i64, limit: u32, mut rows: Vec<Row>) -> Timeline {
     let truncated = rows.len() > limit as usize;
     rows.truncate(limit as usize);
+    // A daemon without a DFD does not pair a same-node connection's two sightings: its connect's
+    // row stands for both.
+    let unpaired_connects: std::collections::HashSet<(&str, &str, &str, i64, i64)> = rows
+        .iter()
+        .filter(|r| r.verdict.is_empty() && r.kind == "connect")
+        .map(|r| (r.reporter.as_str(), r.src_addr.as_str(), r.dst_addr.as_str(), r.dst_port, r.time_ns / MINUTE_NS))
+        .collect();
+    let seen_from_the_client = |r: &Row| {
+        r.verdict.is_empty()
+            && r.kind == "accept"
+            && unpaired_connects.contains(&(
+                r.reporter.as_str(),
+                r.src_addr.as_str(),
+                r.dst_addr.as_str(),
+                r.dst_port,
+                r.time_ns / MINUTE_NS,
+            ))
+    };
     let entries = rows
         .iter()
-        .filter(|r| !told_one_by_one(r))
+        .filter(|r| !told_one_by_one(r) && !seen_from_the_client(r))
         .map(|r| {
             let src = EndView::src(r);
             Entry {
@@ -98,6 +116,9 @@ pub fn timeline(workload: &Workload, from_ns: i64, to_ns: i64, limit: u32, mut r
         .collect();
     Timeline { workload: workload.to_string(), from: time(from_ns), to: time(to_ns), entries, truncated }
 }
+
+/// The store sums flows a minute at a time.
+const MINUTE_NS: i64 = 60_000_000_000;
 
 /// Whether `r` is the flow record of an alerting flow whose connections were all recorded one by
 /// one: they are in the timeline already, each with its own time.
@@ -146,4 +167,40 @@ pub fn text(t: &Timeline) -> String {
         out.push_str("(more entries than --limit: narrow the time with --since/--until)\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(kind: &str, verdict: &str, t: i64) -> Row {
+        Row {
+            time_ns: t,
+            last_ns: t,
+            reporter: "n1".into(),
+            record: "flow".into(),
+            kind: kind.into(),
+            src_addr: "10.0.0.1".into(),
+            dst_addr: "10.0.0.2".into(),
+            dst_port: 80,
+            verdict: verdict.into(),
+            connections: 3,
+            json: "{}".into(),
+            ..Row::default()
+        }
+    }
+
+    #[test]
+    fn a_connection_seen_from_both_ends_shows_once() {
+        let w: Workload = "addr:10.0.0.2".parse().unwrap();
+        // Without a DFD nothing is paired: the accept's row is the same connections again.
+        let t = timeline(&w, 0, i64::MAX, 10, vec![row("connect", "", 5), row("accept", "", 6)]);
+        assert_eq!(t.entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["connect"]);
+        // An accept of a client on another node (no connect row) stays.
+        let t = timeline(&w, 0, i64::MAX, 10, vec![row("accept", "", 6)]);
+        assert_eq!(t.entries.len(), 1);
+        // With a DFD the daemon pairs them itself (the query leaves out the marked duplicate).
+        let t = timeline(&w, 0, i64::MAX, 10, vec![row("connect", "approved", 5), row("accept", "approved", 6)]);
+        assert_eq!(t.entries.len(), 2);
+    }
 }
