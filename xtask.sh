@@ -4,6 +4,7 @@
 # and then every `cargo` command in this tree fails before xtask runs), then hands over to
 # `cargo xtask`, which installs everything else. Idempotent; usage as `cargo xtask`:
 #   ./xtask.sh demo | test | setup | build | bench
+#   ./xtask.sh --toolchain-only   (install the pinned toolchain, then stop)
 # Run it as root (CI does). With sudo, rustup must be on root's PATH or in root's ~/.cargo/bin
 # (`sudo env PATH="$PATH" ./xtask.sh ...` keeps yours).
 set -eu
@@ -26,4 +27,7 @@ for component in clippy rustfmt; do
         break
     fi
 done
+if [ "${1:-}" = "--toolchain-only" ]; then
+    exit 0
+fi
 exec cargo xtask "$@"
