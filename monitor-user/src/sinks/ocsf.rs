@@ -30,8 +30,18 @@ pub enum Format {
     Ocsf,
 }
 
-const NETWORK_ACTIVITY: u64 = 4001;
-const DETECTION_FINDING: u64 = 2004;
+/// An OCSF class: its id and name, and its category's.
+struct Class {
+    uid: u64,
+    name: &'static str,
+    category_uid: u64,
+    category_name: &'static str,
+}
+
+const NETWORK_ACTIVITY: Class =
+    Class { uid: 4001, name: "Network Activity", category_uid: 4, category_name: "Network Activity" };
+const DETECTION_FINDING: Class =
+    Class { uid: 2004, name: "Detection Finding", category_uid: 2, category_name: "Findings" };
 
 /// Epoch milliseconds of an RFC 3339 time (0 if it does not parse; dfdwatch writes them all).
 fn millis(rfc3339: &str) -> u64 {
@@ -141,39 +151,49 @@ fn severity(verdict: Option<&Verdict>) -> u64 {
     verdict.map_or(1, |v| severity_id(v.severity.as_str()))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The fields every event has: class, activity, time, severity, reporting host, metadata.
+fn event(class: &Class, activity: (u64, &str), time: u64, severity_id: u64, node: &str, metadata: Value) -> Value {
+    let (activity_id, activity_name) = activity;
+    json!({
+        "class_uid": class.uid,
+        "class_name": class.name,
+        "category_uid": class.category_uid,
+        "category_name": class.category_name,
+        "activity_id": activity_id,
+        "activity_name": activity_name,
+        "type_uid": class.uid * 100 + activity_id,
+        "type_name": format!("{}: {activity_name}", class.name),
+        "time": time,
+        "severity_id": severity_id,
+        "severity": severity_name(severity_id),
+        "device": device(node),
+        "metadata": metadata,
+    })
+}
+
+/// A connection or flow record's ends.
+struct Ends<'a> {
+    src: &'a Address,
+    dst: &'a Address,
+    kind: &'a str,
+    ip_version: u8,
+    local: &'a LocalEnd,
+}
+
+/// A Network Activity event: `activity` of the connection or flow between `ends`.
 fn network_activity(
     activity: (u64, &str),
     time: u64,
     severity_id: u64,
-    src: &Address,
-    dst: &Address,
-    kind: &str,
-    ip_version: u8,
-    local: &LocalEnd,
     node: &str,
     log_name: &str,
+    ends: &Ends<'_>,
 ) -> Value {
-    let (activity_id, activity_name) = activity;
-    let mut e = json!({
-        "class_uid": NETWORK_ACTIVITY,
-        "class_name": "Network Activity",
-        "category_uid": 4,
-        "category_name": "Network Activity",
-        "activity_id": activity_id,
-        "activity_name": activity_name,
-        "type_uid": NETWORK_ACTIVITY * 100 + activity_id,
-        "type_name": format!("Network Activity: {activity_name}"),
-        "time": time,
-        "severity_id": severity_id,
-        "severity": severity_name(severity_id),
-        "src_endpoint": endpoint(src),
-        "dst_endpoint": endpoint(dst),
-        "connection_info": connection_info(kind, ip_version),
-        "device": device(node),
-        "metadata": metadata(log_name, None),
-    });
-    if let Some(actor) = actor(local) {
+    let mut e = event(&NETWORK_ACTIVITY, activity, time, severity_id, node, metadata(log_name, None));
+    e["src_endpoint"] = endpoint(ends.src);
+    e["dst_endpoint"] = endpoint(ends.dst);
+    e["connection_info"] = connection_info(ends.kind, ends.ip_version);
+    if let Some(actor) = actor(ends.local) {
         e["actor"] = actor;
     }
     e
@@ -183,17 +203,14 @@ fn network_activity(
 pub fn connection(r: &ConnectionRecord) -> Value {
     let failed = r.kind == "connect_failed";
     let activity = if failed { (4, "Fail") } else { (1, "Open") };
+    let ends = Ends { src: &r.src, dst: &r.dst, kind: r.kind, ip_version: r.ip_version, local: &r.local };
     let mut e = network_activity(
         activity,
         millis(&r.time),
         severity(r.verdict.as_ref()),
-        &r.src,
-        &r.dst,
-        r.kind,
-        r.ip_version,
-        &r.local,
         &r.node,
         super::record::SCHEMA,
+        &ends,
     );
     e["status_id"] = json!(if failed { 2 } else { 1 });
     if let Some(error) = &r.error {
@@ -207,18 +224,9 @@ pub fn connection(r: &ConnectionRecord) -> Value {
 /// A flow record as Network Activity: Traffic (6), with its interval and connection count.
 pub fn flow(r: &FlowRecord) -> Value {
     let (start, end) = (millis(&r.first_seen), millis(&r.last_seen));
-    let mut e = network_activity(
-        (6, "Traffic"),
-        end,
-        severity(r.verdict.as_ref()),
-        &r.src,
-        &r.dst,
-        r.kind,
-        r.ip_version,
-        &r.local,
-        &r.node,
-        super::flow_record::SCHEMA,
-    );
+    let ends = Ends { src: &r.src, dst: &r.dst, kind: r.kind, ip_version: r.ip_version, local: &r.local };
+    let mut e =
+        network_activity((6, "Traffic"), end, severity(r.verdict.as_ref()), &r.node, super::flow_record::SCHEMA, &ends);
     e["start_time"] = json!(start);
     e["end_time"] = json!(end);
     e["count"] = json!(r.connections);
@@ -226,6 +234,7 @@ pub fn flow(r: &FlowRecord) -> Value {
     e
 }
 
+/// A Detection Finding event, new and alerting.
 fn detection_finding(
     activity: (u64, &str),
     time: u64,
@@ -234,25 +243,11 @@ fn detection_finding(
     log_name: &str,
     uid: &str,
 ) -> Value {
-    let (activity_id, activity_name) = activity;
-    json!({
-        "class_uid": DETECTION_FINDING,
-        "class_name": "Detection Finding",
-        "category_uid": 2,
-        "category_name": "Findings",
-        "activity_id": activity_id,
-        "activity_name": activity_name,
-        "type_uid": DETECTION_FINDING * 100 + activity_id,
-        "type_name": format!("Detection Finding: {activity_name}"),
-        "time": time,
-        "severity_id": severity_id,
-        "severity": severity_name(severity_id),
-        "status_id": 1,
-        "status": "New",
-        "is_alert": true,
-        "device": device(node),
-        "metadata": metadata(log_name, Some(uid)),
-    })
+    let mut e = event(&DETECTION_FINDING, activity, time, severity_id, node, metadata(log_name, Some(uid)));
+    e["status_id"] = json!(1);
+    e["status"] = json!("New");
+    e["is_alert"] = json!(true);
+    e
 }
 
 /// An alert as Detection Finding: Create (1) for a first occurrence, Update (2) for a window's
