@@ -290,6 +290,17 @@ pub fn connections(flows: &[Value], which: impl Fn(&Value) -> bool) -> u64 {
     flows.iter().filter(|f| which(f)).map(|f| f["connections"].as_u64().unwrap_or(0)).sum()
 }
 
+/// Every line of a JSON Lines file (an alert file, an events file), parsed; none for a file that
+/// does not exist yet.
+pub fn json_lines(path: &std::path::Path) -> Result<Vec<Value>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    text.lines().map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}"))).collect()
+}
+
 /// The value of one series (`name{labels}`, written as /metrics writes it) in an exposition.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))

@@ -144,7 +144,8 @@ pub fn metric_definitions() -> Result<String> {
     Ok(text)
 }
 
-/// Waits (5 s at most) until process `pid` runs a program whose path ends with `name`.
+/// Waits (5 s at most) until process `pid` runs a program whose path ends with `name`, and the
+/// kernel's exec tracking has recorded it.
 pub fn wait_until_exe(pid: u32, name: &str) -> Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::fs::read_link(format!("/proc/{pid}/exe")).map(|e| !e.ends_with(name)).unwrap_or(true) {
@@ -153,6 +154,8 @@ pub fn wait_until_exe(pid: u32, name: &str) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
+    // /proc shows the new image a moment before the exec tracepoint has recorded it.
+    std::thread::sleep(std::time::Duration::from_millis(50));
     Ok(())
 }
 

@@ -8,11 +8,6 @@ use serde_json::Value;
 use tests::lab::ClientServer;
 use tests::{Daemon, DaemonOptions, lab};
 
-fn read_lines(path: &std::path::Path) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().map(|l| Ok(serde_json::from_str(l)?)).collect()
-}
-
 #[test]
 fn repeated_unapproved_flow_gives_one_alert_then_one_count() -> Result<()> {
     let _serial = lab::exclusive();
@@ -43,11 +38,11 @@ fn repeated_unapproved_flow_gives_one_alert_then_one_count() -> Result<()> {
     }
     // The first alert comes at once; the summary when the 2 s window closes.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while read_lines(&alerts)?.len() < 2 && std::time::Instant::now() < deadline {
+    while tests::daemon::json_lines(&alerts)?.len() < 2 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let done = daemon.stop()?;
-    let lines = read_lines(&alerts)?;
+    let lines = tests::daemon::json_lines(&alerts)?;
     ensure!(lines.len() == 2, "want first + repeats, got {lines:#?}\nlog:\n{}", done.log);
     let (first, repeats) = (&lines[0], &lines[1]);
     ensure!(first["schema"] == "dfdwatch.alert.v1" && first["occurrence"] == "first" && first["count"] == 1, "{first}");
@@ -94,11 +89,11 @@ fn a_port_scan_gives_one_alert_and_one_summary_naming_the_ports() -> Result<()> 
         ensure!(out.status.code() == Some(7), "port {port} refuses: {out:?}");
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while read_lines(&alerts)?.len() < 2 && std::time::Instant::now() < deadline {
+    while tests::daemon::json_lines(&alerts)?.len() < 2 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let done = daemon.stop()?;
-    let lines = read_lines(&alerts)?;
+    let lines = tests::daemon::json_lines(&alerts)?;
     ensure!(lines.len() == 2, "want one first alert and one scan summary, got {lines:#?}\nlog:\n{}", done.log);
     ensure!(lines[0]["occurrence"] == "first", "{}", lines[0]);
     let scan = &lines[1];

@@ -64,11 +64,6 @@ fn start(tag: &str, client_exe: &str) -> Result<(ClientServer, Daemon, std::path
     Ok((s, daemon, alerts))
 }
 
-fn alert_lines(path: &Path) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    Ok(text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?)
-}
-
 fn connect_of(events: &[Value], pid: u32) -> Option<&Value> {
     events.iter().find(|e| e["kind"] == "connect" && e["local"]["tgid"].as_u64() == Some(u64::from(pid)))
 }
@@ -106,11 +101,11 @@ fn the_approved_program_is_approved_from_both_sides_and_a_borrowed_one_is_not() 
     drop(frozen);
     let alerted = |lines: &[Value]| lines.iter().any(|l| l["event"]["local"]["tgid"].as_u64() == Some(u64::from(bash)));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !alerted(&alert_lines(&alerts)?) && std::time::Instant::now() < deadline {
+    while !alerted(&tests::daemon::json_lines(&alerts)?) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let done = daemon.stop()?;
-    let lines = alert_lines(&alerts)?;
+    let lines = tests::daemon::json_lines(&alerts)?;
     let alert = lines
         .iter()
         .find(|l| l["event"]["local"]["tgid"].as_u64() == Some(u64::from(bash)))
@@ -156,7 +151,7 @@ fn a_process_that_execs_another_program_is_judged_anew() -> Result<()> {
             && second["recorded"] == "first",
         "curl in the same process is a new flow, judged as curl: {second}"
     );
-    let lines = alert_lines(&alerts)?;
+    let lines = tests::daemon::json_lines(&alerts)?;
     ensure!(
         lines.iter().any(|l| l["event"]["local"]["exe"].as_str().is_some_and(|e| e.ends_with("/curl"))),
         "and alerts: {lines:#?}"

@@ -56,8 +56,7 @@ fn usual(lab: &Lab, client: &Pod, server: &Pod, cache: &Pod) -> Result<()> {
 }
 
 fn alert_lines(path: &Path, pods: &[&Pod]) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<Value> = text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let lines = tests::daemon::json_lines(path)?;
     let ours = |v: &Value| pods.iter().any(|p| v["event"]["local"]["netns"].as_u64() == Some(p.netns_inode));
     Ok(lines.into_iter().filter(ours).collect())
 }

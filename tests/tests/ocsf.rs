@@ -13,11 +13,6 @@ use serde_json::Value;
 use tests::lab::ClientServer;
 use tests::{Daemon, DaemonOptions, lab, sys};
 
-fn lines(path: &Path) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    Ok(text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?)
-}
-
 /// Validates `files` with tools/ocsf-check (the venv `cargo xtask setup` builds).
 fn validate(files: &[&Path]) -> Result<()> {
     let root = sys::workspace_root();
@@ -79,8 +74,8 @@ fn events_and_alerts_validate_as_ocsf_and_carry_the_verdict() -> Result<()> {
     daemon.stop()?;
 
     validate(&[&events, &alerts])?;
-    let events = lines(&events)?;
-    let alerts = lines(&alerts)?;
+    let events = tests::daemon::json_lines(&events)?;
+    let alerts = tests::daemon::json_lines(&alerts)?;
     let activity = |e: &Value| (e["class_uid"].as_u64().unwrap_or(0), e["activity_id"].as_u64().unwrap_or(0));
     for want in [(4001, 1), (4001, 4), (4001, 6), (2004, 1)] {
         ensure!(events.iter().any(|e| activity(e) == want), "no event of class/activity {want:?}");
